@@ -1,0 +1,37 @@
+"""Sessions: `nox -s tests` (default) runs every test; `nox -s lint` runs ruff and mypy."""
+
+from __future__ import annotations
+
+import nox
+
+nox.needs_version = ">=2025.2.9"
+nox.options.default_venv_backend = "venv"
+nox.options.download_python = "never"
+nox.options.reuse_existing_virtualenvs = True
+nox.options.sessions = ["tests"]
+
+PYPROJECT = nox.project.load_toml("pyproject.toml")
+PYTHON = "3.11"
+
+
+def _install(session: nox.Session, *groups: str) -> None:
+    requirements = [
+        req for group in groups for req in nox.project.dependency_groups(PYPROJECT, group)
+    ]
+    session.install("-e", ".", *requirements)
+
+
+@nox.session(python=PYTHON)
+def tests(session: nox.Session) -> None:
+    """Run unit and end-to-end tests (real espeak-ng, real gunicorn processes)."""
+    _install(session, "test")
+    session.run("pytest", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def lint(session: nox.Session) -> None:
+    """Check formatting, lint and strict typing."""
+    _install(session, "dev")
+    session.run("ruff", "format", "--check", "src", "tests", "noxfile.py")
+    session.run("ruff", "check", "src", "tests", "noxfile.py")
+    session.run("mypy")

@@ -1,0 +1,107 @@
+"""Settings: every TASKMON_ environment variable, parsed and validated once at start-up.
+
+A wrong value stops start-up with a ConfigError that names the variable, the value and the rule,
+so an operator never has to read a traceback to find which line of their environment is wrong.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "TASKMON_"
+
+
+class BackendMode(StrEnum):
+    AUTO = "auto"
+    REDIS = "redis"
+    MEMORY = "memory"
+
+
+class EngineName(StrEnum):
+    ESPEAK = "espeak"
+    TONE = "tone"
+
+
+class FallbackPolicy(StrEnum):
+    PARTITION = "partition"
+    REJECT = "reject"
+
+
+class ConfigError(ValueError):
+    """A TASKMON_ variable holds a value taskmon cannot run with."""
+
+
+def _default_engine() -> EngineName:
+    return EngineName.ESPEAK if shutil.which("espeak-ng") else EngineName.TONE
+
+
+def _default_result_dir() -> Path:
+    data_home = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    base = Path(data_home) if os.access(Path(data_home).parent, os.W_OK) else None
+    return (base or Path(tempfile.gettempdir())) / "taskmon" / "results"
+
+
+class Settings(BaseSettings):
+    """The configuration of one taskmon process (brief, section 2)."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True)
+
+    redis_url: SecretStr | None = None
+    backend: BackendMode = BackendMode.AUTO
+    concurrency_limit: int = Field(default=4, ge=1, le=10_000)
+    lease_ttl_ms: int = Field(default=10_000, ge=100, le=3_600_000)
+    engine: EngineName = Field(default_factory=_default_engine)
+    tone_ms_per_char: float = Field(default=10.0, ge=0, le=10_000)
+    result_dir: Path = Field(default_factory=_default_result_dir)
+    max_pending: int = Field(default=64, ge=1, le=100_000)
+    task_ttl_s: int = Field(default=86_400, ge=1)
+    key_prefix: str = Field(default="taskmon", min_length=1, max_length=64, pattern=r"^[\w.:-]+$")
+    workers: int | None = Field(default=None, ge=1, le=10_000)
+    # Set per worker by the gunicorn config (a stable slot 0..workers-1); None outside gunicorn.
+    worker_index: int | None = Field(default=None, ge=0)
+    fallback_policy: FallbackPolicy = FallbackPolicy.PARTITION
+    journal_dir: Path | None = None
+    admin_token: SecretStr | None = None
+    # Not in the brief's table; operational knobs with safe defaults.
+    permit_timeout_s: float = Field(default=300.0, gt=0, le=86_400)
+    sse_keepalive_s: float = Field(default=15.0, gt=0, le=15.0)
+    engine_timeout_s: float = Field(default=120.0, gt=0, le=3_600)
+    max_body_bytes: int = Field(default=64 * 1024, ge=1024, le=16 * 1024 * 1024)
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith(
+            ("redis://", "rediss://", "unix://")
+        ):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return value
+
+    @property
+    def lease_ttl_s(self) -> float:
+        return self.lease_ttl_ms / 1000.0
+
+
+def load_settings(overrides: dict[str, Any] | None = None) -> Settings:
+    """Read the environment, apply `overrides` (field names, not variable names), validate.
+
+    Raises ConfigError naming every offending TASKMON_ variable.
+    """
+    try:
+        return Settings(**(overrides or {}))
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            field = ".".join(str(part) for part in error["loc"]) or "settings"
+            variable = f"{ENV_PREFIX}{field.upper()}"
+            shown = "<hidden>" if field in {"redis_url", "admin_token"} else repr(error["input"])
+            problems.append(f"{variable}={shown}: {error['msg']}")
+        raise ConfigError("invalid configuration: " + "; ".join(problems)) from None

@@ -1,0 +1,267 @@
+"""Tasks, their states and the rules between them. Pure: no I/O, no clocks, no threads.
+
+A task moves queued -> running -> done, or to failed from queued or running. Every transition
+adds exactly one to the version, so a version names one state of one task: SSE uses it as the
+event id and the Redis scripts use it to turn stale or repeated transitions into no-ops.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import uuid
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from typing import Any
+
+MAX_TEXT_CHARS = 5000
+MAX_VOICE_CHARS = 64
+MAX_IDEMPOTENCY_KEY_CHARS = 255
+TASK_ID_PATTERN = re.compile(r"^[0-9a-f]{32}$")
+# Visible ASCII only: keys end up in logs and Redis key names.
+IDEMPOTENCY_KEY_PATTERN = re.compile(rf"^[\x21-\x7e]{{1,{MAX_IDEMPOTENCY_KEY_CHARS}}}$")
+
+
+class TaskState(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (TaskState.DONE, TaskState.FAILED)
+
+
+ALLOWED_TRANSITIONS: dict[TaskState, frozenset[TaskState]] = {
+    TaskState.QUEUED: frozenset({TaskState.RUNNING, TaskState.FAILED}),
+    TaskState.RUNNING: frozenset({TaskState.DONE, TaskState.FAILED}),
+    TaskState.DONE: frozenset(),
+    TaskState.FAILED: frozenset(),
+}
+
+
+class ErrorCode(StrEnum):
+    ENGINE_ERROR = "engine_error"
+    ABANDONED = "abandoned"
+    PERMIT_TIMEOUT = "permit_timeout"
+    STORAGE_ERROR = "storage_error"
+
+
+class InvalidInput(ValueError):
+    """A request field breaks a documented rule; the message says which and why."""
+
+    def __init__(self, field_name: str, message: str) -> None:
+        super().__init__(f"{field_name}: {message}")
+        self.field_name = field_name
+
+
+class IllegalTransition(ValueError):
+    """A transition the state machine does not allow (e.g. done -> running)."""
+
+
+@dataclass(frozen=True, slots=True)
+class TaskError:
+    code: str
+    message: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"code": self.code, "message": self.message}
+
+
+@dataclass(frozen=True, slots=True)
+class TaskRequest:
+    """A validated synthesis request: what the client asked for, nothing else."""
+
+    text: str
+    voice: str | None = None
+
+    @classmethod
+    def parse(cls, payload: Any) -> TaskRequest:
+        """Validate a decoded JSON body. Raises InvalidInput naming the offending field."""
+        if not isinstance(payload, dict):
+            raise InvalidInput("body", "must be a JSON object")
+        unknown = set(payload) - {"text", "voice"}
+        if unknown:
+            raise InvalidInput(sorted(unknown)[0], "unknown field")
+        text = payload.get("text")
+        if not isinstance(text, str):
+            raise InvalidInput("text", "is required and must be a string")
+        if not text.strip():
+            raise InvalidInput("text", "must contain at least one non-blank character")
+        if len(text) > MAX_TEXT_CHARS:
+            raise InvalidInput("text", f"has {len(text)} characters; the limit is {MAX_TEXT_CHARS}")
+        voice = payload.get("voice")
+        if voice is not None and (
+            not isinstance(voice, str) or not 0 < len(voice) <= MAX_VOICE_CHARS
+        ):
+            raise InvalidInput("voice", f"must be a string of 1 to {MAX_VOICE_CHARS} characters")
+        return cls(text=text, voice=voice)
+
+    def fingerprint(self) -> str:
+        """A digest of the payload: one Idempotency-Key may only ever carry one fingerprint."""
+        canonical = json.dumps(
+            {"text": self.text, "voice": self.voice}, sort_keys=True, ensure_ascii=False
+        )
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def new_task_id() -> str:
+    return uuid.uuid4().hex
+
+
+def check_task_id(task_id: str) -> str:
+    """Reject malformed ids before any lookup touches a store."""
+    if not TASK_ID_PATTERN.fullmatch(task_id):
+        raise InvalidInput("task_id", "must be 32 lowercase hexadecimal characters")
+    return task_id
+
+
+def check_idempotency_key(key: str) -> str:
+    if not IDEMPOTENCY_KEY_PATTERN.fullmatch(key):
+        raise InvalidInput(
+            "Idempotency-Key",
+            f"must be 1 to {MAX_IDEMPOTENCY_KEY_CHARS} visible ASCII characters",
+        )
+    return key
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    """One synthesis task as every worker sees it. Immutable: transitions return a new Task."""
+
+    task_id: str
+    text: str
+    voice: str | None
+    fingerprint: str
+    state: TaskState
+    version: int
+    created_at: float
+    worker: str
+    started_at: float | None = None
+    finished_at: float | None = None
+    error: TaskError | None = None
+    idempotency_key: str | None = field(default=None, compare=False)
+
+    @classmethod
+    def create(
+        cls,
+        request: TaskRequest,
+        *,
+        worker: str,
+        now: float,
+        task_id: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> Task:
+        return cls(
+            task_id=task_id or new_task_id(),
+            text=request.text,
+            voice=request.voice,
+            fingerprint=request.fingerprint(),
+            state=TaskState.QUEUED,
+            version=1,
+            created_at=now,
+            worker=worker,
+            idempotency_key=idempotency_key,
+        )
+
+    def can_become(self, state: TaskState) -> bool:
+        return state in ALLOWED_TRANSITIONS[self.state]
+
+    def transition(
+        self,
+        state: TaskState,
+        *,
+        now: float,
+        error: TaskError | None = None,
+        worker: str | None = None,
+    ) -> Task:
+        """The task one step later. Raises IllegalTransition for a move the rules forbid."""
+        if not self.can_become(state):
+            raise IllegalTransition(f"task {self.task_id}: {self.state} -> {state} is not allowed")
+        if (state is TaskState.FAILED) != (error is not None):
+            raise IllegalTransition("an error is given exactly when a task fails")
+        return replace(
+            self,
+            state=state,
+            version=self.version + 1,
+            started_at=now if state is TaskState.RUNNING else self.started_at,
+            finished_at=now if state.terminal else None,
+            error=error,
+            worker=worker or self.worker,
+        )
+
+    def status(self) -> dict[str, Any]:
+        """The public status fields, without URLs (the web layer adds result_url)."""
+        return {
+            "task_id": self.task_id,
+            "state": self.state.value,
+            "version": self.version,
+            "created_at": self.created_at,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "worker": self.worker,
+            "error": self.error.to_dict() if self.error else None,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class TaskEvent:
+    """What a transition emits: the task as it is right after the change."""
+
+    task: Task
+
+    @property
+    def version(self) -> int:
+        return self.task.version
+
+    @property
+    def terminal(self) -> bool:
+        return self.task.state.terminal
+
+
+@dataclass(frozen=True, slots=True)
+class StateCounts:
+    """queued and running are current; done and failed count every finish since the store began.
+
+    So queued + running + done + failed == total at every instant, and retention expiring old
+    tasks does not make the success rate jump.
+    """
+
+    queued: int = 0
+    running: int = 0
+    done: int = 0
+    failed: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.queued + self.running + self.done + self.failed
+
+    @property
+    def success_rate(self) -> float | None:
+        finished = self.done + self.failed
+        return None if finished == 0 else self.done / finished
+
+    def to_dict(self) -> dict[str, int]:
+        return {
+            "queued": self.queued,
+            "running": self.running,
+            "done": self.done,
+            "failed": self.failed,
+        }
+
+
+class StartOutcome(StrEnum):
+    CREATED = "created"
+    REPLAYED = "replayed"
+    CONFLICT = "conflict"
+
+
+def idempotency_outcome(existing: Task | None, fingerprint: str) -> StartOutcome:
+    """The IETF Idempotency-Key rule: one key, one payload; the same payload again replays."""
+    if existing is None:
+        return StartOutcome.CREATED
+    if existing.fingerprint == fingerprint:
+        return StartOutcome.REPLAYED
+    return StartOutcome.CONFLICT

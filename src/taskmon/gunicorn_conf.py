@@ -1,0 +1,71 @@
+"""gunicorn settings for taskmon: `gunicorn -c python:taskmon.gunicorn_conf taskmon.wsgi:app`.
+
+gthread workers, because a sync worker blocks on each SSE stream and is killed at `timeout`;
+each open stream holds one thread, so TASKMON_THREADS bounds the streams one worker serves.
+The app is not preloaded: every worker builds its own Redis pool and threads after fork.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from typing import Any
+
+bind = os.environ.get("TASKMON_BIND", "127.0.0.1:8000")
+workers = int(os.environ.get("WEB_CONCURRENCY", "4"))
+worker_class = "gthread"
+threads = int(os.environ.get("TASKMON_THREADS", "32"))
+# gthread's timeout watches the worker's main loop, not requests: long SSE streams are fine.
+timeout = 30
+graceful_timeout = 30
+keepalive = 5
+preload_app = False
+accesslog = os.environ.get("TASKMON_ACCESS_LOG") or None
+errorlog = "-"
+loglevel = os.environ.get("TASKMON_LOG_LEVEL", "info")
+proc_name = "taskmon"
+
+
+def on_starting(server: Any) -> None:
+    # Workers inherit the environment at fork: tell them how many share this host's cap.
+    os.environ.setdefault("TASKMON_WORKERS", str(server.cfg.workers))
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="taskmon-metrics-")
+        server._taskmon_metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+    else:
+        # Stale files from an earlier master would be summed into this one's metrics.
+        for entry in os.scandir(os.environ["PROMETHEUS_MULTIPROC_DIR"]):
+            if entry.name.endswith(".db"):
+                os.unlink(entry.path)
+
+
+def pre_fork(server: Any, worker: Any) -> None:
+    # A stable slot 0..workers-1 per worker, reused when a worker is replaced: the fallback
+    # policy gives each slot its share of the cap.
+    taken = {getattr(w, "taskmon_index", None) for w in server.WORKERS.values()}
+    worker.taskmon_index = next(i for i in range(len(taken) + 1) if i not in taken)
+
+
+def post_fork(server: Any, worker: Any) -> None:
+    os.environ["TASKMON_WORKER_INDEX"] = str(worker.taskmon_index)
+
+
+def worker_exit(server: Any, worker: Any) -> None:
+    runtime = getattr(getattr(worker, "wsgi", None), "extensions", {}).get("taskmon")
+    if runtime is not None:
+        runtime.close()
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    # Imported here, never at module level: a worker forked from a master that had imported
+    # prometheus_client before PROMETHEUS_MULTIPROC_DIR was set would keep single-process values.
+    from prometheus_client import multiprocess  # noqa: PLC0415
+
+    multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
+
+
+def on_exit(server: Any) -> None:
+    metrics_dir = getattr(server, "_taskmon_metrics_dir", None)
+    if metrics_dir:
+        shutil.rmtree(metrics_dir, ignore_errors=True)

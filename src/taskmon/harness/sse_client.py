@@ -1,0 +1,87 @@
+"""A small, strict Server-Sent Events reader for the checkers (stdlib only).
+
+It keeps comment lines as well as events, so a test can see the keepalives, and it reads with
+a socket timeout so a stream that stalls fails the caller instead of hanging it.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class SSEMessage:
+    event: str = "message"
+    data: str = ""
+    id: str | None = None
+
+    def json(self) -> Any:
+        return json.loads(self.data)
+
+
+@dataclass
+class SSEStream:
+    status: int
+    headers: dict[str, str]
+    messages: list[SSEMessage] = field(default_factory=list)
+    comments: list[tuple[float, str]] = field(default_factory=list)
+    ended: bool = False  # the server closed the stream (as opposed to our deadline)
+
+
+def read_stream(
+    base_url: str,
+    path: str,
+    *,
+    headers: dict[str, str] | None = None,
+    timeout: float = 30.0,
+    connection: http.client.HTTPConnection | None = None,
+) -> SSEStream:
+    """Read a stream until the server ends it or `timeout` passes.
+
+    Pass `connection` to reuse a kept-alive connection (and so reach a known worker).
+    """
+    own = connection is None
+    if connection is None:
+        host, port = base_url.removeprefix("http://").split(":")
+        connection = http.client.HTTPConnection(host, int(port), timeout=timeout)
+    deadline = time.monotonic() + timeout
+    try:
+        connection.request("GET", path, headers={"Accept": "text/event-stream", **(headers or {})})
+        response = connection.getresponse()
+        result = SSEStream(response.status, dict(response.getheaders()))
+        if response.status != 200:
+            response.read()
+            result.ended = True
+            return result
+        pending = SSEMessage()
+        data_lines: list[str] = []
+        while time.monotonic() < deadline:
+            raw = response.readline()
+            if not raw:
+                result.ended = True
+                break
+            line = raw.decode().rstrip("\r\n")
+            if line == "":
+                if data_lines or pending.id is not None:
+                    pending.data = "\n".join(data_lines)
+                    result.messages.append(pending)
+                pending, data_lines = SSEMessage(), []
+            elif line.startswith(":"):
+                result.comments.append((time.monotonic(), line[1:].strip()))
+            else:
+                name, _, value = line.partition(":")
+                value = value.removeprefix(" ")
+                if name == "data":
+                    data_lines.append(value)
+                elif name == "event":
+                    pending.event = value
+                elif name == "id":
+                    pending.id = value
+        return result
+    finally:
+        if own:
+            connection.close()

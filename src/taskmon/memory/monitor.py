@@ -1,0 +1,121 @@
+"""Tasks of this process only, in a dict guarded by one lock.
+
+Correct for a single worker. Under `gunicorn -w N` each worker sees only its own tasks: that is
+the bug taskmon exists to fix, and the harness uses it as the negative case of its checkers.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+
+from taskmon.domain import (
+    IllegalTransition,
+    StartOutcome,
+    StateCounts,
+    Task,
+    TaskError,
+    TaskEvent,
+    TaskState,
+    idempotency_outcome,
+)
+from taskmon.memory.hub import InMemoryEventHub, InMemorySubscription
+from taskmon.ports import StartResult
+
+
+class InMemoryTaskMonitor:
+    """TaskMonitor for one process. Finished tasks and idempotency keys expire after `ttl_s`."""
+
+    backend = "memory"
+
+    def __init__(
+        self,
+        *,
+        hub: InMemoryEventHub | None = None,
+        ttl_s: float = 86_400,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.hub = hub or InMemoryEventHub()
+        self._ttl_s = ttl_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._tasks: dict[str, Task] = {}
+        self._keys: dict[str, str] = {}
+        # Expiry queues in insertion order; a TTL that is the same for all keeps them sorted.
+        self._task_expiry: deque[tuple[float, str]] = deque()
+        self._key_expiry: deque[tuple[float, str]] = deque()
+        self._in_state = dict.fromkeys(TaskState, 0)
+
+    def start(self, task: Task) -> StartResult:
+        with self._lock:
+            self._purge_expired()
+            key = task.idempotency_key
+            if key is not None:
+                existing = self._tasks.get(self._keys.get(key, ""))
+                outcome = idempotency_outcome(existing, task.fingerprint)
+                if existing is not None and outcome is not StartOutcome.CREATED:
+                    return StartResult(outcome, existing)
+                self._keys[key] = task.task_id
+                self._key_expiry.append((self._clock() + self._ttl_s, key))
+            self._tasks[task.task_id] = task
+            self._in_state[TaskState.QUEUED] += 1
+        self.hub.publish(TaskEvent(task))
+        return StartResult(StartOutcome.CREATED, task)
+
+    def find_by_idempotency_key(self, key: str) -> Task | None:
+        with self._lock:
+            self._purge_expired()
+            return self._tasks.get(self._keys.get(key, ""))
+
+    def transition(
+        self,
+        task_id: str,
+        *,
+        expected_version: int,
+        state: TaskState,
+        now: float,
+        error: TaskError | None = None,
+        worker: str | None = None,
+    ) -> Task | None:
+        with self._lock:
+            current = self._tasks.get(task_id)
+            if current is None or current.version != expected_version:
+                return None
+            try:
+                updated = current.transition(state, now=now, error=error, worker=worker)
+            except IllegalTransition:
+                return None
+            self._tasks[task_id] = updated
+            self._in_state[current.state] -= 1
+            self._in_state[state] += 1
+            if state.terminal:
+                self._task_expiry.append((self._clock() + self._ttl_s, task_id))
+        self.hub.publish(TaskEvent(updated))
+        return updated
+
+    def get(self, task_id: str) -> Task | None:
+        with self._lock:
+            self._purge_expired()
+            return self._tasks.get(task_id)
+
+    def counts(self) -> StateCounts:
+        with self._lock:
+            return StateCounts(**{state.value: n for state, n in self._in_state.items()})
+
+    def subscribe(self, task_id: str) -> InMemorySubscription:
+        return self.hub.subscribe(task_id)
+
+    def ping(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        self.hub.close()
+
+    def _purge_expired(self) -> None:
+        now = self._clock()
+        while self._task_expiry and self._task_expiry[0][0] <= now:
+            self._tasks.pop(self._task_expiry.popleft()[1], None)
+        while self._key_expiry and self._key_expiry[0][0] <= now:
+            self._keys.pop(self._key_expiry.popleft()[1], None)

@@ -1,0 +1,139 @@
+"""A leased, owned, FIFO counting semaphore for the threads of one process.
+
+It keeps the same promises as the Redis semaphore so both pass one state-machine test: owner
+tokens, a repeated acquire is a no-op, leases that end unless renewed, fencing tokens that grow
+with every grant, a release after the lease ended reported as False and never counted.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from taskmon.ports import Holder, HolderInfo, Lease, PermitTimeout
+
+# Waiters re-check at least this often, so a lease that ends with nobody releasing it (its
+# holder died) frees a permit promptly even though no notify() announces it.
+_MAX_WAIT_SLICE_S = 0.25
+
+
+@dataclass(slots=True)
+class _Grant:
+    holder: Holder
+    fencing: int
+    expires_at: float
+
+
+class InMemorySemaphore:
+    """Semaphore for one process. Thread-safe; waiters are served first come first served."""
+
+    def __init__(
+        self,
+        limit: int,
+        *,
+        lease_ttl_s: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        self.lease_ttl_s = lease_ttl_s
+        self._limit = limit
+        self._clock = clock
+        self._cond = threading.Condition()
+        self._grants: dict[str, _Grant] = {}
+        self._queue: deque[str] = deque()
+        self._fencing = 0
+        self._closed = False
+
+    def acquire(self, holder: Holder, *, timeout: float, token: str | None = None) -> Lease:
+        token = token or uuid.uuid4().hex
+        deadline = time.monotonic() + max(0.0, timeout)
+        with self._cond:
+            self._purge_expired()
+            if token in self._grants:
+                return self._lease(token)
+            self._queue.append(token)
+            try:
+                while True:
+                    if self._closed:
+                        raise PermitTimeout("semaphore closed: the worker is shutting down")
+                    self._purge_expired()
+                    if self._queue[0] == token and len(self._grants) < self._limit:
+                        self._queue.popleft()
+                        self._fencing += 1
+                        self._grants[token] = _Grant(
+                            holder, self._fencing, self._clock() + self.lease_ttl_s
+                        )
+                        # The next in line may fit too (the limit may have been raised).
+                        self._cond.notify_all()
+                        return self._lease(token)
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise PermitTimeout(f"no permit within {timeout:.3g} s")
+                    self._cond.wait(min(remaining, _MAX_WAIT_SLICE_S))
+            finally:
+                if token in self._queue:
+                    self._queue.remove(token)
+                    self._cond.notify_all()
+
+    def renew(self, lease: Lease) -> bool:
+        with self._cond:
+            self._purge_expired()
+            grant = self._grants.get(lease.token)
+            if grant is None:
+                return False
+            grant.expires_at = self._clock() + self.lease_ttl_s
+            return True
+
+    def release(self, lease: Lease) -> bool:
+        with self._cond:
+            self._purge_expired()
+            if self._grants.pop(lease.token, None) is None:
+                return False
+            self._cond.notify_all()
+            return True
+
+    def limit(self) -> int:
+        return self._limit
+
+    def set_limit(self, limit: int) -> None:
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        with self._cond:
+            self._limit = limit
+            self._cond.notify_all()
+
+    def in_use(self) -> int:
+        with self._cond:
+            self._purge_expired()
+            return len(self._grants)
+
+    def holders(self) -> list[HolderInfo]:
+        with self._cond:
+            self._purge_expired()
+            now = self._clock()
+            return [
+                HolderInfo(grant.holder, token, grant.fencing, grant.expires_at - now)
+                for token, grant in self._grants.items()
+            ]
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def _lease(self, token: str) -> Lease:
+        grant = self._grants[token]
+        return Lease(token, grant.fencing, grant.holder, self.lease_ttl_s, self)
+
+    def _purge_expired(self) -> None:
+        now = self._clock()
+        expired = [token for token, grant in self._grants.items() if grant.expires_at <= now]
+        for token in expired:
+            del self._grants[token]
+        if expired:
+            self._cond.notify_all()

@@ -1,0 +1,56 @@
+"""Prometheus metrics. Under gunicorn they aggregate across workers (multiprocess mode).
+
+The gunicorn config sets PROMETHEUS_MULTIPROC_DIR before any worker imports this module; a
+plain process (tests, `flask run`) uses the default registry.
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+TASKS_SUBMITTED = Counter(
+    "taskmon_tasks_submitted", "POST /api/tts answers by outcome", ["outcome"]
+)
+TASKS_FINISHED = Counter(
+    "taskmon_tasks_finished", "Tasks that reached a terminal state", ["state", "code"]
+)
+SYNTHESIS_SECONDS = Histogram(
+    "taskmon_synthesis_seconds",
+    "Time the engine took per task, permit held",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+)
+PERMIT_WAIT_SECONDS = Histogram(
+    "taskmon_permit_wait_seconds",
+    "Time a task waited for a concurrency permit",
+    buckets=(0.001, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300),
+)
+TASKS_PENDING = Gauge(
+    "taskmon_tasks_pending",
+    "Tasks accepted by a worker and not finished",
+    multiprocess_mode="livesum",
+)
+SYNTHESES_RUNNING = Gauge(
+    "taskmon_syntheses_running", "Syntheses running (permit held)", multiprocess_mode="livesum"
+)
+PERMITS_LOST = Counter(
+    "taskmon_permits_lost", "Permits whose lease ended while their holder still ran"
+)
+
+
+def exposition() -> tuple[bytes, str]:
+    """The metrics page body and its content type, aggregated over workers when under gunicorn."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(), CONTENT_TYPE_LATEST

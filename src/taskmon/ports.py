@@ -1,0 +1,190 @@
+"""The ports: what TaskService needs from a store of tasks, a semaphore and an event hub.
+
+Two adapters implement each port: taskmon.memory (one process) and taskmon.redis (every worker
+of every host). The service and the web layer only ever see these interfaces; create_app is the
+one place that picks the adapters.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Protocol
+
+from taskmon.domain import StartOutcome, StateCounts, Task, TaskError, TaskEvent, TaskState
+
+
+class BackendUnavailable(RuntimeError):
+    """The store behind a port did not answer in time. Callers degrade; they never hang."""
+
+
+class PermitTimeout(TimeoutError):
+    """No permit was granted within the caller's timeout."""
+
+
+@dataclass(frozen=True, slots=True)
+class StartResult:
+    outcome: StartOutcome
+    task: Task
+
+
+class Subscription(Protocol):
+    """Events of one task, delivered to one reader (an SSE stream)."""
+
+    def get(self, timeout: float) -> TaskEvent | None:
+        """The next event, or None when `timeout` seconds pass without one."""
+        ...
+
+    def close(self) -> None: ...
+
+    def __enter__(self) -> Subscription: ...
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+
+class EventHub(Protocol):
+    """Fans task events out to the subscribers of each task.
+
+    Delivery is at most once: a subscriber that needs every state re-reads the snapshot after
+    subscribing (the SSE stream does), so a lost event costs latency, never a missed terminal.
+    """
+
+    def publish(self, event: TaskEvent) -> None: ...
+
+    def subscribe(self, task_id: str) -> Subscription: ...
+
+    def close(self) -> None: ...
+
+
+class TaskMonitor(Protocol):
+    """The store of tasks, idempotency keys and statistics."""
+
+    backend: str
+
+    def start(self, task: Task) -> StartResult:
+        """Record a new queued task, atomically with its idempotency key when it has one.
+
+        With a key already claimed: REPLAYED and the stored task when the fingerprint matches,
+        CONFLICT and the stored task when it does not. Nothing is written in either case.
+        """
+        ...
+
+    def find_by_idempotency_key(self, key: str) -> Task | None: ...
+
+    def transition(
+        self,
+        task_id: str,
+        *,
+        expected_version: int,
+        state: TaskState,
+        now: float,
+        error: TaskError | None = None,
+        worker: str | None = None,
+    ) -> Task | None:
+        """Move a task one step and publish the event.
+
+        Returns the new task, or None when the task is gone, its version is not
+        `expected_version` (a stale or repeated call) or the move is illegal: all no-ops.
+        """
+        ...
+
+    def get(self, task_id: str) -> Task | None: ...
+
+    def counts(self) -> StateCounts: ...
+
+    def subscribe(self, task_id: str) -> Subscription: ...
+
+    def ping(self) -> bool:
+        """True when the store answers now (for /readyz)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Holder:
+    """Who holds a permit: shown on the monitor page, never used for ownership checks."""
+
+    worker: str
+    task_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class HolderInfo:
+    holder: Holder
+    token: str
+    fencing: int
+    expires_in_s: float
+
+
+@dataclass(eq=False)
+class Lease:
+    """A permit held under an owner token, valid until its lease ends unless renewed.
+
+    Use it as a context manager: leaving the block releases it. `fencing` grows with every
+    grant, so a resource that checks it can refuse a holder whose lease already ended.
+    """
+
+    token: str
+    fencing: int
+    holder: Holder
+    ttl_s: float
+    semaphore: Semaphore = field(repr=False)
+
+    def renew(self) -> bool:
+        return self.semaphore.renew(self)
+
+    def release(self) -> bool:
+        return self.semaphore.release(self)
+
+    def __enter__(self) -> Lease:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.release()
+
+
+class Semaphore(Protocol):
+    """A counting semaphore with owned, leased permits and a limit that can change live."""
+
+    lease_ttl_s: float
+
+    def acquire(self, holder: Holder, *, timeout: float, token: str | None = None) -> Lease:
+        """Wait up to `timeout` seconds for a permit, first come first served.
+
+        A repeated acquire with the token of a permit still held returns that permit again
+        (no second permit). Raises PermitTimeout when none was granted in time.
+        """
+        ...
+
+    def renew(self, lease: Lease) -> bool:
+        """Extend the lease by a full TTL. False when the permit was already lost."""
+        ...
+
+    def release(self, lease: Lease) -> bool:
+        """Give the permit back. False (and nothing counted) when it was no longer held."""
+        ...
+
+    def limit(self) -> int: ...
+
+    def set_limit(self, limit: int) -> None:
+        """Change the cap live. Holders over a lowered cap keep their permits until release."""
+        ...
+
+    def in_use(self) -> int: ...
+
+    def holders(self) -> list[HolderInfo]: ...
+
+    def close(self) -> None:
+        """Wake every waiter with PermitTimeout; later acquires fail at once. Held permits stay."""
+        ...

@@ -1,0 +1,280 @@
+"""TaskService: accept a synthesis, run it under a permit, record every step.
+
+Guarantees: an accepted task (202) ends done or failed, each step recorded in the monitor before
+the next begins; a failing engine or disk fails the task (engine_error, storage_error), never the
+worker; a worker that shuts down fails the tasks it had not started as `abandoned`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from taskmon import metrics
+from taskmon.domain import (
+    ErrorCode,
+    StartOutcome,
+    Task,
+    TaskError,
+    TaskRequest,
+    TaskState,
+    check_idempotency_key,
+)
+from taskmon.engines import Engine, EngineError
+from taskmon.lease_keeper import LeaseKeeper
+from taskmon.ports import Holder, PermitTimeout, Semaphore, TaskMonitor
+from taskmon.results import ResultStore
+
+log = logging.getLogger(__name__)
+
+
+class QueueFull(RuntimeError):
+    """This worker holds max_pending unfinished tasks; the client should retry later."""
+
+    def __init__(self, pending: int, retry_after_s: int) -> None:
+        super().__init__(f"this worker already holds {pending} unfinished tasks")
+        self.retry_after_s = retry_after_s
+
+
+class IdempotencyConflict(RuntimeError):
+    """The Idempotency-Key was first used with another payload."""
+
+    def __init__(self, key: str, task: Task) -> None:
+        super().__init__(f"Idempotency-Key {key!r} was already used with a different payload")
+        self.task = task
+
+
+class ServiceClosed(RuntimeError):
+    """The worker is shutting down and accepts no new task."""
+
+
+@dataclass(frozen=True, slots=True)
+class Submission:
+    task: Task
+    replayed: bool
+
+
+class TaskService:
+    def __init__(
+        self,
+        *,
+        monitor: TaskMonitor,
+        semaphore: Semaphore,
+        engine: Engine,
+        results: ResultStore,
+        worker_id: str,
+        max_pending: int,
+        permit_timeout_s: float,
+        threads: int,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.monitor = monitor
+        self.semaphore = semaphore
+        self.engine = engine
+        self.results = results
+        self.worker_id = worker_id
+        self._max_pending = max_pending
+        self._permit_timeout_s = permit_timeout_s
+        self._now = wall_clock
+        self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="taskmon-run")
+        self._keeper = LeaseKeeper(interval_s=semaphore.lease_ttl_s / 3)
+        self._lock = threading.Lock()
+        self._pending: dict[str, Task] = {}
+        self._closed = False
+        self._mean_synthesis_s = 1.0
+
+    # -- accepting -------------------------------------------------------------------------
+
+    def submit(self, payload: Any, idempotency_key: str | None = None) -> Submission:
+        """Validate and accept one task, or replay the one its Idempotency-Key names.
+
+        Raises InvalidInput (400), IdempotencyConflict (422), QueueFull (429), ServiceClosed.
+        """
+        request = TaskRequest.parse(payload)
+        request = TaskRequest(request.text, self.engine.check_voice(request.voice))
+        if idempotency_key is not None:
+            check_idempotency_key(idempotency_key)
+            replay = self._replay(idempotency_key, request)
+            if replay is not None:
+                return replay
+        task = Task.create(
+            request, worker=self.worker_id, now=self._now(), idempotency_key=idempotency_key
+        )
+        self._reserve(task)
+        try:
+            started = self.monitor.start(task)
+        except BaseException:
+            self._unreserve(task.task_id)
+            raise
+        if started.outcome is not StartOutcome.CREATED:
+            # Another request with the same key won the race between our lookup and start.
+            self._unreserve(task.task_id)
+            return self._answer_existing(idempotency_key or "", started.outcome, started.task)
+        metrics.TASKS_SUBMITTED.labels("created").inc()
+        try:
+            self._executor.submit(self._run, task)
+        except RuntimeError:  # the executor shut down between _reserve and here
+            self._abandon(task, "worker shut down before the task ran")
+            raise ServiceClosed("worker is shutting down") from None
+        return Submission(task, replayed=False)
+
+    def _replay(self, key: str, request: TaskRequest) -> Submission | None:
+        existing = self.monitor.find_by_idempotency_key(key)
+        if existing is None:
+            return None
+        outcome = (
+            StartOutcome.REPLAYED
+            if existing.fingerprint == request.fingerprint()
+            else StartOutcome.CONFLICT
+        )
+        return self._answer_existing(key, outcome, existing)
+
+    def _answer_existing(self, key: str, outcome: StartOutcome, task: Task) -> Submission:
+        if outcome is StartOutcome.CONFLICT:
+            metrics.TASKS_SUBMITTED.labels("conflict").inc()
+            raise IdempotencyConflict(key, task)
+        metrics.TASKS_SUBMITTED.labels("replayed").inc()
+        return Submission(task, replayed=True)
+
+    def _reserve(self, task: Task) -> None:
+        with self._lock:
+            if self._closed:
+                raise ServiceClosed("worker is shutting down")
+            pending = len(self._pending)
+            if pending >= self._max_pending:
+                metrics.TASKS_SUBMITTED.labels("queue_full").inc()
+                raise QueueFull(pending, self._retry_after_s(pending))
+            self._pending[task.task_id] = task
+        metrics.TASKS_PENDING.inc()
+
+    def _unreserve(self, task_id: str) -> None:
+        with self._lock:
+            if self._pending.pop(task_id, None) is None:
+                return
+        metrics.TASKS_PENDING.dec()
+
+    def _retry_after_s(self, pending: int) -> int:
+        # Roughly when this worker's backlog drains through its share of the permits.
+        share = max(1, min(self.semaphore.limit(), self._executor._max_workers))
+        return max(1, min(60, math.ceil(pending / share * self._mean_synthesis_s)))
+
+    def pending(self) -> int:
+        with self._lock:
+            return len(self._pending)
+
+    # -- running ---------------------------------------------------------------------------
+
+    def _run(self, task: Task) -> None:
+        try:
+            self._run_under_permit(task)
+        except Exception:
+            # Never lose a task silently: the executor would swallow this exception.
+            log.exception("task %s: unexpected failure while running", task.task_id)
+        finally:
+            self._unreserve(task.task_id)
+
+    def _run_under_permit(self, task: Task) -> None:
+        holder = Holder(worker=self.worker_id, task_id=task.task_id)
+        waited_from = time.monotonic()
+        try:
+            # The task id is the owner token: a retried acquire can never take a second permit.
+            lease = self.semaphore.acquire(
+                holder, timeout=self._permit_timeout_s, token=task.task_id
+            )
+        except PermitTimeout as exc:
+            closing = self._closed
+            code = ErrorCode.ABANDONED if closing else ErrorCode.PERMIT_TIMEOUT
+            self._fail(task, code, str(exc))
+            return
+        metrics.PERMIT_WAIT_SECONDS.observe(time.monotonic() - waited_from)
+        with lease, self._keeper.keep(lease):
+            running = self.monitor.transition(
+                task.task_id,
+                expected_version=task.version,
+                state=TaskState.RUNNING,
+                now=self._now(),
+                worker=self.worker_id,
+            )
+            if running is None:
+                log.warning("task %s changed under us before it ran; skipping", task.task_id)
+                return
+            self._synthesize(running)
+
+    def _synthesize(self, task: Task) -> None:
+        started = time.monotonic()
+        metrics.SYNTHESES_RUNNING.inc()
+        try:
+            self.engine.synthesize(
+                task.text,
+                task.voice or self.engine.default_voice,
+                self.results.path_for(task.task_id),
+            )
+        except EngineError as exc:
+            self._fail(task, ErrorCode.ENGINE_ERROR, str(exc))
+            return
+        except OSError as exc:
+            log.error(
+                "task %s: cannot write result: %s; check TASKMON_RESULT_DIR", task.task_id, exc
+            )
+            self._fail(task, ErrorCode.STORAGE_ERROR, "the result could not be stored")
+            return
+        finally:
+            metrics.SYNTHESES_RUNNING.dec()
+        elapsed = time.monotonic() - started
+        metrics.SYNTHESIS_SECONDS.observe(elapsed)
+        self._mean_synthesis_s = 0.8 * self._mean_synthesis_s + 0.2 * elapsed
+        done = self.monitor.transition(
+            task.task_id, expected_version=task.version, state=TaskState.DONE, now=self._now()
+        )
+        if done is not None:
+            metrics.TASKS_FINISHED.labels("done", "").inc()
+
+    def _fail(self, task: Task, code: ErrorCode, message: str) -> None:
+        failed = self.monitor.transition(
+            task.task_id,
+            expected_version=task.version,
+            state=TaskState.FAILED,
+            now=self._now(),
+            error=TaskError(code.value, message),
+        )
+        if failed is not None:
+            metrics.TASKS_FINISHED.labels("failed", code.value).inc()
+            log.info("task %s failed: %s (%s)", task.task_id, code.value, message)
+
+    def _abandon(self, task: Task, message: str) -> None:
+        self._fail(task, ErrorCode.ABANDONED, message)
+        self._unreserve(task.task_id)
+
+    # -- stopping --------------------------------------------------------------------------
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Stop accepting; fail tasks that never started; give running ones `timeout_s`."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        self.semaphore.close()
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            with self._lock:
+                pending = list(self._pending.values())
+            if not pending:
+                break
+            for task in pending:
+                current = self.monitor.get(task.task_id)
+                if current is None:
+                    self._unreserve(task.task_id)
+                elif current.state is TaskState.QUEUED:
+                    self._abandon(current, "worker shut down before the task ran")
+            time.sleep(0.05)
+        self._keeper.close()
+        leftover = self.pending()
+        if leftover:
+            log.warning("worker closed with %d task(s) still running", leftover)

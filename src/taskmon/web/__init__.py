@@ -1,0 +1,51 @@
+"""The web layer as a Flask extension: init_app registers blueprints, errors and headers."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, Response
+from werkzeug.exceptions import HTTPException
+
+from taskmon.domain import InvalidInput
+from taskmon.web import api, pages, sse
+from taskmon.web.problems import problem
+from taskmon.web.runtime import runtime
+
+log = logging.getLogger(__name__)
+
+_SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'",
+    "Referrer-Policy": "no-referrer",
+}
+
+
+def init_app(app: Flask) -> None:
+    app.register_blueprint(api.bp)
+    app.register_blueprint(sse.bp)
+    app.register_blueprint(pages.bp)
+
+    @app.errorhandler(InvalidInput)
+    def _invalid_input(exc: InvalidInput) -> Response:
+        return problem(400, str(exc), slug="invalid-input", field=exc.field_name)
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException) -> Response:
+        status = exc.code or 500
+        headers = dict(exc.get_headers()) if status == 405 else {}
+        allow = {"Allow": headers["Allow"]} if "Allow" in headers else None
+        return problem(status, exc.description or "", headers=allow)
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception) -> Response:
+        # Logged with its traceback here; the client gets no internals.
+        log.exception("unhandled error")
+        return problem(500, "an internal error occurred; it has been logged", slug="internal")
+
+    @app.after_request
+    def _headers(response: Response) -> Response:
+        response.headers["X-Worker-Id"] = runtime().worker_id
+        for name, value in _SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+        return response

@@ -1,0 +1,106 @@
+"""The JSON API: submit, status, result, stats."""
+
+from __future__ import annotations
+
+import json
+
+from flask import Blueprint, Response, request, send_file
+from werkzeug.exceptions import BadRequest
+
+from taskmon.domain import InvalidInput, TaskState, check_task_id
+from taskmon.service import IdempotencyConflict, QueueFull, ServiceClosed
+from taskmon.web.problems import problem
+from taskmon.web.runtime import runtime
+from taskmon.web.status import accepted_json, status_json
+
+bp = Blueprint("api", __name__, url_prefix="/api")
+
+
+def _json(body: object, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        json.dumps(body, ensure_ascii=False),
+        status=status,
+        mimetype="application/json",
+        headers=headers,
+    )
+
+
+@bp.post("/tts")
+def submit() -> Response:
+    try:
+        payload = request.get_json(force=True, silent=False)
+    except BadRequest:
+        return problem(400, "the body is not valid JSON", slug="invalid-json")
+    try:
+        submission = runtime().service.submit(payload, request.headers.get("Idempotency-Key"))
+    except InvalidInput as exc:
+        return problem(400, str(exc), slug="invalid-input", field=exc.field_name)
+    except IdempotencyConflict as exc:
+        return problem(422, str(exc), slug="idempotency-key-reused", task_id=exc.task.task_id)
+    except QueueFull as exc:
+        return problem(
+            429,
+            f"{exc}; retry after {exc.retry_after_s} s",
+            slug="queue-full",
+            headers={"Retry-After": str(exc.retry_after_s)},
+        )
+    except ServiceClosed:
+        return problem(
+            503,
+            "this worker is shutting down; retry",
+            slug="shutting-down",
+            headers={"Retry-After": "1"},
+        )
+    task = submission.task
+    if submission.replayed:
+        return _json(accepted_json(task), 200, {"Idempotent-Replayed": "true"})
+    return _json(accepted_json(task), 202, {"Location": accepted_json(task)["status_url"]})
+
+
+@bp.get("/task/status/<task_id>")
+def status(task_id: str) -> Response:
+    check_task_id(task_id)
+    task = runtime().monitor.get(task_id)
+    if task is None:
+        return problem(404, f"no task {task_id} (unknown, or expired)", slug="task-not-found")
+    return _json(status_json(task), headers={"Cache-Control": "no-store"})
+
+
+@bp.get("/task/result/<task_id>")
+def result(task_id: str) -> Response:
+    check_task_id(task_id)
+    rt = runtime()
+    task = rt.monitor.get(task_id)
+    if task is None:
+        return problem(404, f"no task {task_id} (unknown, or expired)", slug="task-not-found")
+    if task.state is not TaskState.DONE:
+        return problem(
+            409,
+            f"task {task_id} is {task.state.value}; its result exists once it is done",
+            slug="result-not-ready",
+            state=task.state.value,
+        )
+    path = rt.results.path_for(task_id)
+    if not path.is_file():
+        return problem(
+            410,
+            f"the result of task {task_id} is no longer stored on this host",
+            slug="result-gone",
+        )
+    return send_file(path, mimetype="audio/wav", download_name=f"{task_id}.wav", max_age=0)
+
+
+@bp.get("/monitor/stats")
+def stats() -> Response:
+    rt = runtime()
+    counts = rt.monitor.counts()
+    body = {
+        "backend": rt.monitor.backend,
+        "degraded": rt.degraded,
+        "counts": counts.to_dict(),
+        "total": counts.total,
+        "success_rate": counts.success_rate,
+        "concurrency": {"limit": rt.semaphore.limit(), "in_use": rt.semaphore.in_use()},
+        "worker": rt.worker_id,
+    }
+    return _json(body, headers={"Cache-Control": "no-store"})

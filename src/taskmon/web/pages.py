@@ -1,0 +1,63 @@
+"""The monitor page and the operational endpoints: /healthz, /readyz, /metrics."""
+
+from __future__ import annotations
+
+import json
+
+from flask import Blueprint, Response, render_template, url_for
+
+from taskmon import metrics
+from taskmon.web.problems import problem
+from taskmon.web.runtime import runtime
+
+bp = Blueprint("pages", __name__)
+
+
+@bp.get("/monitor")
+def monitor_page() -> str:
+    return render_template(
+        "monitor.html",
+        stats_url=url_for("api.stats"),
+        static_js=url_for("static", filename="monitor.js"),
+        static_css=url_for("static", filename="monitor.css"),
+    )
+
+
+@bp.get("/healthz")
+def healthz() -> Response:
+    """The process answers. Says nothing of its dependencies (that is /readyz)."""
+    return Response('{"status":"ok"}', mimetype="application/json")
+
+
+@bp.get("/readyz")
+def readyz() -> Response:
+    """Ready when the task store answers, the engine can run and results can be written."""
+    rt = runtime()
+    checks = {
+        "monitor": _safe(rt.monitor.ping),
+        "engine": _safe(rt.engine.available),
+        "result_dir": _safe(rt.results.writable),
+    }
+    body = {
+        "status": "ready" if all(checks.values()) else "not ready",
+        "backend": rt.monitor.backend,
+        "degraded": rt.degraded,
+        "checks": checks,
+    }
+    if all(checks.values()):
+        return Response(json.dumps(body), mimetype="application/json")
+    failing = ", ".join(name for name, ok in checks.items() if not ok)
+    return problem(503, f"not ready: {failing}", slug="not-ready", checks=checks)
+
+
+@bp.get("/metrics")
+def metrics_page() -> Response:
+    body, content_type = metrics.exposition()
+    return Response(body, content_type=content_type)
+
+
+def _safe(check: object) -> bool:
+    try:
+        return bool(check())  # type: ignore[operator]
+    except Exception:
+        return False

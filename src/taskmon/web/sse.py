@@ -1,0 +1,84 @@
+"""GET /api/task/stream/<id>: a task's states as Server-Sent Events.
+
+Subscribe first, then read the snapshot: an event published between the two is then both in
+the snapshot and in the queue, and the version filter drops the copy. Nothing can fall in a gap.
+While waiting, the stream re-reads the snapshot at every keepalive, so even an event the hub
+lost (pub/sub forgets while a subscriber reconnects) only delays the terminal state.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+
+from flask import Blueprint, Response, request
+
+from taskmon.domain import Task, check_task_id
+from taskmon.ports import Subscription, TaskMonitor
+from taskmon.web.problems import problem
+from taskmon.web.runtime import runtime
+from taskmon.web.status import status_json
+
+bp = Blueprint("sse", __name__, url_prefix="/api")
+
+
+def format_event(task: Task) -> str:
+    data = json.dumps(status_json(task), ensure_ascii=False, separators=(",", ":"))
+    return f"id: {task.version}\nevent: state\ndata: {data}\n\n"
+
+
+def _last_event_id() -> int:
+    raw = request.headers.get("Last-Event-ID", "").strip()
+    return int(raw) if raw.isdigit() else 0
+
+
+@bp.get("/task/stream/<task_id>")
+def stream(task_id: str) -> Response:
+    check_task_id(task_id)
+    rt = runtime()
+    subscription = rt.monitor.subscribe(task_id)
+    snapshot = rt.monitor.get(task_id)
+    if snapshot is None:
+        subscription.close()
+        return problem(404, f"no task {task_id} (unknown, or expired)", slug="task-not-found")
+    events = _events(
+        rt.monitor, subscription, snapshot, _last_event_id(), rt.settings.sse_keepalive_s
+    )
+    return Response(
+        events,
+        mimetype="text/event-stream",
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )
+
+
+def _events(
+    monitor: TaskMonitor,
+    subscription: Subscription,
+    snapshot: Task,
+    last_seen: int,
+    keepalive_s: float,
+) -> Iterator[str]:
+    with subscription:
+        current = snapshot
+        if current.version > last_seen:
+            last_seen = current.version
+            yield format_event(current)
+        last_write = time.monotonic()
+        while not current.state.terminal:
+            wait = keepalive_s - (time.monotonic() - last_write)
+            event = subscription.get(timeout=wait) if wait > 0 else None
+            if event is None:
+                if time.monotonic() - last_write >= keepalive_s:
+                    yield ": keepalive\n\n"
+                    last_write = time.monotonic()
+                fresh = monitor.get(current.task_id)
+                if fresh is None:
+                    return  # expired while streamed: nothing more will ever come
+                candidate = fresh
+            else:
+                candidate = event.task
+            if candidate.version > last_seen:
+                current, last_seen = candidate, candidate.version
+                yield format_event(current)
+                last_write = time.monotonic()
