@@ -35,3 +35,10 @@ def lint(session: nox.Session) -> None:
     session.run("ruff", "format", "--check", "src", "tests", "noxfile.py")
     session.run("ruff", "check", "src", "tests", "noxfile.py")
     session.run("mypy")
+
+
+@nox.session(python=PYTHON)
+def smoke(session: nox.Session) -> None:
+    """Start `taskmon serve --workers 4` and use it as a client would, then stop it."""
+    _install(session)
+    session.run("python", "-m", "taskmon.harness.smoke", "--workers", "4")

@@ -54,8 +54,8 @@ def test_sse_stream_reads_every_state_to_the_end(pinned: PinnedClient) -> None:
 
 
 def test_sse_keepalive_comments_while_a_task_waits(memory_stack: GunicornInstance) -> None:
-    # 140 characters at 5 ms each keep the task busy ~0.7 s: at least one 1 s keepalive
-    # window is likely but not certain, so the assertion is on a long task instead.
+    # 700 characters at 5 ms each keep the engine busy 3.5 s between the running and the done
+    # event, so the 1 s keepalive must fire at least twice.
     client = PinnedClient(memory_stack.base_url)
     try:
         status, body = client.json("POST", "/api/tts", {"text": "w" * 700})  # ~3.5 s
@@ -84,7 +84,8 @@ def test_last_event_id_skips_versions_already_seen(pinned: PinnedClient) -> None
         headers={"Last-Event-ID": str(final["version"])},
         connection=pinned.connection,
     )
-    assert nothing_new.ended and nothing_new.messages == []
+    assert nothing_new.ended
+    assert nothing_new.messages == []
 
 
 def test_idempotency_key_replays_and_rejects_another_payload(pinned: PinnedClient) -> None:
@@ -92,8 +93,10 @@ def test_idempotency_key_replays_and_rejects_another_payload(pinned: PinnedClien
     first_status, first_headers, first = pinned.request("POST", "/api/tts", {"text": "once"}, key)
     again_status, again_headers, again = pinned.request("POST", "/api/tts", {"text": "once"}, key)
     other_status, other_headers, _ = pinned.request("POST", "/api/tts", {"text": "twice"}, key)
-    assert first_status == 202 and "Idempotent-Replayed" not in first_headers
-    assert again_status == 200 and again_headers["Idempotent-Replayed"] == "true"
+    assert first_status == 202
+    assert "Idempotent-Replayed" not in first_headers
+    assert again_status == 200
+    assert again_headers["Idempotent-Replayed"] == "true"
     assert again == first
     assert other_status == 422
     assert other_headers["Content-Type"] == "application/problem+json"
@@ -123,14 +126,16 @@ def test_errors_are_problem_json_with_worker_id(memory_stack: GunicornInstance) 
 
 def test_stats_monitor_page_and_probes(memory_stack: GunicornInstance) -> None:
     stats = memory_stack.stats()
-    assert stats["backend"] == "memory" and stats["degraded"] is False
+    assert stats["backend"] == "memory"
+    assert stats["degraded"] is False
     assert set(stats["counts"]) == {"queued", "running", "done", "failed"}
     assert stats["total"] == sum(stats["counts"].values())
     assert stats["concurrency"]["limit"] == 2
     assert WORKER_ID.match(stats["worker"])
 
     status, headers, page = http_get(memory_stack.base_url, "/monitor")
-    assert status == 200 and headers["Content-Type"].startswith("text/html")
+    assert status == 200
+    assert headers["Content-Type"].startswith("text/html")
     html = page.decode()
     assert 'data-stats-url="/api/monitor/stats"' in html
     assert not re.search(r"""(src|href)=["'](https?:)?//""", html), "no external assets"

@@ -21,7 +21,9 @@ def test_espeak_synthesizes_real_speech(tmp_path: Path) -> None:
         client = PinnedClient(stack.base_url)
         try:
             status, body = client.json(
-                "POST", "/api/tts", {"text": "The cap is the same in every worker.", "voice": "en-us"}
+                "POST",
+                "/api/tts",
+                {"text": "The cap is the same in every worker.", "voice": "en-us"},
             )
             assert status == 202, body
             final = client.wait_terminal(body["task_id"])
@@ -29,11 +31,13 @@ def test_espeak_synthesizes_real_speech(tmp_path: Path) -> None:
             code, headers, data = client.request("GET", body["result_url"])
         finally:
             client.close()
-    assert code == 200 and headers["Content-Type"] == "audio/wav"
+    assert code == 200
+    assert headers["Content-Type"] == "audio/wav"
     path = tmp_path / "speech.wav"
     path.write_bytes(data)
     with wave.open(str(path)) as wav:
-        assert wav.getnchannels() == 1 and wav.getsampwidth() == 2
+        assert wav.getnchannels() == 1
+        assert wav.getsampwidth() == 2
         seconds = wav.getnframes() / wav.getframerate()
         samples = array.array("h", wav.readframes(wav.getnframes()))
     rms = math.sqrt(sum(s * s for s in samples) / len(samples))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -63,19 +64,15 @@ class ManagedProcess:
         return self.process.poll() is None
 
     def signal_group(self, signum: int) -> None:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, signum)
-        except ProcessLookupError:
-            pass
 
     def stop(self, grace_s: float = 10.0) -> int | None:
         """SIGTERM the group, SIGKILL what is left after `grace_s`. Idempotent."""
         if self.alive():
             self.signal_group(signal.SIGTERM)
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 self.process.wait(grace_s)
-            except subprocess.TimeoutExpired:
-                pass
         # Also reaps grandchildren that outlived a master that already exited.
         self.signal_group(signal.SIGKILL)
         try:

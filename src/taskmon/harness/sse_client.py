@@ -57,31 +57,41 @@ def read_stream(
             response.read()
             result.ended = True
             return result
-        pending = SSEMessage()
-        data_lines: list[str] = []
+        parser = _Parser(result)
         while time.monotonic() < deadline:
             raw = response.readline()
             if not raw:
                 result.ended = True
                 break
-            line = raw.decode().rstrip("\r\n")
-            if line == "":
-                if data_lines or pending.id is not None:
-                    pending.data = "\n".join(data_lines)
-                    result.messages.append(pending)
-                pending, data_lines = SSEMessage(), []
-            elif line.startswith(":"):
-                result.comments.append((time.monotonic(), line[1:].strip()))
-            else:
-                name, _, value = line.partition(":")
-                value = value.removeprefix(" ")
-                if name == "data":
-                    data_lines.append(value)
-                elif name == "event":
-                    pending.event = value
-                elif name == "id":
-                    pending.id = value
+            parser.feed(raw.decode().rstrip("\r\n"))
         return result
     finally:
         if own:
             connection.close()
+
+
+class _Parser:
+    """Turns lines into messages per the EventSource rules we rely on (no `retry:` handling)."""
+
+    def __init__(self, result: SSEStream) -> None:
+        self.result = result
+        self.pending = SSEMessage()
+        self.data_lines: list[str] = []
+
+    def feed(self, line: str) -> None:
+        if line == "":
+            if self.data_lines or self.pending.id is not None:
+                self.pending.data = "\n".join(self.data_lines)
+                self.result.messages.append(self.pending)
+            self.pending, self.data_lines = SSEMessage(), []
+        elif line.startswith(":"):
+            self.result.comments.append((time.monotonic(), line[1:].strip()))
+        else:
+            name, _, value = line.partition(":")
+            value = value.removeprefix(" ")
+            if name == "data":
+                self.data_lines.append(value)
+            elif name == "event":
+                self.pending.event = value
+            elif name == "id":
+                self.pending.id = value

@@ -86,13 +86,14 @@ class GunicornInstance:
     def wait_ready(self, timeout: float) -> None:
         """Ready when /readyz answers 200 from every worker (their pids), not just the first."""
         seen: set[str] = set()
+        process = self.process
+        if process is None:
+            raise RuntimeError("start() the instance before waiting for it")
 
         def all_workers_ready() -> bool:
-            assert self.process is not None
-            if not self.process.alive():
+            if not process.alive():
                 raise RuntimeError(
-                    f"gunicorn exited with {self.process.process.returncode}:\n"
-                    + self.process.log_tail()
+                    f"gunicorn exited with {process.process.returncode}:\n" + process.log_tail()
                 )
             try:
                 status, headers, _ = http_get(self.base_url, "/readyz", timeout=2)
