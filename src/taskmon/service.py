@@ -224,6 +224,11 @@ class TaskService:
             )
             self._fail(task, ErrorCode.STORAGE_ERROR, "the result could not be stored")
             return
+        except Exception:
+            # An engine broke its contract (EngineError only); the task must still end.
+            log.exception("task %s: the engine raised unexpectedly", task.task_id)
+            self._fail(task, ErrorCode.ENGINE_ERROR, "the engine failed unexpectedly")
+            return
         finally:
             metrics.SYNTHESES_RUNNING.dec()
         elapsed = time.monotonic() - started

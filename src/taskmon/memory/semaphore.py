@@ -84,7 +84,7 @@ class InMemorySemaphore:
         with self._cond:
             self._purge_expired()
             grant = self._grants.get(lease.token)
-            if grant is None:
+            if grant is None or grant.fencing != lease.fencing:
                 return False
             grant.expires_at = self._clock() + self.lease_ttl_s
             return True
@@ -92,8 +92,11 @@ class InMemorySemaphore:
     def release(self, lease: Lease) -> bool:
         with self._cond:
             self._purge_expired()
-            if self._grants.pop(lease.token, None) is None:
+            grant = self._grants.get(lease.token)
+            # The fencing check stops an old lease from releasing a later grant of its token.
+            if grant is None or grant.fencing != lease.fencing:
                 return False
+            del self._grants[lease.token]
             self._cond.notify_all()
             return True
 

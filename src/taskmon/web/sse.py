@@ -30,7 +30,8 @@ def format_event(task: Task) -> str:
 
 def _last_event_id() -> int:
     raw = request.headers.get("Last-Event-ID", "").strip()
-    return int(raw) if raw.isdigit() else 0
+    # isdigit() alone accepts characters such as "²" that int() refuses.
+    return int(raw) if raw.isascii() and raw.isdigit() else 0
 
 
 @bp.get("/task/stream/<task_id>")
@@ -45,11 +46,14 @@ def stream(task_id: str) -> Response:
     events = _events(
         rt.monitor, subscription, snapshot, _last_event_id(), rt.settings.sse_keepalive_s
     )
-    return Response(
+    response = Response(
         events,
         mimetype="text/event-stream",
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )
+    # A HEAD request never starts the generator, so its `with` would never close this.
+    response.call_on_close(subscription.close)
+    return response
 
 
 def _events(
@@ -78,7 +82,11 @@ def _events(
                 candidate = fresh
             else:
                 candidate = event.task
-            if candidate.version > last_seen:
-                current, last_seen = candidate, candidate.version
+            if candidate.version <= current.version:
+                continue
+            current = candidate
+            # A client ahead of us (Last-Event-ID above every version) still gets the end.
+            if current.version > last_seen:
+                last_seen = current.version
                 yield format_event(current)
                 last_write = time.monotonic()

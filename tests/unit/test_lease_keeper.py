@@ -1,0 +1,119 @@
+"""LeaseKeeper: renews held leases in the background, drops the ones already lost."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import pytest
+from prometheus_client import REGISTRY
+
+from taskmon.lease_keeper import LeaseKeeper
+from taskmon.memory import InMemorySemaphore
+from taskmon.ports import BackendUnavailable, Holder, HolderInfo, Lease, PermitTimeout
+from tests.unit._helpers import FakeClock, wait_for
+
+TTL = 10.0
+
+
+@pytest.fixture
+def keeper() -> Iterator[LeaseKeeper]:
+    keeper = LeaseKeeper(interval_s=0.01)
+    yield keeper
+    keeper.close()
+
+
+def permits_lost() -> float:
+    return REGISTRY.get_sample_value("taskmon_permits_lost_total") or 0.0
+
+
+def test_keeps_a_lease_alive_past_its_ttl(keeper: LeaseKeeper) -> None:
+    clock = FakeClock()
+    sem = InMemorySemaphore(1, lease_ttl_s=TTL, clock=clock)
+    lease = sem.acquire(Holder("w", "t"), timeout=0)
+    with keeper.keep(lease) as kept:
+        assert kept is lease
+        assert keeper.held() == 1
+        for _ in range(3):
+            clock.advance(TTL * 0.6)
+            wait_for(
+                lambda: sem.holders()[0].expires_in_s == pytest.approx(TTL),
+                message="the keeper to renew the lease",
+            )
+        # 1.8 TTLs after the grant, the permit is still held.
+        assert sem.in_use() == 1
+    assert keeper.held() == 0
+    assert lease.release() is True
+
+
+def test_a_lost_lease_is_dropped_and_counted(keeper: LeaseKeeper) -> None:
+    clock = FakeClock()
+    sem = InMemorySemaphore(1, lease_ttl_s=TTL, clock=clock)
+    lease = sem.acquire(Holder("w", "t"), timeout=0)
+    before = permits_lost()
+    with keeper.keep(lease):
+        clock.advance(TTL)  # the lease ends before any renewal (a stalled worker)
+        wait_for(lambda: keeper.held() == 0, message="the keeper to drop the lost lease")
+        assert permits_lost() == before + 1
+    assert sem.in_use() == 0
+
+
+class FlakySemaphore:
+    """A Semaphore whose store is unreachable for the first `outages` renewals."""
+
+    lease_ttl_s = TTL
+
+    def __init__(self, outages: int) -> None:
+        self.outages = outages
+        self.renewals = 0
+        self._lock = threading.Lock()
+
+    def acquire(self, holder: Holder, *, timeout: float, token: str | None = None) -> Lease:
+        return Lease(token or "tok", 1, holder, self.lease_ttl_s, self)
+
+    def renew(self, lease: Lease) -> bool:
+        with self._lock:
+            self.renewals += 1
+            if self.renewals <= self.outages:
+                raise BackendUnavailable("store did not answer")
+            return True
+
+    def release(self, lease: Lease) -> bool:
+        return True
+
+    def limit(self) -> int:
+        return 1
+
+    def set_limit(self, limit: int) -> None:
+        raise NotImplementedError
+
+    def in_use(self) -> int:
+        return 1
+
+    def holders(self) -> list[HolderInfo]:
+        return []
+
+    def close(self) -> None:
+        raise PermitTimeout("closed")
+
+
+def test_an_outage_while_renewing_keeps_the_lease(keeper: LeaseKeeper) -> None:
+    sem = FlakySemaphore(outages=3)
+    lease = sem.acquire(Holder("w", "t"), timeout=0)
+    before = permits_lost()
+    with keeper.keep(lease):
+        wait_for(lambda: sem.renewals >= 5, message="renewals after the outage")
+        assert keeper.held() == 1, "an outage is retried, not taken as a lost permit"
+    assert permits_lost() == before
+
+
+def test_close_stops_renewing() -> None:
+    keeper = LeaseKeeper(interval_s=0.01)
+    sem = FlakySemaphore(outages=0)
+    with keeper.keep(sem.acquire(Holder("w", "t"), timeout=0)):
+        wait_for(lambda: sem.renewals >= 1, message="a first renewal")
+        keeper.close()
+        thread = keeper._thread
+        assert thread is not None
+        thread.join(10)
+        assert not thread.is_alive()
