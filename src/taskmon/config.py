@@ -71,6 +71,11 @@ class Settings(BaseSettings):
     journal_dir: Path | None = None
     admin_token: SecretStr | None = None
     # Not in the brief's table; operational knobs with safe defaults.
+    # Hot-path Redis calls: fail fast (the brief: redis-py's 5 s default x 10 retries can stall
+    # a request for a minute against a cut Redis).
+    redis_socket_timeout_s: float = Field(default=0.5, gt=0, le=30)
+    redis_connect_timeout_s: float = Field(default=0.5, gt=0, le=30)
+    redis_retries: int = Field(default=2, ge=0, le=10)
     permit_timeout_s: float = Field(default=300.0, gt=0, le=86_400)
     sse_keepalive_s: float = Field(default=15.0, gt=0, le=15.0)
     engine_timeout_s: float = Field(default=120.0, gt=0, le=3_600)

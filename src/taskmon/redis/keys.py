@@ -1,0 +1,98 @@
+"""Every Redis key and channel name taskmon uses, built here and nowhere else.
+
+All names of one namespace share the hash tag `{<prefix>}`, so every key a script touches lives
+in one Redis Cluster slot and every script also runs on a cluster. Scripts never build names:
+callers pass each key in KEYS (and channel names, which are not keys, in ARGV).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from taskmon.domain import TaskState
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    prefix: str = "taskmon"
+
+    @property
+    def namespace(self) -> str:
+        return "{" + self.prefix + "}"
+
+    def _name(self, *parts: str) -> str:
+        return ":".join((self.namespace, *parts))
+
+    # -- tasks -----------------------------------------------------------------------------
+
+    def task(self, task_id: str) -> str:
+        """Hash: the task's fields (see redis/codec.py)."""
+        return self._name("task", task_id)
+
+    def idempotency(self, key: str) -> str:
+        """String: `<task_id> <fingerprint>` of the task an Idempotency-Key created."""
+        return self._name("idem", key)
+
+    def state_index(self, state: TaskState) -> str:
+        """Sorted set of the ids of tasks in a live state (queued, running), by entry time."""
+        if state.terminal:
+            raise ValueError("only live states are indexed")
+        return self._name("index", state.value)
+
+    @property
+    def counters(self) -> str:
+        """Hash: queued, running, done, failed (queued and running current, the others total)."""
+        return self._name("counters")
+
+    def task_channel(self, task_id: str) -> str:
+        """Pub/sub channel of one task's events."""
+        return self._name("events", task_id)
+
+    # -- workers ---------------------------------------------------------------------------
+
+    @property
+    def workers(self) -> str:
+        """Sorted set: worker id -> heartbeat deadline (ms, Redis clock)."""
+        return self._name("workers")
+
+    # -- semaphore -------------------------------------------------------------------------
+
+    @property
+    def sem_holders(self) -> str:
+        """Sorted set: owner token -> lease end (ms, Redis clock)."""
+        return self._name("sem", "holders")
+
+    @property
+    def sem_info(self) -> str:
+        """Hash: owner token -> JSON {worker, task_id, fencing}."""
+        return self._name("sem", "info")
+
+    @property
+    def sem_queue(self) -> str:
+        """Sorted set: waiting token -> ticket (FIFO order)."""
+        return self._name("sem", "queue")
+
+    @property
+    def sem_waiters(self) -> str:
+        """Sorted set: waiting token -> liveness deadline (ms); a dead waiter leaves the queue."""
+        return self._name("sem", "waiters")
+
+    @property
+    def sem_limit(self) -> str:
+        """String: the cap every worker obeys; absent means the configured default."""
+        return self._name("sem", "limit")
+
+    @property
+    def sem_fencing(self) -> str:
+        """String counter: the last fencing token granted."""
+        return self._name("sem", "fencing")
+
+    @property
+    def sem_ticket(self) -> str:
+        """String counter: the last queue ticket handed out."""
+        return self._name("sem", "ticket")
+
+    @property
+    def sem_channel(self) -> str:
+        """Pub/sub channel: JSON list of tokens that may now take a permit."""
+        return self._name("sem", "wake")

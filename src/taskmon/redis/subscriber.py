@@ -1,0 +1,194 @@
+"""One pub/sub connection per worker process, fanned out to local listeners.
+
+A thread owns the connection: it reads messages and performs every SUBSCRIBE and UNSUBSCRIBE
+(redis-py's PubSub is not safe to share between threads), so `listen()` hands it a request and
+waits until Redis confirms the subscription. A caller can therefore subscribe, then read a
+snapshot, and know that every later publish reaches it.
+
+Pub/sub forgets what was published while a subscriber was away. When the connection breaks, the
+thread reconnects with backoff, resubscribes every channel, and then calls the reconnect hooks,
+which re-read the state they care about (task snapshots, free permits): Celery's order.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import threading
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import redis
+
+from taskmon.ports import BackendUnavailable
+
+log = logging.getLogger(__name__)
+
+Callback = Callable[[str], None]
+_POLL_S = 0.05  # how long the reader waits on the socket before serving (un)subscribe requests
+_MAX_BACKOFF_S = 2.0
+
+
+@dataclass(eq=False)
+class Listener:
+    channel: str
+    callback: Callback
+
+
+@dataclass(eq=False)
+class _Request:
+    channel: str
+    subscribe: bool
+    done: threading.Event = field(default_factory=threading.Event)
+
+
+class RedisSubscriber:
+    def __init__(self, client: redis.Redis, *, confirm_timeout_s: float = 2.0) -> None:
+        self._client = client
+        self._confirm_timeout_s = confirm_timeout_s
+        self._lock = threading.Lock()
+        self._listeners: defaultdict[str, list[Listener]] = defaultdict(list)
+        self._requests: queue.SimpleQueue[_Request] = queue.SimpleQueue()
+        self._awaiting: dict[str, list[_Request]] = defaultdict(list)
+        self._reconnect_hooks: list[Callable[[], None]] = []
+        self._stop = threading.Event()
+        self._connected = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    def start(self) -> None:
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="taskmon-subscriber", daemon=True
+                )
+                self._thread.start()
+
+    def on_reconnect(self, hook: Callable[[], None]) -> None:
+        """Call `hook` (in the reader thread) after every reconnection and resubscription."""
+        self._reconnect_hooks.append(hook)
+
+    def listen(self, channel: str, callback: Callback) -> Listener:
+        """Deliver every message of `channel` to `callback`, from the moment this returns.
+
+        Raises BackendUnavailable when Redis does not confirm the subscription in time; the
+        listener is then kept and will receive messages once the connection is back.
+        """
+        self.start()
+        listener = Listener(channel, callback)
+        with self._lock:
+            first = not self._listeners[channel]
+            self._listeners[channel].append(listener)
+        if first:
+            request = _Request(channel, subscribe=True)
+            self._requests.put(request)
+            if not request.done.wait(self._confirm_timeout_s):
+                raise BackendUnavailable(f"Redis did not confirm SUBSCRIBE {channel} in time")
+        return listener
+
+    def unlisten(self, listener: Listener) -> None:
+        with self._lock:
+            listeners = self._listeners.get(listener.channel, [])
+            if listener in listeners:
+                listeners.remove(listener)
+            last = not listeners
+            if last:
+                self._listeners.pop(listener.channel, None)
+        if last:
+            self._requests.put(_Request(listener.channel, subscribe=False))
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2)
+
+    # -- the reader thread -----------------------------------------------------------------
+
+    def _run(self) -> None:
+        backoff = 0.05
+        while not self._stop.is_set():
+            pubsub = self._client.pubsub(ignore_subscribe_messages=False)  # type: ignore[no-untyped-call]
+            try:
+                self._resubscribe(pubsub)
+                if backoff > 0.05:
+                    log.warning("event subscriber reconnected to Redis; re-reading state")
+                    for hook in list(self._reconnect_hooks):
+                        self._safe(hook)
+                backoff = 0.05
+                self._serve(pubsub)
+            except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+                self._connected.clear()
+                log.warning(
+                    "event subscriber lost Redis (%s); retrying in %.2f s: live events pause, "
+                    "streams fall back to re-reading task state",
+                    exc,
+                    backoff,
+                )
+                self._stop.wait(backoff)
+                backoff = min(_MAX_BACKOFF_S, backoff * 2)
+            finally:
+                # A broken connection may fail to close; it is gone either way.
+                with contextlib.suppress(Exception):
+                    pubsub.close()
+        self._connected.clear()
+
+    def _resubscribe(self, pubsub: redis.client.PubSub) -> None:
+        with self._lock:
+            channels = list(self._listeners)
+        # A connection needs at least one subscription before it can be read from.
+        if channels:
+            pubsub.subscribe(*channels)
+        else:
+            pubsub.ping()
+        self._connected.set()
+
+    def _serve(self, pubsub: redis.client.PubSub) -> None:
+        while not self._stop.is_set():
+            self._handle_requests(pubsub)
+            message = pubsub.get_message(timeout=_POLL_S)
+            if message is None:
+                continue
+            kind, channel = message["type"], message["channel"]
+            if kind == "subscribe":
+                for request in self._awaiting.pop(channel, []):
+                    request.done.set()
+            elif kind == "message":
+                self._deliver(channel, message["data"])
+
+    def _handle_requests(self, pubsub: redis.client.PubSub) -> None:
+        while True:
+            try:
+                request = self._requests.get_nowait()
+            except queue.Empty:
+                return
+            with self._lock:
+                wanted = bool(self._listeners.get(request.channel))
+            if request.subscribe and wanted:
+                self._awaiting[request.channel].append(request)
+                pubsub.subscribe(request.channel)
+            elif not request.subscribe and not wanted:
+                pubsub.unsubscribe(request.channel)  # type: ignore[no-untyped-call]
+                request.done.set()
+            else:
+                request.done.set()  # overtaken by a later listen/unlisten of the same channel
+
+    def _deliver(self, channel: str, data: str) -> None:
+        with self._lock:
+            listeners = list(self._listeners.get(channel, ()))
+        for listener in listeners:
+            try:
+                listener.callback(data)
+            except Exception:
+                log.exception("listener of %s failed", channel)
+
+    @staticmethod
+    def _safe(call: Callable[[], None]) -> None:
+        try:
+            call()
+        except Exception:
+            log.exception("event listener failed")
