@@ -7,16 +7,27 @@ import logging
 import os
 import socket
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
+import redis
 from flask import Flask
 
 from taskmon import web
-from taskmon.config import BackendMode, Settings, load_settings
+from taskmon.config import BackendMode, ConfigError, Settings, load_settings
 from taskmon.engines import Engine, make_engine
+from taskmon.journal import SynthesisJournal
 from taskmon.memory import InMemoryEventHub, InMemorySemaphore, InMemoryTaskMonitor
-from taskmon.ports import Semaphore, TaskMonitor
+from taskmon.ports import BackendUnavailable, Semaphore, TaskMonitor
+from taskmon.redis.connection import make_client, redacted
+from taskmon.redis.hub import RedisEventHub
+from taskmon.redis.keys import Keys
+from taskmon.redis.monitor import RedisTaskMonitor, load_task
+from taskmon.redis.semaphore import RedisSemaphore
+from taskmon.redis.subscriber import RedisSubscriber
+from taskmon.redis.workers import Maintenance, Reaper, WorkerRegistry
 from taskmon.results import ResultStore
 from taskmon.service import TaskService
 
@@ -42,34 +53,113 @@ class Runtime:
     engine: Engine
     results: ResultStore
     service: TaskService
+    closers: list[Callable[[], None]] = field(default_factory=list)
+    backend_target: str = "in-process"
     degraded: bool = False
     _stop: threading.Event = field(default_factory=threading.Event)
 
     def close(self) -> None:
+        """Finish or abandon this worker's tasks first, then close the backend."""
         if self._stop.is_set():
             return
         self._stop.set()
         self.service.close()
-        self.monitor.close()
+        for close in self.closers:
+            try:
+                close()
+            except Exception:
+                log.exception("closing %s failed", close)
 
     def sweep_results_forever(self) -> None:
         while not self._stop.wait(_RESULT_SWEEP_S):
             self.results.purge_older_than(self.settings.task_ttl_s)
 
 
-def _select_backend(settings: Settings) -> tuple[TaskMonitor, Semaphore]:
-    """Memory backends for now; the Redis adapters plug in here."""
-    if settings.backend is BackendMode.REDIS or (
-        settings.backend is BackendMode.AUTO and settings.redis_url is not None
-    ):
-        log.warning(
-            "TASKMON_BACKEND=%s asks for Redis, which this build does not have yet; running on "
-            "the in-memory backend: task state, idempotency and the cap are per worker",
-            settings.backend.value,
-        )
+@dataclass
+class Backend:
+    """The adapters of one backend, and what must be closed when the worker exits."""
+
+    monitor: TaskMonitor
+    semaphore: Semaphore
+    closers: list[Callable[[], None]] = field(default_factory=list)
+    target: str = "in-process"
+
+
+def _memory_backend(settings: Settings) -> Backend:
     monitor = InMemoryTaskMonitor(hub=InMemoryEventHub(), ttl_s=settings.task_ttl_s)
     semaphore = InMemorySemaphore(settings.concurrency_limit, lease_ttl_s=settings.lease_ttl_s)
-    return monitor, semaphore
+    return Backend(monitor, semaphore, [monitor.close])
+
+
+def _select_backend(settings: Settings, worker_id: str) -> Backend:
+    """Memory, Redis, or (auto) Redis when it answers now and memory with a WARNING otherwise.
+
+    Raises ConfigError for TASKMON_BACKEND=redis without a URL and BackendUnavailable when
+    TASKMON_BACKEND=redis and Redis does not answer: the worker must not serve a promise
+    (one global cap) it cannot keep.
+    """
+    if settings.backend is BackendMode.MEMORY:
+        return _memory_backend(settings)
+    if settings.redis_url is None:
+        if settings.backend is BackendMode.REDIS:
+            raise ConfigError("TASKMON_BACKEND=redis needs TASKMON_REDIS_URL")
+        log.warning(
+            "TASKMON_REDIS_URL is not set: running on the in-memory backend. Each worker keeps "
+            "its own tasks, idempotency keys and cap: status reads may 404 on other workers and "
+            "up to workers x TASKMON_CONCURRENCY_LIMIT syntheses may run at once."
+        )
+        return _memory_backend(settings)
+    url = redacted(settings.redis_url.get_secret_value())
+    try:
+        return _redis_backend(settings, worker_id)
+    except (redis.RedisError, OSError) as exc:
+        if settings.backend is BackendMode.REDIS:
+            raise BackendUnavailable(
+                f"TASKMON_BACKEND=redis but Redis at {url} does not answer ({exc}); start Redis "
+                "or set TASKMON_BACKEND=auto to fall back to memory"
+            ) from None
+        log.warning(
+            "Redis at %s does not answer (%s): running on the in-memory backend. Lost until a "
+            "restart with Redis up: task state, idempotency and statistics shared between "
+            "workers, cross-worker live events, and the global cap (each worker applies "
+            "TASKMON_CONCURRENCY_LIMIT alone).",
+            url,
+            exc,
+        )
+        return _memory_backend(settings)
+
+
+def _redis_backend(settings: Settings, worker_id: str) -> Backend:
+    client = make_client(settings, client_name=f"taskmon:{worker_id}")
+    try:
+        client.ping()
+        keys = Keys(settings.key_prefix)
+        sub_client = make_client(
+            settings, client_name=f"taskmon-sub:{worker_id}", max_connections=2
+        )
+        subscriber = RedisSubscriber(sub_client)
+        hub = RedisEventHub(client, keys, subscriber, snapshot=partial(load_task, client, keys))
+        monitor = RedisTaskMonitor(client, keys, hub=hub, ttl_s=settings.task_ttl_s)
+        semaphore = RedisSemaphore(
+            client,
+            keys,
+            default_limit=settings.concurrency_limit,
+            lease_ttl_s=settings.lease_ttl_s,
+            subscriber=subscriber,
+        )
+        registry = WorkerRegistry(client, keys, worker_id, ttl_s=settings.lease_ttl_s)
+        maintenance = Maintenance(
+            registry, Reaper(client, keys, registry, monitor), interval_s=settings.lease_ttl_s / 3
+        )
+        subscriber.start()
+        maintenance.start()
+    except BaseException:
+        client.close()
+        raise
+    # Closed in this order: stop reaping, stop listening, then drop the pools.
+    closers = [maintenance.close, monitor.close, subscriber.close, sub_client.close, client.close]
+    target = redacted(settings.redis_url.get_secret_value()) if settings.redis_url else ""
+    return Backend(monitor, semaphore, closers, target=target)
 
 
 def build_runtime(settings: Settings) -> Runtime:
@@ -77,10 +167,12 @@ def build_runtime(settings: Settings) -> Runtime:
     results = ResultStore(settings.result_dir)
     results.prepare()
     engine = make_engine(settings)
-    monitor, semaphore = _select_backend(settings)
+    backend = _select_backend(settings, worker_id)
+    journal = SynthesisJournal(settings.journal_dir)
     service = TaskService(
-        monitor=monitor,
-        semaphore=semaphore,
+        monitor=backend.monitor,
+        semaphore=backend.semaphore,
+        journal=journal,
         engine=engine,
         results=results,
         worker_id=worker_id,
@@ -88,7 +180,17 @@ def build_runtime(settings: Settings) -> Runtime:
         permit_timeout_s=settings.permit_timeout_s,
         threads=min(settings.concurrency_limit, settings.max_pending),
     )
-    return Runtime(settings, worker_id, monitor, semaphore, engine, results, service)
+    return Runtime(
+        settings,
+        worker_id,
+        backend.monitor,
+        backend.semaphore,
+        engine,
+        results,
+        service,
+        closers=[*backend.closers, journal.close],
+        backend_target=backend.target,
+    )
 
 
 def create_app(overrides: dict[str, Any] | None = None) -> Flask:

@@ -27,8 +27,9 @@ from taskmon.domain import (
     check_idempotency_key,
 )
 from taskmon.engines import Engine, EngineError
+from taskmon.journal import SynthesisJournal
 from taskmon.lease_keeper import LeaseKeeper
-from taskmon.ports import Holder, PermitTimeout, Semaphore, TaskMonitor
+from taskmon.ports import Holder, Lease, PermitTimeout, Semaphore, TaskMonitor
 from taskmon.results import ResultStore
 
 log = logging.getLogger(__name__)
@@ -72,6 +73,7 @@ class TaskService:
         max_pending: int,
         permit_timeout_s: float,
         threads: int,
+        journal: SynthesisJournal | None = None,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.monitor = monitor
@@ -82,6 +84,7 @@ class TaskService:
         self._max_pending = max_pending
         self._permit_timeout_s = permit_timeout_s
         self._now = wall_clock
+        self._journal = journal or SynthesisJournal(None)
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="taskmon-run")
         self._keeper = LeaseKeeper(interval_s=semaphore.lease_ttl_s / 3)
         self._lock = threading.Lock()
@@ -204,11 +207,12 @@ class TaskService:
             if running is None:
                 log.warning("task %s changed under us before it ran; skipping", task.task_id)
                 return
-            self._synthesize(running)
+            self._synthesize(running, lease)
 
-    def _synthesize(self, task: Task) -> None:
+    def _synthesize(self, task: Task, lease: Lease) -> None:
         started = time.monotonic()
         metrics.SYNTHESES_RUNNING.inc()
+        self._journal.record("start", task.task_id, lease.fencing)
         try:
             self.engine.synthesize(
                 task.text,
@@ -230,6 +234,7 @@ class TaskService:
             self._fail(task, ErrorCode.ENGINE_ERROR, "the engine failed unexpectedly")
             return
         finally:
+            self._journal.record("end", task.task_id, lease.fencing)
             metrics.SYNTHESES_RUNNING.dec()
         elapsed = time.monotonic() - started
         metrics.SYNTHESIS_SECONDS.observe(elapsed)

@@ -53,6 +53,7 @@ class RedisServer:
         self.host = "127.0.0.1"
         self.port = port or free_port()
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="taskmon-redis-"))
+        self.workdir.mkdir(parents=True, exist_ok=True)
         self.process: ManagedProcess | None = None
         self.binary = None if self.external_url else find_redis_server()
         if not self.external_url and self.binary is None:

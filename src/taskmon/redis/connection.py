@@ -7,6 +7,8 @@ never the minute redis-py's defaults allow.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
@@ -14,6 +16,7 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from taskmon.config import Settings
+from taskmon.ports import BackendUnavailable
 
 
 def redacted(url: str) -> str:
@@ -49,3 +52,15 @@ def make_client(
         decode_responses=True,
     )
     return redis.Redis(connection_pool=pool)
+
+
+@contextlib.contextmanager
+def redis_errors_as_unavailable(action: str) -> Iterator[None]:
+    """Re-raise a Redis connection failure or timeout as BackendUnavailable, saying what to do."""
+    try:
+        yield
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        raise BackendUnavailable(
+            f"Redis did not answer while {action} ({exc}); check that TASKMON_REDIS_URL points "
+            "at a running Redis and that Redis is healthy"
+        ) from exc

@@ -16,6 +16,7 @@ import contextlib
 import logging
 import queue
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -46,15 +47,21 @@ class _Request:
 
 class RedisSubscriber:
     def __init__(self, client: redis.Redis, *, confirm_timeout_s: float = 2.0) -> None:
+        if not client.connection_pool.connection_kwargs.get("decode_responses"):
+            # With bytes, channel names never match and every listen() would time out.
+            raise ValueError("RedisSubscriber needs a client built with decode_responses=True")
         self._client = client
         self._confirm_timeout_s = confirm_timeout_s
         self._lock = threading.Lock()
         self._listeners: defaultdict[str, list[Listener]] = defaultdict(list)
         self._requests: queue.SimpleQueue[_Request] = queue.SimpleQueue()
         self._awaiting: dict[str, list[_Request]] = defaultdict(list)
+        # Set once Redis confirmed SUBSCRIBE for a channel; one per channel with listeners.
+        self._confirmed: dict[str, threading.Event] = {}
         self._reconnect_hooks: list[Callable[[], None]] = []
         self._stop = threading.Event()
         self._connected = threading.Event()
+        self._reconnected = threading.Event()
         self._thread: threading.Thread | None = None
 
     @property
@@ -73,22 +80,28 @@ class RedisSubscriber:
         """Call `hook` (in the reader thread) after every reconnection and resubscription."""
         self._reconnect_hooks.append(hook)
 
+    def remove_reconnect_hook(self, hook: Callable[[], None]) -> None:
+        with contextlib.suppress(ValueError):
+            self._reconnect_hooks.remove(hook)
+
     def listen(self, channel: str, callback: Callback) -> Listener:
         """Deliver every message of `channel` to `callback`, from the moment this returns.
 
-        Raises BackendUnavailable when Redis does not confirm the subscription in time; the
-        listener is then kept and will receive messages once the connection is back.
+        Raises BackendUnavailable, and keeps nothing, when Redis does not confirm the
+        subscription within `confirm_timeout_s`.
         """
         self.start()
         listener = Listener(channel, callback)
         with self._lock:
-            first = not self._listeners[channel]
             self._listeners[channel].append(listener)
-        if first:
-            request = _Request(channel, subscribe=True)
-            self._requests.put(request)
-            if not request.done.wait(self._confirm_timeout_s):
-                raise BackendUnavailable(f"Redis did not confirm SUBSCRIBE {channel} in time")
+            confirmed = self._confirmed.get(channel)
+            if confirmed is None:
+                confirmed = self._confirmed[channel] = threading.Event()
+                self._requests.put(_Request(channel, subscribe=True, done=confirmed))
+        # A second listener of a channel still being subscribed waits for the same answer.
+        if not confirmed.wait(self._confirm_timeout_s):
+            self.unlisten(listener)
+            raise BackendUnavailable(f"Redis did not confirm SUBSCRIBE {channel} in time")
         return listener
 
     def unlisten(self, listener: Listener) -> None:
@@ -99,6 +112,7 @@ class RedisSubscriber:
             last = not listeners
             if last:
                 self._listeners.pop(listener.channel, None)
+                self._confirmed.pop(listener.channel, None)
         if last:
             self._requests.put(_Request(listener.channel, subscribe=False))
 
@@ -113,12 +127,11 @@ class RedisSubscriber:
         backoff = 0.05
         while not self._stop.is_set():
             pubsub = self._client.pubsub(ignore_subscribe_messages=False)  # type: ignore[no-untyped-call]
+            self._reconnected.clear()  # this loop runs the hooks itself after a reconnection
             try:
                 self._resubscribe(pubsub)
                 if backoff > 0.05:
-                    log.warning("event subscriber reconnected to Redis; re-reading state")
-                    for hook in list(self._reconnect_hooks):
-                        self._safe(hook)
+                    self._after_reconnect(pubsub)
                 backoff = 0.05
                 self._serve(pubsub)
             except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
@@ -131,9 +144,18 @@ class RedisSubscriber:
                 )
                 self._stop.wait(backoff)
                 backoff = min(_MAX_BACKOFF_S, backoff * 2)
+            except Exception:
+                # Never let the one reader thread die: live events would stop for good.
+                self._connected.clear()
+                log.exception("event subscriber failed; restarting it in %.2f s", backoff)
+                self._stop.wait(backoff)
+                backoff = min(_MAX_BACKOFF_S, backoff * 2)
             finally:
                 # A broken connection may fail to close; it is gone either way.
                 with contextlib.suppress(Exception):
+                    # The connection goes back to the pool: take our callback off it first.
+                    if pubsub.connection is not None:
+                        pubsub.connection.deregister_connect_callback(self._on_silent_reconnect)
                     pubsub.close()
         self._connected.clear()
 
@@ -145,20 +167,53 @@ class RedisSubscriber:
             pubsub.subscribe(*channels)
         else:
             pubsub.ping()
+        # Within the client's Retry, redis-py's PubSub reconnects and resubscribes by itself,
+        # and no error reaches _run: hear about those reconnections too, so the hooks run.
+        if pubsub.connection is not None:
+            pubsub.connection.register_connect_callback(self._on_silent_reconnect)
         self._connected.set()
+
+    def _on_silent_reconnect(self, connection: object) -> None:
+        self._reconnected.set()
 
     def _serve(self, pubsub: redis.client.PubSub) -> None:
         while not self._stop.is_set():
+            if self._reconnected.is_set():
+                self._reconnected.clear()
+                self._after_reconnect(pubsub)
             self._handle_requests(pubsub)
-            message = pubsub.get_message(timeout=_POLL_S)
-            if message is None:
-                continue
-            kind, channel = message["type"], message["channel"]
-            if kind == "subscribe":
-                for request in self._awaiting.pop(channel, []):
-                    request.done.set()
-            elif kind == "message":
-                self._deliver(channel, message["data"])
+            self._read_one(pubsub, _POLL_S)
+
+    def _read_one(self, pubsub: redis.client.PubSub, timeout: float) -> str | None:
+        """Handle one message; the channel name when it confirmed a subscription."""
+        message = pubsub.get_message(timeout=timeout)
+        if message is None:
+            return None
+        kind, channel = message["type"], message["channel"]
+        if kind == "subscribe":
+            for request in self._awaiting.pop(channel, []):
+                request.done.set()
+            return str(channel)
+        if kind == "message":
+            self._deliver(channel, message["data"])
+        return None
+
+    def _after_reconnect(self, pubsub: redis.client.PubSub) -> None:
+        """Wait until Redis confirmed every resubscription, then run the hooks.
+
+        In that order a hook's snapshot read happens after the subscriptions are live, so
+        nothing published after the read can be missed (Celery's order).
+        """
+        with self._lock:
+            pending = set(self._listeners)
+        deadline = time.monotonic() + self._confirm_timeout_s
+        while pending and time.monotonic() < deadline:
+            pending.discard(self._read_one(pubsub, _POLL_S) or "")
+        if pending:
+            log.warning("Redis did not confirm %d resubscription(s) in time", len(pending))
+        log.warning("event subscriber reconnected to Redis; re-reading state")
+        for hook in list(self._reconnect_hooks):
+            self._safe(hook)
 
     def _handle_requests(self, pubsub: redis.client.PubSub) -> None:
         while True:

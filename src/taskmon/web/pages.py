@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 from flask import Blueprint, Response, render_template, url_for
 
@@ -47,7 +48,9 @@ def readyz() -> Response:
     if all(checks.values()):
         return Response(json.dumps(body), mimetype="application/json")
     failing = ", ".join(name for name, ok in checks.items() if not ok)
-    return problem(503, f"not ready: {failing}", slug="not-ready", checks=checks)
+    return problem(
+        503, f"not ready: {failing}", slug="not-ready", checks=checks, backend=body["backend"]
+    )
 
 
 @bp.get("/metrics")
@@ -56,8 +59,8 @@ def metrics_page() -> Response:
     return Response(body, content_type=content_type)
 
 
-def _safe(check: object) -> bool:
+def _safe(check: Callable[[], bool]) -> bool:
     try:
-        return bool(check())  # type: ignore[operator]
+        return bool(check())
     except Exception:
         return False

@@ -1,0 +1,137 @@
+"""Worker registry and reaper: the tasks of a dead worker end `failed / abandoned` (I5).
+
+Each worker heartbeats every third of the lease TTL with a deadline one TTL ahead (Redis clock).
+Every worker also runs the reaper: for each worker past its deadline, every live task that it
+holds (queued in its executor or running) is failed as abandoned, then the worker is removed.
+Running it everywhere is safe: a transition is a compare-and-set on the task's version, so of
+several reapers exactly one fails each task, and a reaper that dies half-way leaves the dead
+worker listed for the next one. A task is failed within about 1.5 TTL of its worker's death;
+its permit returns on its own when the lease ends (one TTL).
+
+A live worker cut from Redis for longer than a TTL is taken for dead: its tasks are failed and
+the late `done` it records afterwards is a no-op (the version moved on). The operator sees it as
+`abandoned` tasks together with the worker's log of the Redis outage.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import redis
+
+from taskmon.domain import ErrorCode, TaskError, TaskState
+from taskmon.ports import TaskMonitor
+from taskmon.redis.keys import Keys
+from taskmon.redis.scripts import ScriptSet
+
+log = logging.getLogger(__name__)
+
+
+class WorkerRegistry:
+    def __init__(self, client: redis.Redis, keys: Keys, worker_id: str, ttl_s: float) -> None:
+        self._client = client
+        self._keys = keys
+        self.worker_id = worker_id
+        self._ttl_ms = int(ttl_s * 1000)
+        self._scripts = ScriptSet(client, "worker_heartbeat", "workers_expired")
+
+    def heartbeat(self) -> None:
+        self._scripts["worker_heartbeat"](
+            keys=[self._keys.workers], args=[self.worker_id, self._ttl_ms]
+        )
+
+    def expired(self) -> list[str]:
+        return [str(w) for w in self._scripts["workers_expired"](keys=[self._keys.workers])]
+
+    def alive(self) -> list[str]:
+        expired = set(self.expired())
+        listed = [str(w) for w in self._client.zrange(self._keys.workers, 0, -1)]
+        return [w for w in listed if w not in expired]
+
+    def forget(self, worker_id: str) -> None:
+        self._client.zrem(self._keys.workers, worker_id)
+
+
+class Reaper:
+    def __init__(self, client: redis.Redis, keys: Keys, registry: WorkerRegistry,
+                 monitor: TaskMonitor) -> None:  # fmt: skip
+        self._client = client
+        self._keys = keys
+        self._registry = registry
+        self._monitor = monitor
+
+    def live_tasks_of(self, workers: set[str]) -> list[str]:
+        ids: list[str] = []
+        for state in (TaskState.QUEUED, TaskState.RUNNING):
+            ids.extend(str(i) for i in self._client.zrange(self._keys.state_index(state), 0, -1))
+        if not ids:
+            return []
+        pipe = self._client.pipeline(transaction=False)
+        for task_id in ids:
+            pipe.hget(self._keys.task(task_id), "worker")
+        owners = pipe.execute()
+        return [task_id for task_id, owner in zip(ids, owners, strict=True) if owner in workers]
+
+    def reap_once(self) -> list[str]:
+        """Fail the live tasks of every expired worker, then forget those workers."""
+        dead = set(self._registry.expired()) - {self._registry.worker_id}
+        if not dead:
+            return []
+        failed = []
+        for task_id in self.live_tasks_of(dead):
+            task = self._monitor.get(task_id)
+            if task is None or task.state.terminal:
+                continue
+            done = self._monitor.transition(
+                task_id,
+                expected_version=task.version,
+                state=TaskState.FAILED,
+                now=time.time(),
+                error=TaskError(ErrorCode.ABANDONED.value, f"worker {task.worker} stopped"),
+            )
+            if done is not None:
+                failed.append(task_id)
+        for worker in dead:
+            self._registry.forget(worker)
+        if failed:
+            log.warning("failed %d task(s) of dead worker(s) %s as abandoned",
+                        len(failed), ", ".join(sorted(dead)))  # fmt: skip
+        return failed
+
+
+class Maintenance:
+    """The worker's background duty: heartbeat and reap every third of the lease TTL."""
+
+    def __init__(self, registry: WorkerRegistry, reaper: Reaper, interval_s: float) -> None:
+        self._registry = registry
+        self._reaper = reaper
+        self._interval_s = interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="taskmon-maintenance", daemon=True)
+
+    def start(self) -> None:
+        self._safe_tick()
+        self._thread.start()
+
+    def _safe_tick(self) -> None:
+        try:
+            self._registry.heartbeat()
+            self._reaper.reap_once()
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            log.warning("heartbeat/reaper could not reach Redis (%s); retrying", exc)
+        except Exception:
+            log.exception("heartbeat/reaper failed; retrying")
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval_s):
+            self._safe_tick()
+
+    def close(self) -> None:
+        """Stop, and leave the registry at once: our live tasks were already finished."""
+        self._stop.set()
+        try:
+            self._registry.forget(self._registry.worker_id)
+        except (redis.ConnectionError, redis.TimeoutError):
+            log.warning("could not deregister from Redis; the reaper will do it after one TTL")

@@ -1,0 +1,511 @@
+"""RedisTaskMonitor against a real redis-server: the memory monitor's promises, across workers."""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from functools import partial
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from taskmon.config import Settings
+from taskmon.domain import (
+    StartOutcome,
+    StateCounts,
+    Task,
+    TaskError,
+    TaskEvent,
+    TaskRequest,
+    TaskState,
+)
+from taskmon.harness.redis_server import RedisServer
+from taskmon.ports import BackendUnavailable
+from taskmon.redis.connection import make_client
+from taskmon.redis.hub import RedisEventHub
+from taskmon.redis.keys import Keys
+from taskmon.redis.monitor import RedisTaskMonitor, load_task
+from taskmon.redis.subscriber import RedisSubscriber
+from tests.unit._helpers import run_threads, wait_for
+
+pytestmark = pytest.mark.redis
+
+QUEUED, RUNNING, DONE, FAILED = (
+    TaskState.QUEUED,
+    TaskState.RUNNING,
+    TaskState.DONE,
+    TaskState.FAILED,
+)
+BOOM = TaskError("engine_error", "boom")
+
+
+@dataclass
+class Worker:
+    """What one worker process wires: its own client, subscriber, hub and monitor."""
+
+    client: redis.Redis
+    subscriber: RedisSubscriber
+    monitor: RedisTaskMonitor
+
+    def close(self) -> None:
+        self.monitor.close()
+        self.subscriber.close()
+        self.client.close()
+
+
+def make_worker(url: str, keys: Keys, *, ttl_s: int = 100, name: str = "w") -> Worker:
+    client = make_client(Settings(redis_url=url), client_name=f"test-{name}")
+    subscriber = RedisSubscriber(client)
+    hub = RedisEventHub(client, keys, subscriber, snapshot=partial(load_task, client, keys))
+    return Worker(client, subscriber, RedisTaskMonitor(client, keys, hub=hub, ttl_s=ttl_s))
+
+
+@pytest.fixture
+def workers(redis_server: RedisServer, keys: Keys) -> Iterator[Callable[..., Worker]]:
+    made: list[Worker] = []
+
+    def factory(**kwargs: Any) -> Worker:
+        made.append(make_worker(redis_server.url, keys, **kwargs))
+        return made[-1]
+
+    yield factory
+    for worker in made:
+        worker.close()
+
+
+@pytest.fixture
+def monitor(workers: Callable[..., Worker]) -> RedisTaskMonitor:
+    return workers().monitor
+
+
+def make_task(text: str = "hello", key: str | None = None, voice: str | None = None) -> Task:
+    return Task.create(TaskRequest(text, voice), worker="w:1", now=10.0, idempotency_key=key)
+
+
+def run_to(monitor: RedisTaskMonitor, task: Task, final: TaskState) -> Task:
+    current = task
+    steps = {QUEUED: [], RUNNING: [RUNNING], DONE: [RUNNING, DONE], FAILED: [RUNNING, FAILED]}
+    for state in steps[final]:
+        moved = monitor.transition(
+            task.task_id,
+            expected_version=current.version,
+            state=state,
+            now=20.0,
+            error=BOOM if state is FAILED else None,
+        )
+        assert moved is not None
+        current = moved
+    return current
+
+
+def dump(client: redis.Redis, keys: Keys) -> dict[str, Any]:
+    """Every key of the namespace with its value: 'nothing written' means this is unchanged."""
+    found: dict[str, Any] = {}
+    for name in client.scan_iter(match=keys.namespace + ":*"):
+        kind = client.type(name)
+        read = {"hash": client.hgetall, "string": client.get, "zset": client.zrange}[kind]
+        found[name] = read(name, 0, -1) if kind == "zset" else read(name)
+    return found
+
+
+# --- start and get ------------------------------------------------------------------------------
+
+
+def test_start_then_get_roundtrips_every_field(monitor: RedisTaskMonitor) -> None:
+    plain, full = make_task(), make_task("grüße 你好", key="k-1", voice="en-us")
+    for task in (plain, full):
+        result = monitor.start(task)
+        assert result.outcome is StartOutcome.CREATED
+        assert result.task == task
+        stored = monitor.get(task.task_id)
+        assert stored == task
+        assert stored is not None
+        assert stored.idempotency_key == task.idempotency_key
+    failed = run_to(monitor, full, FAILED)
+    assert monitor.get(full.task_id) == failed
+    assert monitor.get("f" * 32) is None
+    assert monitor.counts() == StateCounts(queued=1, failed=1)
+    assert monitor.backend == "redis"
+    assert monitor.ping()
+
+
+def test_start_without_key_never_dedupes(monitor: RedisTaskMonitor) -> None:
+    assert monitor.start(make_task()).outcome is StartOutcome.CREATED
+    assert monitor.start(make_task()).outcome is StartOutcome.CREATED
+    assert monitor.counts().queued == 2
+
+
+def test_idempotent_start_replays_and_writes_nothing(
+    workers: Callable[..., Worker], keys: Keys
+) -> None:
+    worker = workers()
+    monitor = worker.monitor
+    original = make_task(key="k1")
+    monitor.start(original)
+    before = dump(worker.client, keys)
+    retry = make_task(key="k1")
+    with monitor.subscribe(retry.task_id) as retry_events:
+        result = monitor.start(retry)
+        assert result.outcome is StartOutcome.REPLAYED
+        assert result.task == original
+        assert monitor.get(retry.task_id) is None
+        assert retry_events.get(timeout=0.2) is None, "nothing is published"
+    assert dump(worker.client, keys) == before
+    assert monitor.counts() == StateCounts(queued=1)
+    assert monitor.find_by_idempotency_key("k1") == original
+
+
+def test_idempotent_start_conflict_with_another_payload(
+    workers: Callable[..., Worker], keys: Keys
+) -> None:
+    worker = workers()
+    original = make_task("hello", key="k1")
+    worker.monitor.start(original)
+    before = dump(worker.client, keys)
+    for other in (make_task("goodbye", key="k1"), make_task("hello", key="k1", voice="low")):
+        result = worker.monitor.start(other)
+        assert (result.outcome, result.task) == (StartOutcome.CONFLICT, original)
+    assert dump(worker.client, keys) == before
+
+
+def test_replay_returns_the_current_state_of_the_stored_task(monitor: RedisTaskMonitor) -> None:
+    original = make_task(key="k1")
+    monitor.start(original)
+    done = run_to(monitor, original, DONE)
+    result = monitor.start(make_task(key="k1"))
+    assert (result.outcome, result.task) == (StartOutcome.REPLAYED, done)
+    assert monitor.counts() == StateCounts(done=1)
+
+
+def test_starting_one_task_twice(monitor: RedisTaskMonitor) -> None:
+    keyed, plain = make_task(key="k"), make_task()
+    monitor.start(keyed)
+    monitor.start(plain)
+    # With a key, as in memory: the second start replays the first.
+    assert monitor.start(keyed) == monitor.start(make_task(key="k"))
+    assert monitor.start(keyed).outcome is StartOutcome.REPLAYED
+    # Without one, a reused id is a caller bug: refused, never double counted.
+    with pytest.raises(ValueError, match="already in use"):
+        monitor.start(plain)
+    assert monitor.counts() == StateCounts(queued=2)
+
+
+def test_scripts_are_safe_to_run_twice(monitor: RedisTaskMonitor) -> None:
+    """What redis-py's retry does after a lost reply: the same script call, run again."""
+    for key in (None, "k"):
+        task = make_task(key=key)
+        assert monitor._run_start(task, "op-1", "") == ["created"]
+        assert monitor._run_start(task, "op-1", "") == ["created"]
+    running = task.transition(RUNNING, now=1.0)
+    assert monitor._apply(task, running, 1.0, "op-2")
+    assert monitor._apply(task, running, 1.0, "op-2")
+    done = running.transition(DONE, now=2.0)
+    assert monitor._apply(running, done, 2.0, "op-3")
+    assert monitor._apply(running, done, 2.0, "op-3")
+    assert not monitor._apply(running, done, 2.0, "op-4"), "another call is still stale"
+    assert monitor.get(task.task_id) == done
+    assert monitor.counts() == StateCounts(queued=1, done=1)
+
+
+def test_a_key_whose_task_vanished_is_free(workers: Callable[..., Worker], keys: Keys) -> None:
+    worker = workers()
+    first = make_task("first", key="k")
+    worker.monitor.start(first)
+    worker.client.delete(keys.task(first.task_id))  # an eviction, or an operator's DEL
+    assert worker.monitor.find_by_idempotency_key("k") is None
+    second = make_task("second", key="k")
+    assert worker.monitor.start(second).outcome is StartOutcome.CREATED
+    assert worker.monitor.find_by_idempotency_key("k") == second
+
+
+def test_concurrent_starts_with_one_key_create_exactly_one_task(
+    workers: Callable[..., Worker], keys: Keys
+) -> None:
+    threads = 16
+    monitors = [workers(name=f"w{n}").monitor for n in range(threads)]
+    barrier = threading.Barrier(threads)
+    results: list[tuple[StartOutcome, str]] = []
+
+    def start_one(monitor: RedisTaskMonitor) -> None:
+        task = make_task(key="shared")
+        barrier.wait(timeout=10)
+        result = monitor.start(task)
+        results.append((result.outcome, result.task.task_id))
+
+    run_threads([partial(start_one, m) for m in monitors])
+    assert Counter(o for o, _ in results) == {
+        StartOutcome.CREATED: 1,
+        StartOutcome.REPLAYED: threads - 1,
+    }
+    assert len({task_id for _, task_id in results}) == 1
+    assert monitors[0].counts() == StateCounts(queued=1)
+    assert len(list(monitors[0]._client.scan_iter(match=keys.task("*")))) == 1
+
+
+# --- transition ---------------------------------------------------------------------------------
+
+
+def test_transition_moves_indexes_counts_and_ttl(
+    workers: Callable[..., Worker], keys: Keys
+) -> None:
+    worker = workers()
+    monitor, client = worker.monitor, worker.client
+    task = make_task(key="k")
+    monitor.start(task)
+    assert client.zscore(keys.state_index(QUEUED), task.task_id) == 10.0
+    running = monitor.transition(
+        task.task_id, expected_version=1, state=RUNNING, now=11.0, worker="w:2"
+    )
+    assert running is not None
+    assert (running.state, running.version, running.started_at, running.worker) == (
+        RUNNING,
+        2,
+        11.0,
+        "w:2",
+    )
+    assert monitor.get(task.task_id) == running
+    assert monitor.counts() == StateCounts(running=1)
+    assert client.zscore(keys.state_index(QUEUED), task.task_id) is None
+    assert client.zscore(keys.state_index(RUNNING), task.task_id) == 11.0
+    assert client.ttl(keys.task(task.task_id)) == -1, "a live task never expires"
+    done = monitor.transition(task.task_id, expected_version=2, state=DONE, now=12.0)
+    assert done is not None
+    assert (done.version, done.finished_at) == (3, 12.0)
+    assert monitor.get(task.task_id) == done
+    assert monitor.counts() == StateCounts(done=1)
+    assert client.zcard(keys.state_index(RUNNING)) == 0
+    assert 0 < client.ttl(keys.task(task.task_id)) <= 100
+
+
+def test_stale_repeated_illegal_and_unknown_are_no_ops(
+    workers: Callable[..., Worker], keys: Keys
+) -> None:
+    worker = workers()
+    monitor = worker.monitor
+    task = make_task()
+    monitor.start(task)
+    assert monitor.transition(task.task_id, expected_version=1, state=RUNNING, now=1) is not None
+    before = dump(worker.client, keys)
+    with monitor.subscribe(task.task_id) as events:
+        attempts: list[tuple[int, TaskState, TaskError | None]] = [
+            (1, RUNNING, None),  # the same call again
+            (1, FAILED, BOOM),  # stale
+            (7, DONE, None),  # a made-up version
+            (2, QUEUED, None),  # illegal: backwards
+            (2, FAILED, None),  # illegal: failed without an error
+            (2, DONE, BOOM),  # illegal: done with one
+        ]
+        for version, state, error in attempts:
+            moved = monitor.transition(
+                task.task_id, expected_version=version, state=state, now=2, error=error
+            )
+            assert moved is None, (version, state)
+        assert monitor.transition("a" * 32, expected_version=1, state=RUNNING, now=1) is None
+        assert events.get(timeout=0.2) is None, "a no-op publishes nothing"
+    assert dump(worker.client, keys) == before
+
+
+def test_terminal_tasks_do_not_move(monitor: RedisTaskMonitor) -> None:
+    for final in (DONE, FAILED):
+        task = make_task()
+        monitor.start(task)
+        end = run_to(monitor, task, final)
+        for state in TaskState:
+            error = BOOM if state is FAILED else None
+            moved = monitor.transition(
+                task.task_id, expected_version=end.version, state=state, now=9, error=error
+            )
+            assert moved is None
+        assert monitor.get(task.task_id) == end
+
+
+def test_concurrent_transitions_of_one_task_let_exactly_one_win(
+    workers: Callable[..., Worker],
+) -> None:
+    monitors = [workers(name=f"w{n}").monitor for n in range(2)]
+    task = make_task()
+    monitors[0].start(task)
+    threads = 16
+    barrier = threading.Barrier(threads)
+    wins: list[Task] = []
+
+    def attempt(n: int) -> None:
+        barrier.wait(timeout=10)
+        moved = monitors[n % 2].transition(
+            task.task_id, expected_version=1, state=RUNNING, now=1.0, worker=f"w:{n}"
+        )
+        if moved is not None:
+            wins.append(moved)
+
+    run_threads([partial(attempt, n) for n in range(threads)])
+    assert len(wins) == 1
+    assert monitors[1].get(task.task_id) == wins[0]
+    assert monitors[1].counts() == StateCounts(running=1)
+
+
+def test_counts_stay_consistent_over_a_mix(monitor: RedisTaskMonitor) -> None:
+    finals = [QUEUED] * 3 + [RUNNING] * 2 + [DONE] * 4 + [FAILED] * 1
+    for n, final in enumerate(finals, start=1):
+        task = make_task(f"task {n}")
+        monitor.start(task)
+        run_to(monitor, task, final)
+        counts = monitor.counts()
+        assert counts.total == n
+        assert min(counts.to_dict().values()) >= 0
+    counts = monitor.counts()
+    assert counts == StateCounts(queued=3, running=2, done=4, failed=1)
+    assert counts.success_rate == pytest.approx(0.8)
+
+
+# --- two workers --------------------------------------------------------------------------------
+
+
+def test_two_workers_share_one_truth(workers: Callable[..., Worker]) -> None:
+    a, b = workers(name="a").monitor, workers(name="b").monitor
+    task = make_task(key="shared")
+    a.start(task)
+    assert b.get(task.task_id) == task
+    assert b.find_by_idempotency_key("shared") == task
+    running = b.transition(task.task_id, expected_version=1, state=RUNNING, now=1.0)
+    assert a.get(task.task_id) == running
+    assert a.transition(task.task_id, expected_version=1, state=RUNNING, now=1.0) is None
+    assert b.start(make_task(key="shared")) == a.start(make_task(key="shared"))
+    assert b.start(make_task(key="shared")).task == running
+    assert a.counts() == b.counts() == StateCounts(running=1)
+
+
+# --- retention ----------------------------------------------------------------------------------
+
+
+def test_the_finish_restarts_the_ttl_of_the_key(workers: Callable[..., Worker], keys: Keys) -> None:
+    # Two workers configured with different retentions make the refresh visible without a wait.
+    creator, finisher = workers(ttl_s=1000), workers(ttl_s=5000)
+    task = make_task(key="k")
+    creator.monitor.start(task)
+    assert 0 < creator.client.ttl(keys.idempotency("k")) <= 1000
+    run_to(finisher.monitor, task, DONE)
+    assert 1000 < creator.client.ttl(keys.idempotency("k")) <= 5000
+    assert 1000 < creator.client.ttl(keys.task(task.task_id)) <= 5000
+
+
+def test_finished_tasks_and_keys_expire_live_tasks_stay(
+    workers: Callable[..., Worker], keys: Keys
+) -> None:
+    worker = workers(ttl_s=1)
+    monitor = worker.monitor
+    done_task, failed_task = make_task("done", key="kd"), make_task("failed")
+    waiting, running_task = make_task("waiting"), make_task("running")
+    for task in (done_task, failed_task, waiting, running_task):
+        monitor.start(task)
+    run_to(monitor, done_task, DONE)
+    run_to(monitor, failed_task, FAILED)
+    running = run_to(monitor, running_task, RUNNING)
+    wait_for(
+        lambda: (
+            monitor.get(done_task.task_id) is None
+            and monitor.get(failed_task.task_id) is None
+            and monitor.find_by_idempotency_key("kd") is None
+            and worker.client.get(keys.idempotency("kd")) is None
+        ),
+        timeout=5,
+        message="finished tasks and their key to expire",
+    )
+    assert monitor.get(waiting.task_id) == waiting
+    assert monitor.get(running_task.task_id) == running
+    assert worker.client.ttl(keys.task(waiting.task_id)) == -1
+    assert worker.client.ttl(keys.task(running_task.task_id)) == -1
+    assert monitor.counts() == StateCounts(queued=1, running=1, done=1, failed=1)
+    # An expired key can be used again, with any payload.
+    again = make_task("another payload", key="kd")
+    assert monitor.start(again).outcome is StartOutcome.CREATED
+    assert monitor.find_by_idempotency_key("kd") == again
+
+
+# --- failure modes ------------------------------------------------------------------------------
+
+
+def test_a_client_that_does_not_decode_is_refused(redis_server: RedisServer, keys: Keys) -> None:
+    client = redis.Redis.from_url(redis_server.url)
+    decoding = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    hub = RedisEventHub(decoding, keys, RedisSubscriber(decoding), snapshot=lambda _: None)
+    with pytest.raises(ValueError, match="decode_responses"):
+        RedisTaskMonitor(client, keys, hub=hub, ttl_s=10)
+    with pytest.raises(ValueError, match="decode_responses"):
+        RedisSubscriber(client)
+    client.close()
+    decoding.close()
+
+
+@pytest.mark.parametrize("fault", ["stopped", "hung"])
+def test_an_unreachable_redis_raises_backend_unavailable_fast(
+    fault: str, tmp_path: Path, keys: Keys
+) -> None:
+    with RedisServer(workdir=tmp_path) as server:
+        worker = make_worker(server.url, keys)
+        try:
+            task = make_task(key="k")
+            worker.monitor.start(task)
+            server.stop() if fault == "stopped" else server.pause()
+            calls: list[Callable[[], object]] = [
+                lambda: worker.monitor.get(task.task_id),
+                lambda: worker.monitor.transition(
+                    task.task_id, expected_version=1, state=RUNNING, now=1
+                ),
+            ]
+            if fault == "stopped":  # a hung server costs the full timeout per call
+                calls += [
+                    lambda: worker.monitor.start(make_task()),
+                    lambda: worker.monitor.find_by_idempotency_key("k"),
+                    worker.monitor.counts,
+                    lambda: worker.monitor.hub.publish(TaskEvent(task)),
+                ]
+            for call in calls:
+                began = time.monotonic()
+                with pytest.raises(BackendUnavailable, match="TASKMON_REDIS_URL"):
+                    call()
+                assert time.monotonic() - began < 4.0
+            began = time.monotonic()
+            assert worker.monitor.ping() is False
+            assert time.monotonic() - began < 4.0
+        finally:
+            worker.close()
+
+
+# --- the scripts --------------------------------------------------------------------------------
+
+SCRIPTS = ("task_start", "task_transition", "task_finish")
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_script_headers_document_every_key_and_argument(name: str) -> None:
+    source = resources.files("taskmon.redis").joinpath("lua", f"{name}.lua").read_text()
+    lines = source.splitlines()
+    header_length = next(i for i, line in enumerate(lines) if not line.startswith("--"))
+    header = "\n".join(lines[:header_length])
+    body = "\n".join(lines[header_length:])
+    assert header.startswith(f"-- {name}: ")
+    for word in ("KEYS[1]", "ARGV[1]", "Returns"):
+        assert word in header, f"{name}.lua header lacks {word}"
+    documented = set(re.findall(r"^-- ((?:KEYS|ARGV)\[\d+(?:\.\.)?\])", header, re.MULTILINE))
+    referenced = set(re.findall(r"(?:KEYS|ARGV)\[\d+\]", body))
+    referenced |= {f"ARGV[{n}..]" for n in re.findall(r"unpack\(ARGV, (\d+)\)", body)}
+    assert referenced <= documented, f"undocumented in {name}.lua: {referenced - documented}"
+    code = "\n".join(line.split("--")[0] for line in body.splitlines())
+    assert ".." not in code, "scripts never build names: keys come in KEYS, channels in ARGV"
+
+
+def test_unique_op_tokens_do_not_leak_into_tasks(monitor: RedisTaskMonitor, keys: Keys) -> None:
+    task = make_task()
+    monitor.start(task)
+    op = monitor._client.hget(keys.task(task.task_id), "op")
+    assert op is not None
+    assert uuid.UUID(hex=str(op))
+    assert monitor.get(task.task_id) == task

@@ -1,0 +1,121 @@
+"""Worker registry and reaper against a real redis-server (I5 at the adapter level)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from functools import partial
+
+import pytest
+import redis
+
+from taskmon.domain import Task, TaskRequest, TaskState
+from taskmon.harness.processes import wait_until
+from taskmon.redis.hub import RedisEventHub
+from taskmon.redis.keys import Keys
+from taskmon.redis.monitor import RedisTaskMonitor, load_task
+from taskmon.redis.subscriber import RedisSubscriber
+from taskmon.redis.workers import Maintenance, Reaper, WorkerRegistry
+
+pytestmark = pytest.mark.redis
+
+TTL_S = 0.5
+
+
+@pytest.fixture
+def monitor(redis_client: redis.Redis, keys: Keys) -> Iterator[RedisTaskMonitor]:
+    subscriber = RedisSubscriber(redis_client)
+    hub = RedisEventHub(
+        redis_client, keys, subscriber, snapshot=partial(load_task, redis_client, keys)
+    )
+    monitor = RedisTaskMonitor(redis_client, keys, hub=hub, ttl_s=60)
+    try:
+        yield monitor
+    finally:
+        monitor.close()
+        subscriber.close()
+
+
+def _task(worker: str, text: str = "hi") -> Task:
+    return Task.create(TaskRequest(text), worker=worker, now=time.time())
+
+
+def test_heartbeat_keeps_a_worker_alive_and_silence_expires_it(
+    redis_client: redis.Redis, keys: Keys
+) -> None:
+    registry = WorkerRegistry(redis_client, keys, "host:1", ttl_s=TTL_S)
+    registry.heartbeat()
+    assert registry.alive() == ["host:1"]
+    assert registry.expired() == []
+    wait_until(lambda: registry.expired() == ["host:1"], timeout=5, what="heartbeat expiry")
+    assert registry.alive() == []
+
+
+def test_reaper_fails_the_live_tasks_of_a_dead_worker_only(
+    redis_client: redis.Redis, keys: Keys, monitor: RedisTaskMonitor
+) -> None:
+    dead = WorkerRegistry(redis_client, keys, "host:dead", ttl_s=TTL_S)
+    alive = WorkerRegistry(redis_client, keys, "host:alive", ttl_s=60)
+    dead.heartbeat()
+    alive.heartbeat()
+    queued = monitor.start(_task("host:dead")).task
+    running = monitor.start(_task("host:dead")).task
+    running = monitor.transition(
+        running.task_id, expected_version=1, state=TaskState.RUNNING, now=time.time()
+    )
+    assert running is not None
+    finished = monitor.start(_task("host:dead")).task
+    monitor.transition(finished.task_id, expected_version=1, state=TaskState.RUNNING, now=1.0)
+    monitor.transition(finished.task_id, expected_version=2, state=TaskState.DONE, now=2.0)
+    other = monitor.start(_task("host:alive")).task
+
+    reaper = Reaper(redis_client, keys, alive, monitor)
+    assert reaper.reap_once() == []  # nobody has expired yet
+    wait_until(lambda: "host:dead" in alive.expired(), timeout=5, what="dead worker expiry")
+    reaped = reaper.reap_once()
+
+    assert sorted(reaped) == sorted([queued.task_id, running.task_id])
+    for task_id in reaped:
+        task = monitor.get(task_id)
+        assert task is not None
+        assert task.state is TaskState.FAILED
+        assert task.error is not None
+        assert task.error.code == "abandoned"
+    assert monitor.get(finished.task_id).state is TaskState.DONE  # type: ignore[union-attr]
+    assert monitor.get(other.task_id).state is TaskState.QUEUED  # type: ignore[union-attr]
+    assert alive.alive() == ["host:alive"], "the dead worker is forgotten once reaped"
+    counts = monitor.counts()
+    assert (counts.queued, counts.running, counts.failed, counts.done) == (1, 0, 2, 1)
+
+
+def test_reapers_in_every_worker_fail_each_task_exactly_once(
+    redis_client: redis.Redis, keys: Keys, monitor: RedisTaskMonitor
+) -> None:
+    dead = WorkerRegistry(redis_client, keys, "host:gone", ttl_s=TTL_S)
+    dead.heartbeat()
+    tasks = [monitor.start(_task("host:gone", f"t{n}")).task.task_id for n in range(10)]
+    reapers = [
+        Reaper(redis_client, keys, WorkerRegistry(redis_client, keys, f"host:{n}", 60), monitor)
+        for n in range(3)
+    ]
+    wait_until(lambda: bool(dead.expired()), timeout=5, what="expiry")
+    reaped = [task for reaper in reapers for task in reaper.reap_once()]
+    assert sorted(reaped) == sorted(tasks)
+    assert monitor.counts().failed == 10
+
+
+def test_maintenance_heartbeats_and_deregisters_on_close(
+    redis_client: redis.Redis, keys: Keys, monitor: RedisTaskMonitor
+) -> None:
+    registry = WorkerRegistry(redis_client, keys, "host:m", ttl_s=TTL_S)
+    maintenance = Maintenance(registry, Reaper(redis_client, keys, registry, monitor), TTL_S / 3)
+    maintenance.start()
+    try:
+        # Several TTLs pass: the worker must stay alive throughout thanks to the heartbeat.
+        deadline = time.monotonic() + 4 * TTL_S
+        while time.monotonic() < deadline:
+            assert registry.alive() == ["host:m"]
+            time.sleep(TTL_S / 5)
+    finally:
+        maintenance.close()
+    assert registry.alive() == []
