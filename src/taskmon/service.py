@@ -16,6 +16,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
+
 from taskmon import metrics
 from taskmon.domain import (
     ErrorCode,
@@ -29,7 +31,14 @@ from taskmon.domain import (
 from taskmon.engines import Engine, EngineError
 from taskmon.journal import SynthesisJournal
 from taskmon.lease_keeper import LeaseKeeper
-from taskmon.ports import Holder, Lease, PermitTimeout, Semaphore, TaskMonitor
+from taskmon.ports import (
+    BackendUnavailable,
+    Holder,
+    Lease,
+    PermitTimeout,
+    Semaphore,
+    TaskMonitor,
+)
 from taskmon.results import ResultStore
 
 log = logging.getLogger(__name__)
@@ -74,6 +83,7 @@ class TaskService:
         permit_timeout_s: float,
         threads: int,
         journal: SynthesisJournal | None = None,
+        record_retry_s: float = 10.0,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.monitor = monitor
@@ -85,6 +95,7 @@ class TaskService:
         self._permit_timeout_s = permit_timeout_s
         self._now = wall_clock
         self._journal = journal or SynthesisJournal(None)
+        self._record_retry_s = record_retry_s
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="taskmon-run")
         self._keeper = LeaseKeeper(interval_s=semaphore.lease_ttl_s / 3)
         self._lock = threading.Lock()
@@ -197,13 +208,7 @@ class TaskService:
             return
         metrics.PERMIT_WAIT_SECONDS.observe(time.monotonic() - waited_from)
         with lease, self._keeper.keep(lease):
-            running = self.monitor.transition(
-                task.task_id,
-                expected_version=task.version,
-                state=TaskState.RUNNING,
-                now=self._now(),
-                worker=self.worker_id,
-            )
+            running = self._record(task, TaskState.RUNNING, worker=self.worker_id)
             if running is None:
                 log.warning("task %s changed under us before it ran; skipping", task.task_id)
                 return
@@ -239,23 +244,58 @@ class TaskService:
         elapsed = time.monotonic() - started
         metrics.SYNTHESIS_SECONDS.observe(elapsed)
         self._mean_synthesis_s = 0.8 * self._mean_synthesis_s + 0.2 * elapsed
-        done = self.monitor.transition(
-            task.task_id, expected_version=task.version, state=TaskState.DONE, now=self._now()
-        )
+        done = self._record(task, TaskState.DONE)
         if done is not None:
             metrics.TASKS_FINISHED.labels("done", "").inc()
 
     def _fail(self, task: Task, code: ErrorCode, message: str) -> None:
-        failed = self.monitor.transition(
-            task.task_id,
-            expected_version=task.version,
-            state=TaskState.FAILED,
-            now=self._now(),
-            error=TaskError(code.value, message),
-        )
+        failed = self._record(task, TaskState.FAILED, error=TaskError(code.value, message))
         if failed is not None:
             metrics.TASKS_FINISHED.labels("failed", code.value).inc()
             log.info("task %s failed: %s (%s)", task.task_id, code.value, message)
+
+    def _record(
+        self,
+        task: Task,
+        state: TaskState,
+        *,
+        error: TaskError | None = None,
+        worker: str | None = None,
+    ) -> Task | None:
+        """Move `task` one step, riding out a store outage of up to `record_retry_s`.
+
+        A retried call whose first attempt did land (its reply was lost) finds the version
+        already moved and returns None; re-reading tells that case (our own write: same
+        state, version one up, our worker) from a real race, which returns None.
+        Raises BackendUnavailable when the store stays away longer.
+        """
+        now = self._now()
+        retrying = Retrying(
+            stop=stop_after_delay(self._record_retry_s),
+            wait=wait_exponential(multiplier=0.05, max=1.0),
+            retry=retry_if_exception_type(BackendUnavailable),
+            reraise=True,
+        )
+        updated = retrying(
+            self.monitor.transition,
+            task.task_id,
+            expected_version=task.version,
+            state=state,
+            now=now,
+            error=error,
+            worker=worker,
+        )
+        if updated is not None:
+            return updated
+        current = retrying(self.monitor.get, task.task_id)
+        ours = (
+            current is not None
+            and current.version == task.version + 1
+            and current.state is state
+            and current.worker == (worker or task.worker)
+            and current.error == error
+        )
+        return current if ours else None
 
     def _abandon(self, task: Task, message: str) -> None:
         self._fail(task, ErrorCode.ABANDONED, message)

@@ -37,10 +37,11 @@ def find_redis_server() -> str | None:
 
 
 def _ping(host: str, port: int, timeout: float = 0.5) -> bool:
+    """True when the server answers; an auth error (-NOAUTH) is an answer too."""
     try:
         with socket.create_connection((host, port), timeout=timeout) as sock:
             sock.sendall(b"PING\r\n")
-            return sock.recv(16).startswith(b"+PONG")
+            return sock.recv(16).startswith((b"+PONG", b"-NOAUTH"))
     except OSError:
         return False
 
@@ -48,12 +49,19 @@ def _ping(host: str, port: int, timeout: float = 0.5) -> bool:
 class RedisServer:
     """One redis-server process (or an external URL), with stop/restart/pause for faults."""
 
-    def __init__(self, *, workdir: Path | None = None, port: int | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        workdir: Path | None = None,
+        port: int | None = None,
+        password: str | None = None,
+    ) -> None:
         self.external_url = os.environ.get("TASKMON_TEST_REDIS_URL") or None
         self.host = "127.0.0.1"
         self.port = port or free_port()
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="taskmon-redis-"))
         self.workdir.mkdir(parents=True, exist_ok=True)
+        self.password = password
         self.process: ManagedProcess | None = None
         self.binary = None if self.external_url else find_redis_server()
         if not self.external_url and self.binary is None:
@@ -64,7 +72,8 @@ class RedisServer:
 
     @property
     def url(self) -> str:
-        return self.external_url or f"redis://{self.host}:{self.port}/0"
+        auth = f":{self.password}@" if self.password else ""
+        return self.external_url or f"redis://{auth}{self.host}:{self.port}/0"
 
     def start(self, timeout: float = 20.0) -> RedisServer:
         if self.external_url:
@@ -74,6 +83,8 @@ class RedisServer:
             "--save", "", "--appendonly", "no", "--dir", str(self.workdir),
             "--protected-mode", "no", "--loglevel", "warning",
         ]  # fmt: skip
+        if self.password:
+            argv += ["--requirepass", self.password]
         self.process = ManagedProcess(
             argv, log_path=self.workdir / f"redis-{self.port}.log", cwd=self.workdir
         )

@@ -8,7 +8,8 @@ from flask import Flask, Response
 from werkzeug.exceptions import HTTPException
 
 from taskmon.domain import InvalidInput
-from taskmon.web import api, pages, sse
+from taskmon.ports import BackendUnavailable
+from taskmon.web import admin, api, pages, sse
 from taskmon.web.problems import problem
 from taskmon.web.runtime import runtime
 
@@ -25,10 +26,22 @@ def init_app(app: Flask) -> None:
     app.register_blueprint(api.bp)
     app.register_blueprint(sse.bp)
     app.register_blueprint(pages.bp)
+    app.register_blueprint(admin.bp)
 
     @app.errorhandler(InvalidInput)
     def _invalid_input(exc: InvalidInput) -> Response:
         return problem(400, str(exc), slug="invalid-input", field=exc.field_name)
+
+    @app.errorhandler(BackendUnavailable)
+    def _backend_unavailable(exc: BackendUnavailable) -> Response:
+        # Expected when Redis is cut: a warning with what to do, no traceback, a 503 to retry.
+        log.warning("answering 503: %s", exc)
+        return problem(
+            503,
+            "the task store did not answer in time; retry shortly",
+            slug="backend-unavailable",
+            headers={"Retry-After": "1"},
+        )
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Response:

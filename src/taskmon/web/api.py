@@ -104,3 +104,25 @@ def stats() -> Response:
         "worker": rt.worker_id,
     }
     return _json(body, headers={"Cache-Control": "no-store"})
+
+
+@bp.get("/monitor/permits")
+def permits() -> Response:
+    """Who holds the permits now: worker, task, fencing token, seconds left on the lease."""
+    rt = runtime()
+    holders = sorted(rt.semaphore.holders(), key=lambda h: h.fencing)
+    body = {
+        "limit": rt.semaphore.limit(),
+        "in_use": len(holders),
+        "holders": [
+            {
+                "worker": h.holder.worker,
+                "task_id": h.holder.task_id,
+                "fencing": h.fencing,
+                "expires_in_s": round(h.expires_in_s, 3),
+            }
+            for h in holders
+        ],
+        "worker": rt.worker_id,
+    }
+    return _json(body, headers={"Cache-Control": "no-store"})

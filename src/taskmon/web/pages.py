@@ -19,6 +19,7 @@ def monitor_page() -> str:
     return render_template(
         "monitor.html",
         stats_url=url_for("api.stats"),
+        permits_url=url_for("api.permits"),
         static_js=url_for("static", filename="monitor.js"),
         static_css=url_for("static", filename="monitor.css"),
     )
@@ -42,6 +43,7 @@ def readyz() -> Response:
     body = {
         "status": "ready" if all(checks.values()) else "not ready",
         "backend": rt.monitor.backend,
+        "target": rt.backend_target,  # the Redis URL without its password
         "degraded": rt.degraded,
         "checks": checks,
     }
@@ -49,7 +51,12 @@ def readyz() -> Response:
         return Response(json.dumps(body), mimetype="application/json")
     failing = ", ".join(name for name, ok in checks.items() if not ok)
     return problem(
-        503, f"not ready: {failing}", slug="not-ready", checks=checks, backend=body["backend"]
+        503,
+        f"not ready: {failing}",
+        slug="not-ready",
+        checks=checks,
+        backend=body["backend"],
+        target=body["target"],
     )
 
 

@@ -73,6 +73,35 @@
     }
   }
 
+  const permitsUrl = (document.body && document.body.dataset.permitsUrl) || '/api/monitor/permits';
+
+  // Who holds the permits: best effort, a failure here never marks the page stale.
+  async function pollHolders(signal) {
+    const body = el('holders');
+    if (!body) return;
+    try {
+      const res = await fetch(permitsUrl, { cache: 'no-store', signal });
+      if (!res.ok) return;
+      const data = await res.json();
+      const holders = data && Array.isArray(data.holders) ? data.holders : [];
+      const rows = holders.map((h) => {
+        const tr = document.createElement('tr');
+        const left = num(h.expires_in_s);
+        for (const text of [h.worker, h.task_id, h.fencing, left === null ? DASH : `${left.toFixed(1)} s`]) {
+          const td = document.createElement('td');
+          td.textContent = text === undefined || text === null ? DASH : String(text);
+          tr.appendChild(td);
+        }
+        return tr;
+      });
+      body.replaceChildren(...rows);
+      const empty = el('holders-empty');
+      if (empty) empty.hidden = rows.length > 0;
+    } catch (err) {
+      // Keep the last table.
+    }
+  }
+
   async function poll() {
     const ctrl = typeof AbortController === 'function' ? new AbortController() : null;
     const killer = ctrl ? setTimeout(() => ctrl.abort(), REQUEST_TIMEOUT) : null;
@@ -88,6 +117,7 @@
       if (!data || typeof data !== 'object') throw new Error('bad payload');
       render(data, res.headers.get('X-Worker-Id'));
       ok = true;
+      await pollHolders(ctrl ? ctrl.signal : undefined);
     } catch (err) {
       ok = false;
     } finally {
