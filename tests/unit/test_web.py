@@ -727,6 +727,7 @@ def test_readyz_ready(app: Flask, client: FlaskClient) -> None:
     assert response.json == {
         "status": "ready",
         "backend": "memory",
+        "target": "in-process",
         "degraded": False,
         "checks": {"monitor": True, "engine": True, "result_dir": True},
     }
