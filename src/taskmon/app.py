@@ -64,6 +64,23 @@ class Runtime:
             return
         self._stop.set()
         self.service.close()
+        running = self.service.pending()
+        if running:
+            log.warning(
+                "%d synthesis(es) still running at shutdown: leases, heartbeat and journal stay "
+                "on until they end (if the worker is killed first, the reaper fails them)",
+                running,
+            )
+            # Not a daemon: the process stays up until they end, as the executor would anyway.
+            threading.Thread(target=self._close_when_idle, name="taskmon-closing").start()
+            return
+        self._run_closers()
+
+    def _close_when_idle(self) -> None:
+        self.service.finish()
+        self._run_closers()
+
+    def _run_closers(self) -> None:
         for close in self.closers:
             try:
                 close()
@@ -83,6 +100,7 @@ class Backend:
     semaphore: Semaphore
     closers: list[Callable[[], None]] = field(default_factory=list)
     target: str = "in-process"
+    reaper: Reaper | None = None
 
 
 def _memory_backend(settings: Settings) -> Backend:
@@ -146,6 +164,10 @@ def _redis_backend(settings: Settings, worker_id: str) -> Backend:
             default_limit=settings.concurrency_limit,
             lease_ttl_s=settings.lease_ttl_s,
             subscriber=subscriber,
+            # A waiter stays queued through three retries, each of which may take the
+            # client's full retry budget on a slow Redis.
+            waiter_ttl_s=3
+            * (1.0 + (settings.redis_retries + 1) * (settings.redis_socket_timeout_s + 0.2)),
         )
         registry = WorkerRegistry(client, keys, worker_id, ttl_s=settings.lease_ttl_s)
         maintenance = Maintenance(
@@ -159,7 +181,7 @@ def _redis_backend(settings: Settings, worker_id: str) -> Backend:
     # Closed in this order: stop reaping, stop listening, then drop the pools.
     closers = [maintenance.close, monitor.close, subscriber.close, sub_client.close, client.close]
     target = redacted(settings.redis_url.get_secret_value()) if settings.redis_url else ""
-    return Backend(monitor, semaphore, closers, target=target)
+    return Backend(monitor, semaphore, closers, target=target, reaper=maintenance.reaper)
 
 
 def build_runtime(settings: Settings) -> Runtime:
@@ -180,6 +202,10 @@ def build_runtime(settings: Settings) -> Runtime:
         permit_timeout_s=settings.permit_timeout_s,
         threads=min(settings.concurrency_limit, settings.max_pending),
     )
+    if backend.reaper is not None:
+        # The reaper also fails this worker's own tasks that it no longer runs (lost in an
+        # outage): any live task naming this worker but absent from here is an orphan.
+        backend.reaper.local_tasks = service.pending_ids
     return Runtime(
         settings,
         worker_id,

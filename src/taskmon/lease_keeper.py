@@ -66,6 +66,13 @@ class LeaseKeeper:
                     )
                     continue
                 if not renewed:
+                    with self._lock:
+                        # Released (or re-registered) while we renewed: not a loss.
+                        still_held = self._leases.get(lease.token) is lease
+                        if still_held:
+                            self._leases.pop(lease.token, None)
+                    if not still_held:
+                        continue
                     metrics.PERMITS_LOST.inc()
                     log.error(
                         "permit of task %s was lost before renewal (lease ended); the global "
@@ -73,5 +80,3 @@ class LeaseKeeper:
                         "TASKMON_LEASE_TTL_MS",
                         lease.holder.task_id,
                     )
-                    with self._lock:
-                        self._leases.pop(lease.token, None)

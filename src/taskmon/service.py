@@ -123,6 +123,11 @@ class TaskService:
         self._reserve(task)
         try:
             started = self.monitor.start(task)
+        except BackendUnavailable:
+            # The start may have landed with its reply lost. Let the executor find out: if it
+            # did, the task runs, and a retry with the same key replays a real task.
+            self._executor.submit(self._run, task, confirm_start=True)
+            raise
         except BaseException:
             self._unreserve(task.task_id)
             raise
@@ -182,10 +187,18 @@ class TaskService:
         with self._lock:
             return len(self._pending)
 
+    def pending_ids(self) -> frozenset[str]:
+        """The tasks this worker still owns (accepted here and not finished)."""
+        with self._lock:
+            return frozenset(self._pending)
+
     # -- running ---------------------------------------------------------------------------
 
-    def _run(self, task: Task) -> None:
+    def _run(self, task: Task, *, confirm_start: bool = False) -> None:
         try:
+            if confirm_start and not self._started(task):
+                log.info("task %s: its start never reached the store; dropped", task.task_id)
+                return
             self._run_under_permit(task)
         except Exception:
             # Never lose a task silently: the executor would swallow this exception.
@@ -197,10 +210,7 @@ class TaskService:
         holder = Holder(worker=self.worker_id, task_id=task.task_id)
         waited_from = time.monotonic()
         try:
-            # The task id is the owner token: a retried acquire can never take a second permit.
-            lease = self.semaphore.acquire(
-                holder, timeout=self._permit_timeout_s, token=task.task_id
-            )
+            lease = self._acquire(holder)
         except PermitTimeout as exc:
             closing = self._closed
             code = ErrorCode.ABANDONED if closing else ErrorCode.PERMIT_TIMEOUT
@@ -213,6 +223,37 @@ class TaskService:
                 log.warning("task %s changed under us before it ran; skipping", task.task_id)
                 return
             self._synthesize(running, lease)
+
+    def _store_call(self) -> Retrying:
+        """A call to the monitor that rides out store outages of up to `record_retry_s`."""
+        return Retrying(
+            stop=stop_after_delay(self._record_retry_s),
+            wait=wait_exponential(multiplier=0.05, max=1.0),
+            retry=retry_if_exception_type(BackendUnavailable),
+            reraise=True,
+        )
+
+    def _started(self, task: Task) -> bool:
+        return self._store_call()(self.monitor.get, task.task_id) is not None
+
+    def _acquire(self, holder: Holder) -> Lease:
+        """Wait for a permit until the permit deadline, riding out store outages.
+
+        The task id is the owner token, so an acquire retried after an outage (or after a
+        reply lost in one) can never take a second permit. Raises PermitTimeout.
+        """
+        deadline = time.monotonic() + self._permit_timeout_s
+        pause = 0.05
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or self._closed:
+                raise PermitTimeout(f"no permit within {self._permit_timeout_s:.3g} s")
+            try:
+                return self.semaphore.acquire(holder, timeout=remaining, token=holder.task_id)
+            except BackendUnavailable as exc:
+                log.warning("task %s: %s; retrying the permit", holder.task_id, exc)
+                time.sleep(min(pause, remaining))
+                pause = min(1.0, pause * 2)
 
     def _synthesize(self, task: Task, lease: Lease) -> None:
         started = time.monotonic()
@@ -270,12 +311,7 @@ class TaskService:
         Raises BackendUnavailable when the store stays away longer.
         """
         now = self._now()
-        retrying = Retrying(
-            stop=stop_after_delay(self._record_retry_s),
-            wait=wait_exponential(multiplier=0.05, max=1.0),
-            retry=retry_if_exception_type(BackendUnavailable),
-            reraise=True,
-        )
+        retrying = self._store_call()
         updated = retrying(
             self.monitor.transition,
             task.task_id,
@@ -324,7 +360,16 @@ class TaskService:
                 elif current.state is TaskState.QUEUED:
                     self._abandon(current, "worker shut down before the task ran")
             time.sleep(0.05)
+        if not self.pending():
+            self._keeper.close()
+
+    def finish(self) -> None:
+        """After close(): wait for the syntheses still running, then stop renewing leases.
+
+        Leases stay renewed until the engine returns, so the cap holds through a graceful
+        restart; if gunicorn kills the worker first, the leases end and the reaper fails
+        the tasks as abandoned.
+        """
+        while self.pending():
+            time.sleep(0.1)
         self._keeper.close()
-        leftover = self.pending()
-        if leftover:
-            log.warning("worker closed with %d task(s) still running", leftover)

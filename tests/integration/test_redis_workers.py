@@ -119,3 +119,21 @@ def test_maintenance_heartbeats_and_deregisters_on_close(
     finally:
         maintenance.close()
     assert registry.alive() == []
+
+
+def test_reaper_fails_its_own_orphans_but_never_a_task_it_still_runs(
+    redis_client: redis.Redis, keys: Keys, monitor: RedisTaskMonitor
+) -> None:
+    me = WorkerRegistry(redis_client, keys, "host:me", ttl_s=60)
+    me.heartbeat()
+    running_here = monitor.start(_task("host:me", "still mine")).task
+    lost = monitor.start(_task("host:me", "lost in an outage")).task
+    reaper = Reaper(redis_client, keys, me, monitor)
+    assert reaper.reap_once() == [], "without local_tasks only dead workers are reaped"
+    reaper.local_tasks = lambda: {running_here.task_id}
+    assert reaper.reap_once() == [lost.task_id]
+    failed = monitor.get(lost.task_id)
+    assert failed is not None
+    assert failed.error is not None
+    assert "lost track" in failed.error.message
+    assert monitor.get(running_here.task_id).state is TaskState.QUEUED  # type: ignore[union-attr]

@@ -38,9 +38,12 @@ class CapReport:
         )
 
 
-def read_events(directory: Path) -> tuple[list[tuple[int, int, str]], int]:
-    """(time_ns, +1 start / -1 end, task) for every line, and how many files were read."""
-    events: list[tuple[int, int, str]] = []
+Synthesis = tuple[str, str, str]  # (pid, task, fencing): one synthesis, even if a task repeats
+
+
+def read_events(directory: Path) -> tuple[list[tuple[int, int, Synthesis]], int]:
+    """(time_ns, +1 start / -1 end, synthesis) for every line, and how many files were read."""
+    events: list[tuple[int, int, Synthesis]] = []
     files = sorted(directory.glob("journal-*.jsonl"))
     for path in files:
         for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
@@ -49,7 +52,8 @@ def read_events(directory: Path) -> tuple[list[tuple[int, int, str]], int]:
             try:
                 entry = json.loads(line)
                 delta = {"start": 1, "end": -1}[entry["event"]]
-                events.append((int(entry["t"]), delta, str(entry["task"])))
+                who = (str(entry.get("pid")), str(entry["task"]), str(entry.get("fencing")))
+                events.append((int(entry["t"]), delta, who))
             except (ValueError, KeyError) as exc:
                 raise ValueError(f"{path}:{number}: not a journal line ({exc})") from None
     return events, len(files)
@@ -60,16 +64,16 @@ def check_cap(directory: Path) -> CapReport:
     # At equal stamps, count ends before starts: a handoff at one instant is not an overlap.
     events.sort(key=lambda e: (e[0], e[1]))
     report = CapReport(files=files)
-    running: set[str] = set()
-    for stamp, delta, task in events:
+    running: set[Synthesis] = set()
+    for stamp, delta, synthesis in events:
         if delta > 0:
-            running.add(task)
+            running.add(synthesis)
             report.syntheses += 1
             if len(running) > report.peak:
                 report.peak, report.peak_at_ns = len(running), stamp
         else:
-            running.discard(task)
-    report.unmatched_starts = sorted(running)
+            running.discard(synthesis)
+    report.unmatched_starts = sorted(task for _, task, _ in running)
     return report
 
 

@@ -54,12 +54,23 @@ def make_client(
     return redis.Redis(connection_pool=pool)
 
 
+# Errors that mean "Redis cannot serve this now", not "this request is wrong": connection and
+# timeout (BusyLoadingError is a ConnectionError), a replica that refuses writes after a
+# failover, and an instance at maxmemory with a noeviction policy.
+_UNAVAILABLE = (
+    redis.ConnectionError,
+    redis.TimeoutError,
+    redis.exceptions.ReadOnlyError,
+    redis.exceptions.OutOfMemoryError,
+)
+
+
 @contextlib.contextmanager
 def redis_errors_as_unavailable(action: str) -> Iterator[None]:
     """Re-raise a Redis connection failure or timeout as BackendUnavailable, saying what to do."""
     try:
         yield
-    except (redis.ConnectionError, redis.TimeoutError) as exc:
+    except _UNAVAILABLE as exc:
         raise BackendUnavailable(
             f"Redis did not answer while {action} ({exc}); check that TASKMON_REDIS_URL points "
             "at a running Redis and that Redis is healthy"

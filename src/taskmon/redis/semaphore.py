@@ -111,12 +111,15 @@ class RedisSemaphore:
         lease_ttl_s: float,
         subscriber: RedisSubscriber,
         retry_interval_s: float = 1.0,
+        waiter_ttl_s: float | None = None,
     ) -> None:
         """Register the scripts and the wake-up listener.
 
         `client` must decode responses (decode_responses=True), as make_client's clients do.
         `retry_interval_s` bounds how long a waiter sleeps without a wake-up; a waiter that
-        misses WAITER_TTL_RETRIES of its retries in a row is purged from the queue.
+        misses WAITER_TTL_RETRIES of its retries in a row is purged from the queue;
+        `waiter_ttl_s` overrides that window (size it for retries that are slow themselves:
+        a waiter purged while alive only loses its place, never the cap).
         If Redis does not confirm the wake-up subscription now, the semaphore still works:
         waiters retry every `retry_interval_s`, and a background thread subscribes again at
         that pace until Redis answers (or the semaphore is closed).
@@ -133,7 +136,10 @@ class RedisSemaphore:
         self._keys = keys
         self._default_limit = default_limit
         self._lease_ms = max(1, round(lease_ttl_s * 1000))
-        self._waiter_ttl_ms = max(1, math.ceil(WAITER_TTL_RETRIES * retry_interval_s * 1000))
+        waiter_ttl = (
+            waiter_ttl_s if waiter_ttl_s is not None else WAITER_TTL_RETRIES * retry_interval_s
+        )
+        self._waiter_ttl_ms = max(1, math.ceil(waiter_ttl * 1000))
         self._scripts = ScriptSet(client, *SCRIPT_KEYS)
         self._lock = threading.Lock()
         self._waiting: dict[str, set[threading.Event]] = {}

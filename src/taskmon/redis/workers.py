@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable, Collection
 
 import redis
 
@@ -61,8 +62,12 @@ class Reaper:
         self._keys = keys
         self._registry = registry
         self._monitor = monitor
+        # The ids this worker still runs; set by the composition root once the service
+        # exists. None: only dead workers are reaped.
+        self.local_tasks: Callable[[], Collection[str]] | None = None
 
     def live_tasks_of(self, workers: set[str]) -> list[str]:
+        """Ids of the queued and running tasks that name one of `workers`."""
         ids: list[str] = []
         for state in (TaskState.QUEUED, TaskState.RUNNING):
             ids.extend(str(i) for i in self._client.zrange(self._keys.state_index(state), 0, -1))
@@ -75,12 +80,32 @@ class Reaper:
         return [task_id for task_id, owner in zip(ids, owners, strict=True) if owner in workers]
 
     def reap_once(self) -> list[str]:
-        """Fail the live tasks of every expired worker, then forget those workers."""
-        dead = set(self._registry.expired()) - {self._registry.worker_id}
-        if not dead:
-            return []
+        """Fail the live tasks of every expired worker, then forget those workers; and fail
+        this worker's own orphans (live in the store, no longer run here: lost in an outage).
+        """
+        me = self._registry.worker_id
+        dead = set(self._registry.expired()) - {me}
+        orphans: list[str] = []
+        if self.local_tasks is not None:
+            # Read the store first, then the local set: a task is registered locally before
+            # it is written to the store, so nothing running can look orphaned.
+            candidates = self.live_tasks_of({me})
+            local = set(self.local_tasks())
+            orphans = [task_id for task_id in candidates if task_id not in local]
+        failed = [
+            *self._fail_all(self.live_tasks_of(dead) if dead else [], "stopped"),
+            *self._fail_all(orphans, "lost track of it during a store outage"),
+        ]
+        for worker in dead:
+            self._registry.forget(worker)
+        if failed:
+            log.warning("failed %d task(s) as abandoned (dead workers: %s; own orphans: %d)",
+                        len(failed), ", ".join(sorted(dead)) or "none", len(orphans))  # fmt: skip
+        return failed
+
+    def _fail_all(self, task_ids: list[str], why: str) -> list[str]:
         failed = []
-        for task_id in self.live_tasks_of(dead):
+        for task_id in task_ids:
             task = self._monitor.get(task_id)
             if task is None or task.state.terminal:
                 continue
@@ -89,15 +114,10 @@ class Reaper:
                 expected_version=task.version,
                 state=TaskState.FAILED,
                 now=time.time(),
-                error=TaskError(ErrorCode.ABANDONED.value, f"worker {task.worker} stopped"),
+                error=TaskError(ErrorCode.ABANDONED.value, f"worker {task.worker} {why}"),
             )
             if done is not None:
                 failed.append(task_id)
-        for worker in dead:
-            self._registry.forget(worker)
-        if failed:
-            log.warning("failed %d task(s) of dead worker(s) %s as abandoned",
-                        len(failed), ", ".join(sorted(dead)))  # fmt: skip
         return failed
 
 
@@ -106,7 +126,7 @@ class Maintenance:
 
     def __init__(self, registry: WorkerRegistry, reaper: Reaper, interval_s: float) -> None:
         self._registry = registry
-        self._reaper = reaper
+        self.reaper = reaper
         self._interval_s = interval_s
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="taskmon-maintenance", daemon=True)
@@ -118,7 +138,7 @@ class Maintenance:
     def _safe_tick(self) -> None:
         try:
             self._registry.heartbeat()
-            self._reaper.reap_once()
+            self.reaper.reap_once()
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             log.warning("heartbeat/reaper could not reach Redis (%s); retrying", exc)
         except Exception:

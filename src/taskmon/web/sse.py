@@ -39,7 +39,11 @@ def stream(task_id: str) -> Response:
     check_task_id(task_id)
     rt = runtime()
     subscription = rt.monitor.subscribe(task_id)
-    snapshot = rt.monitor.get(task_id)
+    try:
+        snapshot = rt.monitor.get(task_id)
+    except BaseException:
+        subscription.close()
+        raise
     if snapshot is None:
         subscription.close()
         return problem(404, f"no task {task_id} (unknown, or expired)", slug="task-not-found")
