@@ -1,4 +1,4 @@
-"""Sessions: `nox -s tests` (default) runs every test; `nox -s lint` runs ruff and mypy."""
+"""Sessions: `tests` (default), `lint`, `smoke` (taskmon serve), `bench` (semaphore ratios)."""
 
 from __future__ import annotations
 
@@ -32,8 +32,8 @@ def tests(session: nox.Session) -> None:
 def lint(session: nox.Session) -> None:
     """Check formatting, lint and strict typing."""
     _install(session, "dev")
-    session.run("ruff", "format", "--check", "src", "tests", "noxfile.py")
-    session.run("ruff", "check", "src", "tests", "noxfile.py")
+    session.run("ruff", "format", "--check", "src", "tests", "benchmarks", "noxfile.py")
+    session.run("ruff", "check", "src", "tests", "benchmarks", "noxfile.py")
     session.run("mypy")
 
 
@@ -42,3 +42,10 @@ def smoke(session: nox.Session) -> None:
     """Start `taskmon serve --workers 4` and use it as a client would, then stop it."""
     _install(session)
     session.run("python", "-m", "taskmon.harness.smoke", "--workers", "4")
+
+
+@nox.session(python=PYTHON)
+def bench(session: nox.Session) -> None:
+    """Measure the Redis semaphore as ratios to raw EVALSHA round trips, side by side."""
+    _install(session)
+    session.run("python", "-m", "benchmarks.semaphore", *session.posargs)
