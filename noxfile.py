@@ -39,9 +39,10 @@ def lint(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def smoke(session: nox.Session) -> None:
-    """Start `taskmon serve --workers 4` and use it as a client would, then stop it."""
+    """Start `taskmon serve --workers 4` (memory, then Redis) and use it as a client would."""
     _install(session)
     session.run("python", "-m", "taskmon.harness.smoke", "--workers", "4")
+    session.run("python", "-m", "taskmon.harness.smoke", "--workers", "4", "--redis")
 
 
 @nox.session(python=PYTHON)

@@ -1,13 +1,16 @@
-"""`python -m taskmon.harness.smoke`: start `taskmon serve --workers 4`, use it as a client would.
+"""`python -m taskmon.harness.smoke [--redis]`: start `taskmon serve --workers 4`, use it as a
+client would.
 
 Exits 0 when a task submitted over HTTP ends done with a WAV, its SSE stream ends at the
-terminal state, and the monitor page and stats answer; 1 with the reason and the server log
-otherwise. The server is always stopped, as a process group, before it returns.
+terminal state, and the monitor page and stats answer (with `--redis`: against a redis-server
+the smoke starts, and stats must say so); 1 with the reason and the server log otherwise. The
+server (and Redis) are always stopped, as process groups, before it returns.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import json
 import os
@@ -18,6 +21,7 @@ import time
 from pathlib import Path
 
 from taskmon.harness.processes import ManagedProcess, free_port, wait_until
+from taskmon.harness.redis_server import RedisServer
 from taskmon.harness.sse_client import read_stream
 from taskmon.harness.stack import http_get
 
@@ -34,10 +38,12 @@ def _check(condition: bool, message: str) -> None:
         raise AssertionError(message)
 
 
-def run_smoke(workers: int, workdir: Path) -> str:
+def run_smoke(workers: int, workdir: Path, redis_url: str | None = None) -> str:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     env = {**os.environ, "TASKMON_RESULT_DIR": str(workdir / "results")}
+    if redis_url:
+        env.update(TASKMON_BACKEND="redis", TASKMON_REDIS_URL=redis_url)
     env.setdefault("PROMETHEUS_MULTIPROC_DIR", str(workdir))
     server = ManagedProcess(
         [*_taskmon_command(), "serve", "--workers", str(workers), "--bind", f"127.0.0.1:{port}"],
@@ -71,6 +77,8 @@ def run_smoke(workers: int, workdir: Path) -> str:
         _check(result.status == 200 and wav[:4] == b"RIFF", f"result answered {result.status}")
         conn.close()
         stats = json.loads(http_get(base, "/api/monitor/stats")[2])
+        expected = "redis" if redis_url else "memory"
+        _check(stats["backend"] == expected, f"stats say backend {stats['backend']}")
         _check(http_get(base, "/monitor")[0] == 200, "the monitor page did not answer 200")
         return (
             f"smoke ok: {workers} workers, engine task done in "
@@ -87,12 +95,17 @@ def run_smoke(workers: int, workdir: Path) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--redis", action="store_true", help="start a redis-server and use it")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="taskmon-smoke-"))
     started = time.monotonic()
     try:
-        print(run_smoke(args.workers, workdir), f"({time.monotonic() - started:.1f} s)")
-    except (AssertionError, TimeoutError) as exc:
+        with contextlib.ExitStack() as stack:
+            url = None
+            if args.redis:
+                url = stack.enter_context(RedisServer(workdir=workdir / "redis")).url
+            print(run_smoke(args.workers, workdir, url), f"({time.monotonic() - started:.1f} s)")
+    except (AssertionError, TimeoutError, RuntimeError) as exc:
         print(f"smoke FAILED: {exc}", file=sys.stderr)
         return 1
     finally:
