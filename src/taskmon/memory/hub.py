@@ -2,44 +2,14 @@
 
 from __future__ import annotations
 
-import queue
 import threading
 from collections import defaultdict
-from types import TracebackType
 
 from taskmon.domain import TaskEvent
+from taskmon.subscription import QueueSubscription
 
-
-class InMemorySubscription:
-    """One reader's queue of events for one task. Closing it detaches it from the hub."""
-
-    def __init__(self, hub: InMemoryEventHub, task_id: str) -> None:
-        self.task_id = task_id
-        self._hub = hub
-        self._events: queue.SimpleQueue[TaskEvent] = queue.SimpleQueue()
-
-    def deliver(self, event: TaskEvent) -> None:
-        self._events.put(event)
-
-    def get(self, timeout: float) -> TaskEvent | None:
-        try:
-            return self._events.get(timeout=max(0.0, timeout))
-        except queue.Empty:
-            return None
-
-    def close(self) -> None:
-        self._hub.detach(self)
-
-    def __enter__(self) -> InMemorySubscription:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
+# Kept as a name of its own: readers of this module find the hub's subscription type.
+InMemorySubscription = QueueSubscription
 
 
 class InMemoryEventHub:
@@ -56,7 +26,7 @@ class InMemoryEventHub:
             subscription.deliver(event)
 
     def subscribe(self, task_id: str) -> InMemorySubscription:
-        subscription = InMemorySubscription(self, task_id)
+        subscription = InMemorySubscription(task_id, self.detach)
         with self._lock:
             self._subscribers[task_id].add(subscription)
         return subscription

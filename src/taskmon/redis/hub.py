@@ -15,11 +15,9 @@ readers drop what they have already seen by version.
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from types import TracebackType
 
 import redis
 
@@ -29,6 +27,7 @@ from taskmon.redis.codec import event_from_json, event_to_json
 from taskmon.redis.connection import redis_errors_as_unavailable
 from taskmon.redis.keys import Keys
 from taskmon.redis.subscriber import Listener, RedisSubscriber
+from taskmon.subscription import QueueSubscription
 
 log = logging.getLogger(__name__)
 
@@ -37,36 +36,8 @@ log = logging.getLogger(__name__)
 _READY_TIMEOUT_S = 10.0
 
 
-class RedisSubscription:
-    """One reader's queue of one task's events. Closing it detaches it (idempotent)."""
-
-    def __init__(self, hub: RedisEventHub, task_id: str) -> None:
-        self.task_id = task_id
-        self._hub = hub
-        self._events: queue.SimpleQueue[TaskEvent] = queue.SimpleQueue()
-
-    def deliver(self, event: TaskEvent) -> None:
-        self._events.put(event)
-
-    def get(self, timeout: float) -> TaskEvent | None:
-        try:
-            return self._events.get(timeout=max(0.0, timeout))
-        except queue.Empty:
-            return None
-
-    def close(self) -> None:
-        self._hub.detach(self)
-
-    def __enter__(self) -> RedisSubscription:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
+# Kept as a name of its own: readers of this module find the hub's subscription type.
+RedisSubscription = QueueSubscription
 
 
 @dataclass(eq=False)
@@ -114,7 +85,7 @@ class RedisEventHub:
         Raises BackendUnavailable when Redis does not confirm the channel's subscription in
         time; nothing stays attached then.
         """
-        subscription = RedisSubscription(self, task_id)
+        subscription = RedisSubscription(task_id, self.detach)
         with self._lock:
             channel = self._channels.get(task_id)
             first = channel is None
