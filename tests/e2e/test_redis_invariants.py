@@ -4,7 +4,6 @@ sharing one real redis-server, and the same checks flagging memory mode, their n
 
 from __future__ import annotations
 
-import os
 import signal
 import threading
 import time
@@ -179,6 +178,31 @@ def test_i3_i7_streams_on_other_workers_see_every_state_in_order(
     assert monotonic_violations([(b["version"], b["state"]) for b in polled]) == []
 
 
+def test_i7_checker_flags_memory_mode(memory_deployment: Deployment) -> None:
+    (base,) = memory_deployment.urls
+    accepted = call(base, "POST", "/api/tts", {"text": "who hears me " * 10})
+    task_id = accepted.body["task_id"]
+    streams: list[SSEStream] = []
+    lock = threading.Lock()
+
+    def follow() -> None:
+        stream = read_stream(base, f"/api/task/stream/{task_id}", timeout=60)
+        with lock:
+            streams.append(stream)
+
+    readers = [threading.Thread(target=follow) for _ in range(8)]
+    for reader in readers:
+        reader.start()
+    for reader in readers:
+        reader.join(90)
+    missed = [
+        s for s in streams if not s.messages or s.messages[-1].json()["state"] not in ("done",)
+    ]
+    assert len({s.headers.get("X-Worker-Id") for s in streams}) >= 2
+    assert missed, "memory mode must break I7: streams on other workers never see the end"
+    assert all(s.status == 404 for s in missed)
+
+
 # -- I5 liveness when a worker dies -------------------------------------------------------------
 
 
@@ -196,7 +220,7 @@ def test_i5_a_killed_workers_task_fails_abandoned_and_its_permit_returns(
 
     wait_until(lambda: status()["state"] == "running", timeout=30, what="task running")
     worker = str(status()["worker"])
-    os.kill(int(worker.rsplit(":", 1)[1]), signal.SIGKILL)
+    redis_deployment.hosts[0].signal_worker(int(worker.rsplit(":", 1)[1]), signal.SIGKILL)
     killed_at = time.monotonic()
 
     wait_until(lambda: in_use(host_b) == 0, timeout=ttl_s + 5, what="permit returned")

@@ -70,6 +70,7 @@ class ManagedProcess:
     def stop(self, grace_s: float = 10.0) -> int | None:
         """SIGTERM the group, SIGKILL what is left after `grace_s`. Idempotent."""
         if self.alive():
+            self.signal_group(signal.SIGCONT)  # a stopped (paused) process ignores SIGTERM
             self.signal_group(signal.SIGTERM)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.process.wait(grace_s)
@@ -88,3 +89,20 @@ class ManagedProcess:
         except OSError:
             return ""
         return "\n".join(text.splitlines()[-lines:])
+
+
+def children_of(pid: int) -> list[int]:
+    """The pids whose parent is `pid` (Linux /proc), sorted."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue  # exited while we looked
+        # The command name may hold spaces and parentheses: fields follow the last ")".
+        fields = stat.rsplit(")", 1)[1].split()
+        if int(fields[1]) == pid:
+            found.append(int(entry))
+    return sorted(found)

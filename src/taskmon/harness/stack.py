@@ -9,13 +9,14 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import signal
 import sys
 import tempfile
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from taskmon.harness.processes import ManagedProcess, free_port, wait_until
+from taskmon.harness.processes import ManagedProcess, children_of, free_port, wait_until
 
 
 def http_get(
@@ -110,6 +111,22 @@ class GunicornInstance:
             # serve, and the tests that need several workers check X-Worker-Id themselves.
             if not seen:
                 raise
+
+    def worker_pids(self) -> list[int]:
+        """The pids of the master's live workers."""
+        if self.process is None or not self.process.alive():
+            return []
+        return children_of(self.process.pid)
+
+    def signal_worker(self, pid: int, signum: int = signal.SIGKILL) -> None:
+        """Kill (SIGKILL), pause (SIGSTOP) or resume (SIGCONT) one worker of this instance.
+
+        Raises ValueError for a pid that is not one of its workers: a test must never signal
+        a stranger.
+        """
+        if pid not in self.worker_pids():
+            raise ValueError(f"pid {pid} is not a worker of the instance on port {self.port}")
+        os.kill(pid, signum)
 
     def stats(self) -> dict[str, Any]:
         _, _, body = http_get(self.base_url, "/api/monitor/stats")
