@@ -85,8 +85,12 @@ class TaskMonitor(Protocol):
         now: float,
         error: TaskError | None = None,
         worker: str | None = None,
+        known: Task | None = None,
     ) -> Task | None:
         """Move a task one step and publish the event.
+
+        `known` is the caller's copy of the task at `expected_version`; an adapter may use it
+        instead of reading the store first (its compare-and-set still checks the store).
 
         Returns the new task, or None when the task is gone, its version is not
         `expected_version` (a stale or repeated call) or the move is illegal: all no-ops.

@@ -320,6 +320,7 @@ class TaskService:
             now=now,
             error=error,
             worker=worker,
+            known=task,
         )
         if updated is not None:
             return updated

@@ -509,3 +509,20 @@ def test_unique_op_tokens_do_not_leak_into_tasks(monitor: RedisTaskMonitor, keys
     assert op is not None
     assert uuid.UUID(hex=str(op))
     assert monitor.get(task.task_id) == task
+
+
+def test_a_known_copy_skips_the_read_but_never_the_check(monitor: RedisTaskMonitor) -> None:
+    task = monitor.start(make_task()).task
+    moved = monitor.transition(
+        task.task_id, expected_version=1, state=RUNNING, now=20.0, known=task
+    )
+    assert moved is not None
+    assert moved.version == 2
+    # The same stale copy again: the script sees version 2 in the store and refuses.
+    again = monitor.transition(
+        task.task_id, expected_version=1, state=FAILED, now=21.0, error=BOOM, known=task
+    )
+    assert again is None
+    stored = monitor.get(task.task_id)
+    assert stored is not None
+    assert (stored.state, stored.version) == (RUNNING, 2)

@@ -78,6 +78,7 @@ class InMemoryTaskMonitor:
         now: float,
         error: TaskError | None = None,
         worker: str | None = None,
+        known: Task | None = None,  # reading the dict is as cheap as trusting it
     ) -> Task | None:
         with self._lock:
             current = self._tasks.get(task_id)

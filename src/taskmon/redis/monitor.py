@@ -129,14 +129,17 @@ class RedisTaskMonitor:
         now: float,
         error: TaskError | None = None,
         worker: str | None = None,
+        known: Task | None = None,
     ) -> Task | None:
         """Move a task one step and publish the event (see the port).
 
         None, with nothing written or published, when the task is gone, not at
         `expected_version` (stale, repeated, or another worker won the race) or the move is
-        illegal.
+        illegal. With `known` (the caller's copy at `expected_version`) the HGETALL is skipped:
+        a version names exactly one set of fields, and the script checks version and state.
         """
-        current = self.get(task_id)
+        usable = known is not None and (known.task_id, known.version) == (task_id, expected_version)
+        current = known if usable else self.get(task_id)
         if current is None or current.version != expected_version:
             return None
         try:
