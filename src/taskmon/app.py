@@ -21,11 +21,11 @@ from taskmon.engines import Engine, make_engine
 from taskmon.journal import SynthesisJournal
 from taskmon.memory import InMemoryEventHub, InMemorySemaphore, InMemoryTaskMonitor
 from taskmon.ports import BackendUnavailable, Semaphore, TaskMonitor
-from taskmon.redis.connection import make_client, redacted
+from taskmon.redis.connection import call_budget_s, make_client, redacted
 from taskmon.redis.hub import RedisEventHub
 from taskmon.redis.keys import Keys
 from taskmon.redis.monitor import RedisTaskMonitor, load_task
-from taskmon.redis.semaphore import RedisSemaphore
+from taskmon.redis.semaphore import WAITER_TTL_RETRIES, RedisSemaphore
 from taskmon.redis.subscriber import RedisSubscriber
 from taskmon.redis.workers import Maintenance, Reaper, WorkerRegistry
 from taskmon.results import ResultStore
@@ -33,6 +33,8 @@ from taskmon.service import TaskService
 
 log = logging.getLogger(__name__)
 
+# A permit waiter re-runs the acquire script at least this often without a wake-up.
+_PERMIT_RETRY_S = 1.0
 # How often a worker sweeps result files past retention.
 _RESULT_SWEEP_S = 600.0
 
@@ -129,7 +131,7 @@ def _select_backend(settings: Settings, worker_id: str) -> Backend:
         return _memory_backend(settings)
     url = redacted(settings.redis_url.get_secret_value())
     try:
-        return _redis_backend(settings, worker_id)
+        return _redis_backend(settings, worker_id, target=url)
     except (redis.RedisError, OSError) as exc:
         if settings.backend is BackendMode.REDIS:
             raise BackendUnavailable(
@@ -147,7 +149,7 @@ def _select_backend(settings: Settings, worker_id: str) -> Backend:
         return _memory_backend(settings)
 
 
-def _redis_backend(settings: Settings, worker_id: str) -> Backend:
+def _redis_backend(settings: Settings, worker_id: str, target: str) -> Backend:
     client = make_client(settings, client_name=f"taskmon:{worker_id}")
     try:
         client.ping()
@@ -164,10 +166,10 @@ def _redis_backend(settings: Settings, worker_id: str) -> Backend:
             default_limit=settings.concurrency_limit,
             lease_ttl_s=settings.lease_ttl_s,
             subscriber=subscriber,
+            retry_interval_s=_PERMIT_RETRY_S,
             # A waiter stays queued through three retries, each of which may take the
-            # client's full retry budget on a slow Redis.
-            waiter_ttl_s=3
-            * (1.0 + (settings.redis_retries + 1) * (settings.redis_socket_timeout_s + 0.2)),
+            # client's whole call budget on a slow Redis.
+            waiter_ttl_s=WAITER_TTL_RETRIES * (_PERMIT_RETRY_S + call_budget_s(settings)),
         )
         registry = WorkerRegistry(client, keys, worker_id, ttl_s=settings.lease_ttl_s)
         maintenance = Maintenance(
@@ -180,7 +182,6 @@ def _redis_backend(settings: Settings, worker_id: str) -> Backend:
         raise
     # Closed in this order: stop reaping, stop listening, then drop the pools.
     closers = [maintenance.close, monitor.close, subscriber.close, sub_client.close, client.close]
-    target = redacted(settings.redis_url.get_secret_value()) if settings.redis_url else ""
     return Backend(monitor, semaphore, closers, target=target, reaper=maintenance.reaper)
 
 

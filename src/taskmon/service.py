@@ -27,6 +27,7 @@ from taskmon.domain import (
     TaskRequest,
     TaskState,
     check_idempotency_key,
+    idempotency_outcome,
 )
 from taskmon.engines import Engine, EngineError
 from taskmon.journal import SynthesisJournal
@@ -96,6 +97,7 @@ class TaskService:
         self._now = wall_clock
         self._journal = journal or SynthesisJournal(None)
         self._record_retry_s = record_retry_s
+        self._threads = threads
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="taskmon-run")
         self._keeper = LeaseKeeper(interval_s=semaphore.lease_ttl_s / 3)
         self._lock = threading.Lock()
@@ -147,11 +149,7 @@ class TaskService:
         existing = self.monitor.find_by_idempotency_key(key)
         if existing is None:
             return None
-        outcome = (
-            StartOutcome.REPLAYED
-            if existing.fingerprint == request.fingerprint()
-            else StartOutcome.CONFLICT
-        )
+        outcome = idempotency_outcome(existing, request.fingerprint())
         return self._answer_existing(key, outcome, existing)
 
     def _answer_existing(self, key: str, outcome: StartOutcome, task: Task) -> Submission:
@@ -166,10 +164,13 @@ class TaskService:
             if self._closed:
                 raise ServiceClosed("worker is shutting down")
             pending = len(self._pending)
-            if pending >= self._max_pending:
-                metrics.TASKS_SUBMITTED.labels("queue_full").inc()
-                raise QueueFull(pending, self._retry_after_s(pending))
-            self._pending[task.task_id] = task
+            full = pending >= self._max_pending
+            if not full:
+                self._pending[task.task_id] = task
+        if full:
+            # Outside the lock: the estimate may ask the store for the limit.
+            metrics.TASKS_SUBMITTED.labels("queue_full").inc()
+            raise QueueFull(pending, self._retry_after_s(pending))
         metrics.TASKS_PENDING.inc()
 
     def _unreserve(self, task_id: str) -> None:
@@ -180,7 +181,11 @@ class TaskService:
 
     def _retry_after_s(self, pending: int) -> int:
         # Roughly when this worker's backlog drains through its share of the permits.
-        share = max(1, min(self.semaphore.limit(), self._executor._max_workers))
+        try:
+            limit = self.semaphore.limit()
+        except BackendUnavailable:
+            limit = self._threads  # a 429 stays a 429 while the store is away
+        share = max(1, min(limit, self._threads))
         return max(1, min(60, math.ceil(pending / share * self._mean_synthesis_s)))
 
     def pending(self) -> int:

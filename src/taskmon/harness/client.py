@@ -23,6 +23,12 @@ class Answer:
         return self.headers.get("X-Worker-Id", "?")
 
 
+def connect(base_url: str, timeout: float) -> http.client.HTTPConnection:
+    """A new connection to `http://host:port` (not yet opened)."""
+    host, port = base_url.removeprefix("http://").split(":")
+    return http.client.HTTPConnection(host, int(port), timeout=timeout)
+
+
 def call(
     base_url: str,
     method: str,
@@ -32,8 +38,7 @@ def call(
     headers: dict[str, str] | None = None,
     timeout: float = 10.0,
 ) -> Answer:
-    host, port = base_url.removeprefix("http://").split(":")
-    conn = http.client.HTTPConnection(host, int(port), timeout=timeout)
+    conn = connect(base_url, timeout)
     try:
         payload = None if body is None else json.dumps(body).encode()
         all_headers = {"Connection": "close", "Content-Type": "application/json", **(headers or {})}

@@ -132,6 +132,4 @@ class RedisServer:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self.process is not None and self.process.alive():
-            self.process.signal_group(signal.SIGCONT)  # a paused server cannot take SIGTERM
-        self.stop()
+        self.stop()  # ManagedProcess.stop resumes a paused server first

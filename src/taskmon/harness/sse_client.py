@@ -12,6 +12,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from taskmon.harness.client import connect
+
 
 @dataclass
 class SSEMessage:
@@ -46,8 +48,7 @@ def read_stream(
     """
     own = connection is None
     if connection is None:
-        host, port = base_url.removeprefix("http://").split(":")
-        connection = http.client.HTTPConnection(host, int(port), timeout=timeout)
+        connection = connect(base_url, timeout)
     deadline = time.monotonic() + timeout
     try:
         connection.request("GET", path, headers={"Accept": "text/event-stream", **(headers or {})})

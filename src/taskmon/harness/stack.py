@@ -6,7 +6,6 @@ Always use them as context managers (or call stop() in finally): they kill their
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import signal
@@ -16,15 +15,15 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from taskmon.harness.client import connect
 from taskmon.harness.processes import ManagedProcess, children_of, free_port, wait_until
 
 
 def http_get(
     base_url: str, path: str, *, timeout: float = 5.0, headers: dict[str, str] | None = None
 ) -> tuple[int, dict[str, str], bytes]:
-    """One GET over a fresh connection (so gunicorn may hand it to any worker)."""
-    host, port = base_url.removeprefix("http://").split(":")
-    conn = http.client.HTTPConnection(host, int(port), timeout=timeout)
+    """One GET over a fresh connection (so gunicorn may hand it to any worker), raw body."""
+    conn = connect(base_url, timeout)
     try:
         conn.request("GET", path, headers={"Connection": "close", **(headers or {})})
         response = conn.getresponse()
@@ -85,7 +84,9 @@ class GunicornInstance:
         return self
 
     def wait_ready(self, timeout: float) -> None:
-        """Ready when /readyz answers 200 from every worker (their pids), not just the first."""
+        """Ready when /readyz answers 200 from every worker; if fresh connections keep landing
+        on the same few workers until `timeout`, one ready worker is enough (tests that need
+        several check X-Worker-Id themselves)."""
         seen: set[str] = set()
         process = self.process
         if process is None:

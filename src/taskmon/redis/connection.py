@@ -30,6 +30,15 @@ def redacted(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
+# The backoff cap of the client's Retry, in seconds (see make_client).
+BACKOFF_CAP_S = 0.2
+
+
+def call_budget_s(settings: Settings) -> float:
+    """The longest one Redis call can take against a cut Redis: every try times out."""
+    return (settings.redis_retries + 1) * (settings.redis_socket_timeout_s + BACKOFF_CAP_S)
+
+
 def make_client(
     settings: Settings,
     *,
@@ -40,7 +49,7 @@ def make_client(
     """A client on its own pool; `socket_timeout_s` overrides the hot-path timeout."""
     if settings.redis_url is None:
         raise ValueError("TASKMON_REDIS_URL is not set")
-    retry = Retry(ExponentialBackoff(cap=0.2, base=0.02), settings.redis_retries)
+    retry = Retry(ExponentialBackoff(cap=BACKOFF_CAP_S, base=0.02), settings.redis_retries)
     pool = redis.ConnectionPool.from_url(
         settings.redis_url.get_secret_value(),
         socket_timeout=socket_timeout_s or settings.redis_socket_timeout_s,
@@ -57,7 +66,7 @@ def make_client(
 # Errors that mean "Redis cannot serve this now", not "this request is wrong": connection and
 # timeout (BusyLoadingError is a ConnectionError), a replica that refuses writes after a
 # failover, and an instance at maxmemory with a noeviction policy.
-_UNAVAILABLE = (
+UNAVAILABLE_ERRORS = (
     redis.ConnectionError,
     redis.TimeoutError,
     redis.exceptions.ReadOnlyError,
@@ -70,7 +79,7 @@ def redis_errors_as_unavailable(action: str) -> Iterator[None]:
     """Re-raise a Redis connection failure or timeout as BackendUnavailable, saying what to do."""
     try:
         yield
-    except _UNAVAILABLE as exc:
+    except UNAVAILABLE_ERRORS as exc:
         raise BackendUnavailable(
             f"Redis did not answer while {action} ({exc}); check that TASKMON_REDIS_URL points "
             "at a running Redis and that Redis is healthy"

@@ -45,6 +45,7 @@ from typing import Any, NoReturn, TypeVar
 import redis
 
 from taskmon.ports import BackendUnavailable, Holder, HolderInfo, Lease, PermitTimeout
+from taskmon.redis.connection import UNAVAILABLE_ERRORS
 from taskmon.redis.keys import Keys
 from taskmon.redis.scripts import ScriptSet
 from taskmon.redis.subscriber import Listener, RedisSubscriber
@@ -77,7 +78,6 @@ SCRIPT_KEYS: dict[str, tuple[str, ...]] = {
 WAITER_TTL_RETRIES = 3
 
 # Redis errors that mean "the store is not answering (as a primary)", not a bug of ours.
-_UNAVAILABLE = (redis.ConnectionError, redis.TimeoutError, redis.exceptions.ReadOnlyError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,10 +96,10 @@ class RedisSemaphore:
 
     Public methods check their arguments and keep the local waiters; the `do_*` methods run
     one script each. Every Redis failure surfaces as BackendUnavailable (connection refused or
-    reset, socket timeout, or a replica that refuses writes). An acquire never waits longer
-    than its timeout plus the Redis calls in flight at its deadline: the last attempt and,
-    only when that attempt was answered, leaving the queue; each call is bounded by the
-    client's socket timeout times its retries (keep both small, see connection.py).
+    reset, socket timeout, a replica that refuses writes, or an instance out of memory). An
+    acquire never waits longer than its timeout plus the Redis calls in flight at its
+    deadline: the last attempt and, only when that attempt was answered, leaving the queue;
+    each call is bounded by connection.call_budget_s.
     """
 
     def __init__(
@@ -141,6 +141,10 @@ class RedisSemaphore:
         )
         self._waiter_ttl_ms = max(1, math.ceil(waiter_ttl * 1000))
         self._scripts = ScriptSet(client, *SCRIPT_KEYS)
+        # Built once: every attempt of every waiter passes the same names.
+        self._script_keys: dict[str, Sequence[str]] = {
+            name: [getattr(keys, key) for key in names] for name, names in SCRIPT_KEYS.items()
+        }
         self._lock = threading.Lock()
         self._waiting: dict[str, set[threading.Event]] = {}
         self._closed = False
@@ -360,14 +364,14 @@ class RedisSemaphore:
             )
 
     def _run(self, name: str, what: str, *args: str | int | float) -> Any:
-        keys: Sequence[str] = [getattr(self._keys, key) for key in SCRIPT_KEYS[name]]
+        keys = self._script_keys[name]
         return self._call(what, lambda: self._scripts[name](keys=keys, args=args))
 
     @staticmethod
     def _call(what: str, call: Callable[[], T]) -> T:
         try:
             return call()
-        except _UNAVAILABLE as exc:
+        except UNAVAILABLE_ERRORS as exc:
             _unavailable(what, exc)
 
     def _listen(self) -> bool:

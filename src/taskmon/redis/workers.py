@@ -23,7 +23,7 @@ from collections.abc import Callable, Collection
 import redis
 
 from taskmon.domain import ErrorCode, TaskError, TaskState
-from taskmon.ports import TaskMonitor
+from taskmon.ports import BackendUnavailable, TaskMonitor
 from taskmon.redis.keys import Keys
 from taskmon.redis.scripts import ScriptSet
 
@@ -66,18 +66,18 @@ class Reaper:
         # exists. None: only dead workers are reaped.
         self.local_tasks: Callable[[], Collection[str]] | None = None
 
-    def live_tasks_of(self, workers: set[str]) -> list[str]:
-        """Ids of the queued and running tasks that name one of `workers`."""
+    def live_task_owners(self) -> dict[str, str]:
+        """Every queued or running task id with the worker that holds it: one scan."""
         ids: list[str] = []
         for state in (TaskState.QUEUED, TaskState.RUNNING):
             ids.extend(str(i) for i in self._client.zrange(self._keys.state_index(state), 0, -1))
         if not ids:
-            return []
+            return {}
         pipe = self._client.pipeline(transaction=False)
         for task_id in ids:
             pipe.hget(self._keys.task(task_id), "worker")
         owners = pipe.execute()
-        return [task_id for task_id, owner in zip(ids, owners, strict=True) if owner in workers]
+        return {task_id: str(owner) for task_id, owner in zip(ids, owners, strict=True) if owner}
 
     def reap_once(self) -> list[str]:
         """Fail the live tasks of every expired worker, then forget those workers; and fail
@@ -85,15 +85,20 @@ class Reaper:
         """
         me = self._registry.worker_id
         dead = set(self._registry.expired()) - {me}
-        orphans: list[str] = []
-        if self.local_tasks is not None:
-            # Read the store first, then the local set: a task is registered locally before
-            # it is written to the store, so nothing running can look orphaned.
-            candidates = self.live_tasks_of({me})
-            local = set(self.local_tasks())
-            orphans = [task_id for task_id in candidates if task_id not in local]
+        if not dead and self.local_tasks is None:
+            return []
+        # Read the store first, then the local set: a task is registered locally before it
+        # is written to the store, so nothing running here can look orphaned.
+        owners = self.live_task_owners()
+        local = set(self.local_tasks()) if self.local_tasks is not None else None
+        of_dead = [task_id for task_id, owner in owners.items() if owner in dead]
+        orphans = [
+            task_id
+            for task_id, owner in owners.items()
+            if local is not None and owner == me and task_id not in local
+        ]
         failed = [
-            *self._fail_all(self.live_tasks_of(dead) if dead else [], "stopped"),
+            *self._fail_all(of_dead, "stopped"),
             *self._fail_all(orphans, "lost track of it during a store outage"),
         ]
         for worker in dead:
@@ -115,6 +120,7 @@ class Reaper:
                 state=TaskState.FAILED,
                 now=time.time(),
                 error=TaskError(ErrorCode.ABANDONED.value, f"worker {task.worker} {why}"),
+                known=task,
             )
             if done is not None:
                 failed.append(task_id)
@@ -139,7 +145,7 @@ class Maintenance:
         try:
             self._registry.heartbeat()
             self.reaper.reap_once()
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
+        except (redis.ConnectionError, redis.TimeoutError, BackendUnavailable) as exc:
             log.warning("heartbeat/reaper could not reach Redis (%s); retrying", exc)
         except Exception:
             log.exception("heartbeat/reaper failed; retrying")

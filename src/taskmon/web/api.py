@@ -7,7 +7,7 @@ import json
 from flask import Blueprint, Response, request, send_file
 from werkzeug.exceptions import BadRequest
 
-from taskmon.domain import InvalidInput, TaskState, check_task_id
+from taskmon.domain import TaskState, check_task_id
 from taskmon.service import IdempotencyConflict, QueueFull, ServiceClosed
 from taskmon.web.problems import problem
 from taskmon.web.runtime import runtime
@@ -33,8 +33,6 @@ def submit() -> Response:
         return problem(400, "the body is not valid JSON", slug="invalid-json")
     try:
         submission = runtime().service.submit(payload, request.headers.get("Idempotency-Key"))
-    except InvalidInput as exc:
-        return problem(400, str(exc), slug="invalid-input", field=exc.field_name)
     except IdempotencyConflict as exc:
         return problem(422, str(exc), slug="idempotency-key-reused", task_id=exc.task.task_id)
     except QueueFull as exc:
