@@ -16,7 +16,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception_type,
+    stop_after_delay,
+    wait_exponential,
+)
 
 from taskmon import metrics
 from taskmon.domain import (
@@ -229,12 +235,27 @@ class TaskService:
                 return
             self._synthesize(running, lease)
 
-    def _store_call(self) -> Retrying:
-        """A call to the monitor that rides out store outages of up to `record_retry_s`."""
+    def _store_call(self, *, patient: bool = False) -> Retrying:
+        """A call to the monitor that rides out store outages of up to `record_retry_s`.
+
+        `patient`: the outcome of work already done is worth waiting for, so it is retried
+        until the store answers, or, once the worker is closing, `record_retry_s` at most.
+        """
+        deadline = stop_after_delay(self._record_retry_s)
+
+        def stop(state: RetryCallState) -> bool:
+            return deadline(state) and (self._closed or not patient)
+
+        def warn(state: RetryCallState) -> None:
+            if state.attempt_number == 1:
+                what = getattr(state.fn, "__name__", "the call")
+                log.warning("the task store does not answer; retrying %s", what)
+
         return Retrying(
-            stop=stop_after_delay(self._record_retry_s),
+            stop=stop,
             wait=wait_exponential(multiplier=0.05, max=1.0),
             retry=retry_if_exception_type(BackendUnavailable),
+            before_sleep=warn,
             reraise=True,
         )
 
@@ -308,7 +329,9 @@ class TaskService:
         error: TaskError | None = None,
         worker: str | None = None,
     ) -> Task | None:
-        """Move `task` one step, riding out a store outage of up to `record_retry_s`.
+        """Move `task` one step, riding out a store outage of up to `record_retry_s`, or for
+        as long as it lasts when the step records a finish (the audio exists: `done` must not
+        turn into `abandoned` because Redis restarted meanwhile).
 
         A retried call whose first attempt did land (its reply was lost) finds the version
         already moved and returns None; re-reading tells that case (our own write: same
@@ -316,7 +339,7 @@ class TaskService:
         Raises BackendUnavailable when the store stays away longer.
         """
         now = self._now()
-        retrying = self._store_call()
+        retrying = self._store_call(patient=state.terminal)
         updated = retrying(
             self.monitor.transition,
             task.task_id,

@@ -37,7 +37,8 @@ class Stack:
 
 
 @pytest.fixture
-def stack(tmp_path: Path) -> Iterator[Stack]:
+def stack(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Stack]:
+    ms_per_char = getattr(request, "param", 0)
     with RedisServer(workdir=tmp_path / "redis") as server:
         settings = Settings(redis_url=server.url, engine="tone")
         client = make_client(settings, client_name="svc")
@@ -53,12 +54,13 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
         service = TaskService(
             monitor=monitor,
             semaphore=semaphore,
-            engine=ToneEngine(ms_per_char=0),
+            engine=ToneEngine(ms_per_char=ms_per_char),
             results=results,
             worker_id="host:1",
             max_pending=8,
             permit_timeout_s=60,
             threads=2,
+            record_retry_s=0.5,
         )
         try:
             yield Stack(server, monitor, semaphore, service)
@@ -105,3 +107,22 @@ def test_a_replica_that_refuses_writes_is_backend_unavailable(stack: Stack) -> N
     finally:
         client.replicaof("NO", "ONE")
         client.close()
+
+
+@pytest.mark.parametrize("stack", [100], indirect=True)  # 100 ms per character
+def test_a_finish_during_a_long_outage_is_recorded_when_redis_returns(stack: Stack) -> None:
+    task = stack.service.submit({"text": "x" * 15}).task  # 1.5 s of synthesis
+    wait_until(
+        lambda: _state(stack, task.task_id) is TaskState.RUNNING,
+        timeout=10,
+        what="the task running",
+    )
+    # Down, not hung: a hung server would run the scripts queued in its sockets once resumed.
+    stack.server.stop_for_now()
+    time.sleep(3)  # the synthesis ends meanwhile; recording it outlasts record_retry_s
+    stack.server.start()
+    wait_until(
+        lambda: _state(stack, task.task_id) is TaskState.DONE,
+        timeout=30,
+        what="done recorded once Redis answers again",
+    )

@@ -11,6 +11,7 @@ test timeouts). It always dies with its owner: use it as a context manager.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -19,6 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
+
+import redis
 
 from taskmon.harness.processes import ManagedProcess, free_port, wait_until
 
@@ -103,13 +106,31 @@ class RedisServer:
             self.process.stop(grace_s=5)
             self.process = None
 
-    def restart(self, down_for_s: float = 0.0) -> None:
-        """Stop, stay down `down_for_s`, start again on the same port (data is lost)."""
+    def restart(self, down_for_s: float = 0.0, *, keep_data: bool = False) -> None:
+        """Stop, stay down `down_for_s`, start again on the same port.
+
+        The data is lost, as with a restart without persistence, unless `keep_data`: then
+        the server saves a snapshot as it shuts down and loads it again (SHUTDOWN SAVE works
+        even with no save points), as a persistent primary that restarted would.
+        """
         self._own_process("restart")
-        self.stop()
+        if keep_data:
+            self.stop_for_now()
+        else:
+            self.stop()
         if down_for_s:
             time.sleep(down_for_s)
         self.start()
+
+    def stop_for_now(self) -> None:
+        """Shut down with a snapshot; `start()` brings the same data back on the same port."""
+        process = self._own_process("stop")
+        client = redis.Redis(host=self.host, port=self.port, password=self.password)
+        with contextlib.suppress(redis.ConnectionError):
+            client.shutdown(save=True)  # the server closes the connection as it goes
+        client.close()
+        wait_until(lambda: not process.alive(), timeout=10, what="redis-server saved")
+        self.stop()
 
     def pause(self) -> None:
         """SIGSTOP: the port stays open but nothing answers (a hung server, not a dead one)."""
