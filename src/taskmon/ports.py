@@ -187,7 +187,9 @@ class Semaphore(Protocol):
 
     def in_use(self) -> int: ...
 
-    def holders(self) -> list[HolderInfo]: ...
+    def holders(self) -> list[HolderInfo]:
+        """Who holds a permit now, in grant order (fencing token)."""
+        ...
 
     def close(self) -> None:
         """Wake every waiter with PermitTimeout; later acquires fail at once. Held permits stay."""

@@ -119,10 +119,11 @@ class InMemorySemaphore:
         with self._cond:
             self._purge_expired()
             now = self._clock()
-            return [
+            infos = [
                 HolderInfo(grant.holder, token, grant.fencing, grant.expires_at - now)
                 for token, grant in self._grants.items()
             ]
+            return sorted(infos, key=lambda info: info.fencing)  # grant order, as in Redis
 
     def close(self) -> None:
         with self._cond:

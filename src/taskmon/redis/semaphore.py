@@ -71,13 +71,12 @@ SCRIPT_KEYS: dict[str, tuple[str, ...]] = {
     "sem_set_limit": ("sem_holders", "sem_info", "sem_queue", "sem_waiters", "sem_limit"),
     "sem_leave": ("sem_holders", "sem_info", "sem_queue", "sem_waiters", "sem_limit"),
     "sem_holders": ("sem_holders", "sem_info"),
+    "sem_in_use": ("sem_holders",),
 }
 
 # A waiter that has not re-run the acquire script for this many retry intervals is taken for
 # dead and leaves the queue.
 WAITER_TTL_RETRIES = 3
-
-# Redis errors that mean "the store is not answering (as a primary)", not a bug of ours.
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,7 +250,7 @@ class RedisSemaphore:
 
     def in_use(self) -> int:
         """Permits held now under unexpired leases (Redis time). BackendUnavailable on failure."""
-        return len(self.do_holders())
+        return int(self._run("sem_in_use", "count the permits in use"))
 
     def holders(self) -> list[HolderInfo]:
         """Who holds a permit now, in grant order. BackendUnavailable on failure."""

@@ -108,7 +108,7 @@ def stats() -> Response:
 def permits() -> Response:
     """Who holds the permits now: worker, task, fencing token, seconds left on the lease."""
     rt = runtime()
-    holders = sorted(rt.semaphore.holders(), key=lambda h: h.fencing)
+    holders = rt.semaphore.holders()
     body = {
         "limit": rt.semaphore.limit(),
         "in_use": len(holders),
