@@ -149,10 +149,27 @@ def _select_backend(settings: Settings, worker_id: str) -> Backend:
         return _memory_backend(settings)
 
 
+def _warn_on_eviction(client: redis.Redis, target: str) -> None:
+    """An allkeys-* policy may evict the semaphore's keys, which have no TTL: say so."""
+    try:
+        policy = str(client.config_get("maxmemory-policy").get("maxmemory-policy", ""))
+    except redis.RedisError:
+        return  # managed Redis often forbids CONFIG; nothing to check then
+    if policy.startswith("allkeys"):
+        log.warning(
+            "Redis at %s has maxmemory-policy %s: under memory pressure it may evict the "
+            "semaphore's holders and break the global cap. Use noeviction (see "
+            "docs/operations.md)",
+            target,
+            policy,
+        )
+
+
 def _redis_backend(settings: Settings, worker_id: str, target: str) -> Backend:
     client = make_client(settings, client_name=f"taskmon:{worker_id}")
     try:
         client.ping()
+        _warn_on_eviction(client, target)
         keys = Keys(settings.key_prefix)
         sub_client = make_client(
             settings, client_name=f"taskmon-sub:{worker_id}", max_connections=2

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import redis
 
 from taskmon.harness.client import call
 from taskmon.harness.processes import free_port
@@ -103,3 +104,15 @@ def test_admin_endpoints_do_not_exist_without_a_token(tmp_path: Path) -> None:
     with GunicornInstance(workers=1, env=env, workdir=tmp_path) as host:
         answer = call(host.base_url, "PUT", "/api/admin/concurrency", {"limit": 2})
     assert answer.status == 404
+
+
+def test_an_evicting_redis_is_named_in_a_warning(tmp_path: Path) -> None:
+    with RedisServer(workdir=tmp_path / "redis") as server:
+        admin = redis.Redis.from_url(server.url)
+        admin.config_set("maxmemory-policy", "allkeys-lru")
+        admin.close()
+        env = {**BASE_ENV, "TASKMON_BACKEND": "redis", "TASKMON_REDIS_URL": server.url}
+        with GunicornInstance(workers=1, env=env, workdir=tmp_path / "host") as host:
+            log = host.log_tail(200)
+    assert "maxmemory-policy allkeys-lru" in log
+    assert "noeviction" in log
