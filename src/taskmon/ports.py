@@ -74,6 +74,16 @@ class TaskMonitor(Protocol):
         """
         ...
 
+    def settle_start(self, task: Task) -> bool:
+        """After `start(task)` raised BackendUnavailable, decide whether it took effect.
+
+        True: the task is recorded, so the caller runs it. False: it is not, and never will
+        be: a late copy of the start (its reply lost, or still queued at a hung server) is
+        refused. The answer is final and the same on every call. Raises BackendUnavailable
+        while the store does not answer; retry until it does.
+        """
+        ...
+
     def find_by_idempotency_key(self, key: str) -> Task | None: ...
 
     def transition(

@@ -132,8 +132,8 @@ class TaskService:
         try:
             started = self.monitor.start(task)
         except BackendUnavailable:
-            # The start may have landed with its reply lost. Let the executor find out: if it
-            # did, the task runs, and a retry with the same key replays a real task.
+            # The start may have landed with its reply lost, or may still land. The executor
+            # settles it once the store answers: run the task, or bar the late start.
             self._executor.submit(self._run, task, confirm_start=True)
             raise
         except BaseException:
@@ -207,7 +207,7 @@ class TaskService:
 
     def _run(self, task: Task, *, confirm_start: bool = False) -> None:
         try:
-            if confirm_start and not self._started(task):
+            if confirm_start and not self._settle_start(task):
                 log.info("task %s: its start never reached the store; dropped", task.task_id)
                 return
             self._run_under_permit(task)
@@ -259,8 +259,10 @@ class TaskService:
             reraise=True,
         )
 
-    def _started(self, task: Task) -> bool:
-        return self._store_call()(self.monitor.get, task.task_id) is not None
+    def _settle_start(self, task: Task) -> bool:
+        # Patient: until the store answers, nobody knows whether the task exists. If the
+        # worker closes first, a start that lands later is failed by the orphan reaper.
+        return self._store_call(patient=True)(self.monitor.settle_start, task)
 
     def _acquire(self, holder: Holder) -> Lease:
         """Wait for a permit until the permit deadline, riding out store outages.

@@ -215,6 +215,29 @@ def test_scripts_are_safe_to_run_twice(monitor: RedisTaskMonitor) -> None:
     assert monitor.counts() == StateCounts(queued=1, done=1)
 
 
+def test_settling_a_start_that_landed_keeps_the_task(monitor: RedisTaskMonitor) -> None:
+    task = make_task(key="landed")
+    assert monitor._run_start(task, "op-1", "") == ["created"]  # landed; its reply was lost
+    assert monitor.settle_start(task) is True
+    assert monitor.settle_start(task) is True, "the answer is final"
+    assert monitor.get(task.task_id) == task
+    assert monitor.find_by_idempotency_key("landed") == task
+
+
+def test_settling_first_bars_the_late_start(monitor: RedisTaskMonitor, keys: Keys) -> None:
+    """The start was still queued at a hung server when its caller gave up and settled."""
+    task = make_task(key="late")
+    with monitor.subscribe(task.task_id) as events:
+        assert monitor.settle_start(task) is False
+        assert monitor._run_start(task, "op-1", "") == ["exists"], "the late start is refused"
+        assert monitor.settle_start(task) is False, "the answer is final"
+        assert events.get(timeout=0.2) is None, "the refused start published nothing"
+    assert monitor.get(task.task_id) is None
+    assert monitor.find_by_idempotency_key("late") is None, "nor did it claim the key"
+    assert monitor.counts() == StateCounts()
+    assert 0 < monitor._client.ttl(keys.task(task.task_id)) <= 100, "the bar expires"
+
+
 def test_a_key_whose_task_vanished_is_free(workers: Callable[..., Worker], keys: Keys) -> None:
     worker = workers()
     first = make_task("first", key="k")
@@ -481,7 +504,7 @@ def test_an_unreachable_redis_raises_backend_unavailable_fast(
 
 # --- the scripts --------------------------------------------------------------------------------
 
-SCRIPTS = ("task_start", "task_transition", "task_finish")
+SCRIPTS = ("task_start", "task_settle_start", "task_transition", "task_finish")
 
 
 @pytest.mark.parametrize("name", SCRIPTS)

@@ -97,6 +97,52 @@ def test_a_task_waiting_for_a_permit_survives_a_redis_pause(stack: Stack) -> Non
     )
 
 
+def test_a_start_sent_into_a_hung_redis_is_settled_once_it_answers(stack: Stack) -> None:
+    """The submit gives up (the client gets a 503) while its start script still sits in a socket
+    of the hung server, to run when the server wakes. Reading the task cannot tell whether it
+    will land (the read may overtake it), so the worker settles it: the task runs to done, or
+    its key is barred so the late start writes nothing. Never a queued task nobody runs.
+    """
+    warm = stack.service.submit({"text": "warm"}).task  # a pooled connection, scripts loaded
+    wait_until(lambda: _state(stack, warm.task_id) is TaskState.DONE, timeout=30, what="warm-up")
+    stack.server.pause()
+    try:
+        with pytest.raises(BackendUnavailable):
+            stack.service.submit({"text": "sent into the hang"})
+        (task_id,) = stack.service.pending_ids()
+    finally:
+        stack.server.resume()
+    wait_until(lambda: not stack.service.pending_ids(), timeout=30, what="the task to settle")
+    state = _state(stack, task_id)
+    if state is None:
+        assert _barred(stack, task_id), "dropped without a bar: a late start would stay queued"
+    else:
+        assert state is TaskState.DONE
+    counts = stack.monitor.counts()
+    assert (counts.queued, counts.running) == (0, 0)
+
+
+def test_a_start_that_never_reached_redis_is_dropped_and_barred(stack: Stack) -> None:
+    stack.server.stop_for_now()
+    try:
+        with pytest.raises(BackendUnavailable):
+            stack.service.submit({"text": "never sent"})
+        (task_id,) = stack.service.pending_ids()
+    finally:
+        stack.server.start()
+    wait_until(lambda: not stack.service.pending_ids(), timeout=30, what="the task to settle")
+    assert _state(stack, task_id) is None
+    assert _barred(stack, task_id)
+
+
+def _barred(stack: Stack, task_id: str) -> bool:
+    client = make_client(Settings(redis_url=stack.server.url), client_name="check")
+    try:
+        return bool(client.hexists(Keys("outage").task(task_id), "void"))
+    finally:
+        client.close()
+
+
 def test_a_replica_that_refuses_writes_is_backend_unavailable(stack: Stack) -> None:
     client = make_client(Settings(redis_url=stack.server.url), client_name="admin")
     try:

@@ -68,6 +68,14 @@ def assert_consistent(counts: StateCounts, total: int) -> None:
 # --- start and get ------------------------------------------------------------------------------
 
 
+def test_settling_a_start_tells_whether_it_was_recorded(monitor: InMemoryTaskMonitor) -> None:
+    recorded, never = make_task(), make_task()
+    monitor.start(recorded)
+    assert monitor.settle_start(recorded) is True
+    assert monitor.settle_start(never) is False
+    assert monitor.get(never.task_id) is None
+
+
 def test_start_then_get(monitor: InMemoryTaskMonitor) -> None:
     task = make_task()
     result = monitor.start(task)

@@ -69,6 +69,11 @@ class InMemoryTaskMonitor:
             self._purge_expired()
             return self._tasks.get(self._keys.get(key, ""))
 
+    def settle_start(self, task: Task) -> bool:
+        """A start in memory either raised before it wrote or wrote: the dict is the answer."""
+        with self._lock:
+            return task.task_id in self._tasks
+
     def transition(
         self,
         task_id: str,

@@ -52,7 +52,9 @@ def load_task(client: redis.Redis, keys: Keys, task_id: str) -> Task | None:
     """The stored task, or None when unknown or expired. Usable as RedisEventHub's snapshot."""
     with redis_errors_as_unavailable(f"reading task {task_id}"):
         fields = cast("dict[str, str]", client.hgetall(keys.task(task_id)))
-    return codec.task_from_fields(fields) if fields else None
+    if not fields or "void" in fields:  # a start barred by task_settle_start
+        return None
+    return codec.task_from_fields(fields)
 
 
 class RedisTaskMonitor:
@@ -67,7 +69,9 @@ class RedisTaskMonitor:
         self._client = client
         self._keys = keys
         self._ttl_s = ttl_s
-        self._scripts = ScriptSet(client, "task_start", "task_transition", "task_finish")
+        self._scripts = ScriptSet(
+            client, "task_start", "task_settle_start", "task_transition", "task_finish"
+        )
 
     def start(self, task: Task) -> StartResult:
         """Record a queued task atomically with its Idempotency-Key (see the port).
@@ -92,6 +96,15 @@ class RedisTaskMonitor:
             f"Idempotency-Key {task.idempotency_key!r} kept naming tasks that vanished; "
             "check Redis for evictions (maxmemory-policy) or manual deletes"
         )
+
+    def settle_start(self, task: Task) -> bool:
+        """Keep the task if its start landed, else bar a late copy of it (task_settle_start).
+
+        Raises BackendUnavailable while Redis does not answer.
+        """
+        keys, args = [self._keys.task(task.task_id)], [self._ttl_s]
+        with redis_errors_as_unavailable(f"settling the start of task {task.task_id}"):
+            return bool(self._scripts["task_settle_start"](keys=keys, args=args))
 
     def _run_start(self, task: Task, op: str, stale: str) -> list[str]:
         keys = [self._keys.task(task.task_id), self._keys.state_index(TaskState.QUEUED)]

@@ -17,7 +17,8 @@
 --
 -- Returns {"created"} when written, or already written by this same call (a client retry
 -- after a lost reply finds its own `op`); {"claimed", <value of KEYS[4]>} when the key
--- names another task; {"exists"} when KEYS[1] already holds another task. Only "created"
+-- names another task; {"exists"} when KEYS[1] already holds another task, or the bar that
+-- task_settle_start leaves when this call arrives after its caller gave up. Only "created"
 -- writes anything.
 
 if redis.call('HGET', KEYS[1], 'op') == ARGV[2] then
