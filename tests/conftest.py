@@ -1,4 +1,4 @@
-"""Suite-wide: a leaked socket or file fails the test that leaked it, not a later one.
+"""Suite-wide: one real Redis per session, and a leak fails the test that leaked it.
 
 Warnings are errors (pyproject), and an unclosed socket raises its ResourceWarning only when
 the garbage collector reaches it, which may be in any later test. Collecting after each test
@@ -11,6 +11,17 @@ import gc
 from collections.abc import Iterator
 
 import pytest
+
+from taskmon.harness.redis_server import RedisServer
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """Started on first use. Tests keep apart through their own key namespace (Keys prefix);
+    a state machine makes one per example, since a test's fixture is shared by its examples.
+    """
+    with RedisServer(workdir=tmp_path_factory.mktemp("redis")) as server:
+        yield server
 
 
 @pytest.hookimpl(hookwrapper=True)

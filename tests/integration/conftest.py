@@ -1,4 +1,4 @@
-"""A real redis-server per test session, and a fresh key namespace per test."""
+"""A plain client on the session's redis-server, and a fresh key namespace per test."""
 
 from __future__ import annotations
 
@@ -10,12 +10,6 @@ import redis
 
 from taskmon.harness.redis_server import RedisServer
 from taskmon.redis.keys import Keys
-
-
-@pytest.fixture(scope="session")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    with RedisServer(workdir=tmp_path_factory.mktemp("redis")) as server:
-        yield server
 
 
 @pytest.fixture

@@ -1,12 +1,12 @@
-"""RedisTaskMonitor against a real redis-server: the memory monitor's promises, across workers."""
+"""What only RedisTaskMonitor has, on a real redis-server: fields, keys, indexes, TTLs, scripts,
+failure modes. The TaskMonitor contract both adapters share is tests/contract/test_task_monitor.py.
+"""
 
 from __future__ import annotations
 
 import re
-import threading
 import time
 import uuid
-from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
@@ -34,7 +34,7 @@ from taskmon.redis.hub import RedisEventHub
 from taskmon.redis.keys import Keys
 from taskmon.redis.monitor import RedisTaskMonitor, load_task
 from taskmon.redis.subscriber import RedisSubscriber
-from tests.unit._helpers import run_threads, wait_for
+from tests.unit._helpers import wait_for
 
 pytestmark = pytest.mark.redis
 
@@ -106,16 +106,6 @@ def run_to(monitor: RedisTaskMonitor, task: Task, final: TaskState) -> Task:
     return current
 
 
-def dump(client: redis.Redis, keys: Keys) -> dict[str, Any]:
-    """Every key of the namespace with its value: 'nothing written' means this is unchanged."""
-    found: dict[str, Any] = {}
-    for name in client.scan_iter(match=keys.namespace + ":*"):
-        kind = client.type(name)
-        read = {"hash": client.hgetall, "string": client.get, "zset": client.zrange}[kind]
-        found[name] = read(name, 0, -1) if kind == "zset" else read(name)
-    return found
-
-
 # --- start and get ------------------------------------------------------------------------------
 
 
@@ -135,54 +125,6 @@ def test_start_then_get_roundtrips_every_field(monitor: RedisTaskMonitor) -> Non
     assert monitor.counts() == StateCounts(queued=1, failed=1)
     assert monitor.backend == "redis"
     assert monitor.ping()
-
-
-def test_start_without_key_never_dedupes(monitor: RedisTaskMonitor) -> None:
-    assert monitor.start(make_task()).outcome is StartOutcome.CREATED
-    assert monitor.start(make_task()).outcome is StartOutcome.CREATED
-    assert monitor.counts().queued == 2
-
-
-def test_idempotent_start_replays_and_writes_nothing(
-    workers: Callable[..., Worker], keys: Keys
-) -> None:
-    worker = workers()
-    monitor = worker.monitor
-    original = make_task(key="k1")
-    monitor.start(original)
-    before = dump(worker.client, keys)
-    retry = make_task(key="k1")
-    with monitor.subscribe(retry.task_id) as retry_events:
-        result = monitor.start(retry)
-        assert result.outcome is StartOutcome.REPLAYED
-        assert result.task == original
-        assert monitor.get(retry.task_id) is None
-        assert retry_events.get(timeout=0.2) is None, "nothing is published"
-    assert dump(worker.client, keys) == before
-    assert monitor.counts() == StateCounts(queued=1)
-    assert monitor.find_by_idempotency_key("k1") == original
-
-
-def test_idempotent_start_conflict_with_another_payload(
-    workers: Callable[..., Worker], keys: Keys
-) -> None:
-    worker = workers()
-    original = make_task("hello", key="k1")
-    worker.monitor.start(original)
-    before = dump(worker.client, keys)
-    for other in (make_task("goodbye", key="k1"), make_task("hello", key="k1", voice="low")):
-        result = worker.monitor.start(other)
-        assert (result.outcome, result.task) == (StartOutcome.CONFLICT, original)
-    assert dump(worker.client, keys) == before
-
-
-def test_replay_returns_the_current_state_of_the_stored_task(monitor: RedisTaskMonitor) -> None:
-    original = make_task(key="k1")
-    monitor.start(original)
-    done = run_to(monitor, original, DONE)
-    result = monitor.start(make_task(key="k1"))
-    assert (result.outcome, result.task) == (StartOutcome.REPLAYED, done)
-    assert monitor.counts() == StateCounts(done=1)
 
 
 def test_starting_one_task_twice(monitor: RedisTaskMonitor) -> None:
@@ -249,30 +191,6 @@ def test_a_key_whose_task_vanished_is_free(workers: Callable[..., Worker], keys:
     assert worker.monitor.find_by_idempotency_key("k") == second
 
 
-def test_concurrent_starts_with_one_key_create_exactly_one_task(
-    workers: Callable[..., Worker], keys: Keys
-) -> None:
-    threads = 16
-    monitors = [workers(name=f"w{n}").monitor for n in range(threads)]
-    barrier = threading.Barrier(threads)
-    results: list[tuple[StartOutcome, str]] = []
-
-    def start_one(monitor: RedisTaskMonitor) -> None:
-        task = make_task(key="shared")
-        barrier.wait(timeout=10)
-        result = monitor.start(task)
-        results.append((result.outcome, result.task.task_id))
-
-    run_threads([partial(start_one, m) for m in monitors])
-    assert Counter(o for o, _ in results) == {
-        StartOutcome.CREATED: 1,
-        StartOutcome.REPLAYED: threads - 1,
-    }
-    assert len({task_id for _, task_id in results}) == 1
-    assert monitors[0].counts() == StateCounts(queued=1)
-    assert len(list(monitors[0]._client.scan_iter(match=keys.task("*")))) == 1
-
-
 # --- transition ---------------------------------------------------------------------------------
 
 
@@ -306,103 +224,6 @@ def test_transition_moves_indexes_counts_and_ttl(
     assert monitor.counts() == StateCounts(done=1)
     assert client.zcard(keys.state_index(RUNNING)) == 0
     assert 0 < client.ttl(keys.task(task.task_id)) <= 100
-
-
-def test_stale_repeated_illegal_and_unknown_are_no_ops(
-    workers: Callable[..., Worker], keys: Keys
-) -> None:
-    worker = workers()
-    monitor = worker.monitor
-    task = make_task()
-    monitor.start(task)
-    assert monitor.transition(task.task_id, expected_version=1, state=RUNNING, now=1) is not None
-    before = dump(worker.client, keys)
-    with monitor.subscribe(task.task_id) as events:
-        attempts: list[tuple[int, TaskState, TaskError | None]] = [
-            (1, RUNNING, None),  # the same call again
-            (1, FAILED, BOOM),  # stale
-            (7, DONE, None),  # a made-up version
-            (2, QUEUED, None),  # illegal: backwards
-            (2, FAILED, None),  # illegal: failed without an error
-            (2, DONE, BOOM),  # illegal: done with one
-        ]
-        for version, state, error in attempts:
-            moved = monitor.transition(
-                task.task_id, expected_version=version, state=state, now=2, error=error
-            )
-            assert moved is None, (version, state)
-        assert monitor.transition("a" * 32, expected_version=1, state=RUNNING, now=1) is None
-        assert events.get(timeout=0.2) is None, "a no-op publishes nothing"
-    assert dump(worker.client, keys) == before
-
-
-def test_terminal_tasks_do_not_move(monitor: RedisTaskMonitor) -> None:
-    for final in (DONE, FAILED):
-        task = make_task()
-        monitor.start(task)
-        end = run_to(monitor, task, final)
-        for state in TaskState:
-            error = BOOM if state is FAILED else None
-            moved = monitor.transition(
-                task.task_id, expected_version=end.version, state=state, now=9, error=error
-            )
-            assert moved is None
-        assert monitor.get(task.task_id) == end
-
-
-def test_concurrent_transitions_of_one_task_let_exactly_one_win(
-    workers: Callable[..., Worker],
-) -> None:
-    monitors = [workers(name=f"w{n}").monitor for n in range(2)]
-    task = make_task()
-    monitors[0].start(task)
-    threads = 16
-    barrier = threading.Barrier(threads)
-    wins: list[Task] = []
-
-    def attempt(n: int) -> None:
-        barrier.wait(timeout=10)
-        moved = monitors[n % 2].transition(
-            task.task_id, expected_version=1, state=RUNNING, now=1.0, worker=f"w:{n}"
-        )
-        if moved is not None:
-            wins.append(moved)
-
-    run_threads([partial(attempt, n) for n in range(threads)])
-    assert len(wins) == 1
-    assert monitors[1].get(task.task_id) == wins[0]
-    assert monitors[1].counts() == StateCounts(running=1)
-
-
-def test_counts_stay_consistent_over_a_mix(monitor: RedisTaskMonitor) -> None:
-    finals = [QUEUED] * 3 + [RUNNING] * 2 + [DONE] * 4 + [FAILED] * 1
-    for n, final in enumerate(finals, start=1):
-        task = make_task(f"task {n}")
-        monitor.start(task)
-        run_to(monitor, task, final)
-        counts = monitor.counts()
-        assert counts.total == n
-        assert min(counts.to_dict().values()) >= 0
-    counts = monitor.counts()
-    assert counts == StateCounts(queued=3, running=2, done=4, failed=1)
-    assert counts.success_rate == pytest.approx(0.8)
-
-
-# --- two workers --------------------------------------------------------------------------------
-
-
-def test_two_workers_share_one_truth(workers: Callable[..., Worker]) -> None:
-    a, b = workers(name="a").monitor, workers(name="b").monitor
-    task = make_task(key="shared")
-    a.start(task)
-    assert b.get(task.task_id) == task
-    assert b.find_by_idempotency_key("shared") == task
-    running = b.transition(task.task_id, expected_version=1, state=RUNNING, now=1.0)
-    assert a.get(task.task_id) == running
-    assert a.transition(task.task_id, expected_version=1, state=RUNNING, now=1.0) is None
-    assert b.start(make_task(key="shared")) == a.start(make_task(key="shared"))
-    assert b.start(make_task(key="shared")).task == running
-    assert a.counts() == b.counts() == StateCounts(running=1)
 
 
 # --- retention ----------------------------------------------------------------------------------
