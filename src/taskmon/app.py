@@ -69,8 +69,9 @@ class Runtime:
         running = self.service.pending()
         if running:
             log.warning(
-                "%d synthesis(es) still running at shutdown: leases, heartbeat and journal stay "
-                "on until they end (if the worker is killed first, the reaper fails them)",
+                "%d task(s) still running, or not yet recorded (Redis away), at shutdown: "
+                "leases, heartbeat and journal stay on until they end (if the worker is killed "
+                "first, the reaper fails them)",
                 running,
             )
             # Not a daemon: the process stays up until they end, as the executor would anyway.

@@ -7,9 +7,9 @@ worker; a worker that shuts down fails the tasks it had not started as `abandone
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
-import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -38,6 +38,7 @@ from taskmon.domain import (
 from taskmon.engines import Engine, EngineError
 from taskmon.journal import SynthesisJournal
 from taskmon.lease_keeper import LeaseKeeper
+from taskmon.ledger import Ledger, LedgerClosed, Mark
 from taskmon.ports import (
     BackendUnavailable,
     Holder,
@@ -98,7 +99,6 @@ class TaskService:
         self.engine = engine
         self.results = results
         self.worker_id = worker_id
-        self._max_pending = max_pending
         self._permit_timeout_s = permit_timeout_s
         self._now = wall_clock
         self._journal = journal or SynthesisJournal(None)
@@ -106,9 +106,7 @@ class TaskService:
         self._threads = threads
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="taskmon-run")
         self._keeper = LeaseKeeper(interval_s=semaphore.lease_ttl_s / 3)
-        self._lock = threading.Lock()
-        self._pending: dict[str, Task] = {}
-        self._closed = False
+        self._ledger = Ledger(capacity=max_pending)
         self._mean_synthesis_s = 1.0
 
     # -- accepting -------------------------------------------------------------------------
@@ -130,11 +128,15 @@ class TaskService:
         )
         self._reserve(task)
         try:
-            started = self.monitor.start(task)
+            with self._ledger.marked(task.task_id, Mark.STARTING):
+                started = self.monitor.start(task)
         except BackendUnavailable:
             # The start may have landed with its reply lost, or may still land. The executor
-            # settles it once the store answers: run the task, or bar the late start.
-            self._executor.submit(self._run, task, confirm_start=True)
+            # settles it once the store answers: run the task, or bar the late start. If the
+            # executor is gone (closing), the shutdown settles it.
+            self._ledger.mark(task.task_id, Mark.UNSETTLED)
+            with contextlib.suppress(RuntimeError):
+                self._executor.submit(self._run, task, confirm_start=True)
             raise
         except BaseException:
             self._unreserve(task.task_id)
@@ -166,24 +168,18 @@ class TaskService:
         return Submission(task, replayed=True)
 
     def _reserve(self, task: Task) -> None:
-        with self._lock:
-            if self._closed:
-                raise ServiceClosed("worker is shutting down")
-            pending = len(self._pending)
-            full = pending >= self._max_pending
-            if not full:
-                self._pending[task.task_id] = task
-        if full:
-            # Outside the lock: the estimate may ask the store for the limit.
+        try:
+            full = self._ledger.reserve(task)
+        except LedgerClosed:
+            raise ServiceClosed("worker is shutting down") from None
+        if full is not None:
             metrics.TASKS_SUBMITTED.labels("queue_full").inc()
-            raise QueueFull(pending, self._retry_after_s(pending))
+            raise QueueFull(full, self._retry_after_s(full))
         metrics.TASKS_PENDING.inc()
 
     def _unreserve(self, task_id: str) -> None:
-        with self._lock:
-            if self._pending.pop(task_id, None) is None:
-                return
-        metrics.TASKS_PENDING.dec()
+        if self._ledger.release(task_id):
+            metrics.TASKS_PENDING.dec()
 
     def _retry_after_s(self, pending: int) -> int:
         # Roughly when this worker's backlog drains through its share of the permits.
@@ -195,27 +191,34 @@ class TaskService:
         return max(1, min(60, math.ceil(pending / share * self._mean_synthesis_s)))
 
     def pending(self) -> int:
-        with self._lock:
-            return len(self._pending)
+        return self._ledger.count()
 
     def pending_ids(self) -> frozenset[str]:
         """The tasks this worker still owns (accepted here and not finished)."""
-        with self._lock:
-            return frozenset(self._pending)
+        return self._ledger.ids()
 
     # -- running ---------------------------------------------------------------------------
 
     def _run(self, task: Task, *, confirm_start: bool = False) -> None:
+        keep = False
         try:
-            if confirm_start and not self._settle_start(task):
-                log.info("task %s: its start never reached the store; dropped", task.task_id)
-                return
-            self._run_under_permit(task)
+            with self._ledger.marked(task.task_id, Mark.ACTIVE):
+                if confirm_start and not self._settled_to_run(task):
+                    return
+                self._run_under_permit(task)
+        except BackendUnavailable as exc:
+            # Closing: the store stayed away past the bounded retries, so this task's end is
+            # not recorded. It stays pending; the shutdown records it once the store answers.
+            # Otherwise (the move to running gave up) the self-reaper fails it.
+            keep = self._ledger.closed
+            then = "retried at shutdown" if keep else "the reaper will fail it"
+            log.warning("task %s: not recorded (%s); %s", task.task_id, exc, then)
         except Exception:
             # Never lose a task silently: the executor would swallow this exception.
             log.exception("task %s: unexpected failure while running", task.task_id)
         finally:
-            self._unreserve(task.task_id)
+            if not keep:
+                self._unreserve(task.task_id)
 
     def _run_under_permit(self, task: Task) -> None:
         holder = Holder(worker=self.worker_id, task_id=task.task_id)
@@ -223,7 +226,7 @@ class TaskService:
         try:
             lease = self._acquire(holder)
         except PermitTimeout as exc:
-            closing = self._closed
+            closing = self._ledger.closed
             code = ErrorCode.ABANDONED if closing else ErrorCode.PERMIT_TIMEOUT
             self._fail(task, code, str(exc))
             return
@@ -244,7 +247,7 @@ class TaskService:
         deadline = stop_after_delay(self._record_retry_s)
 
         def stop(state: RetryCallState) -> bool:
-            return deadline(state) and (self._closed or not patient)
+            return deadline(state) and (self._ledger.closed or not patient)
 
         def warn(state: RetryCallState) -> None:
             if state.attempt_number == 1:
@@ -259,10 +262,18 @@ class TaskService:
             reraise=True,
         )
 
-    def _settle_start(self, task: Task) -> bool:
-        # Patient: until the store answers, nobody knows whether the task exists. If the
-        # worker closes first, a start that lands later is failed by the orphan reaper.
-        return self._store_call(patient=True)(self.monitor.settle_start, task)
+    def _settled_to_run(self, task: Task) -> bool:
+        """Settle a start that raised: True when the task landed and is to run, False when
+        it never reached the store (dropped, and barred from landing later).
+
+        Patient: until the store answers nobody knows whether the task exists. Raises
+        BackendUnavailable when the worker closes first; the shutdown then settles it.
+        """
+        landed = self._store_call(patient=True)(self.monitor.settle_start, task)
+        self._ledger.unmark(task.task_id, Mark.UNSETTLED)
+        if not landed:
+            log.info("task %s: its start never reached the store; dropped", task.task_id)
+        return landed
 
     def _acquire(self, holder: Holder) -> Lease:
         """Wait for a permit until the permit deadline, riding out store outages.
@@ -274,7 +285,7 @@ class TaskService:
         pause = 0.05
         while True:
             remaining = deadline - time.monotonic()
-            if remaining <= 0 or self._closed:
+            if remaining <= 0 or self._ledger.closed:
                 raise PermitTimeout(f"no permit within {self._permit_timeout_s:.3g} s")
             try:
                 return self.semaphore.acquire(holder, timeout=remaining, token=holder.task_id)
@@ -371,25 +382,17 @@ class TaskService:
     # -- stopping --------------------------------------------------------------------------
 
     def close(self, timeout_s: float = 10.0) -> None:
-        """Stop accepting; fail tasks that never started; give running ones `timeout_s`."""
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
+        """Stop accepting; fail or drop the tasks that never started; give running ones
+        `timeout_s`. Never raises for a store that does not answer: what cannot be decided
+        yet stays pending, and finish() goes on deciding it.
+        """
+        if not self._ledger.close():
+            return
         self._executor.shutdown(wait=False, cancel_futures=True)
         self.semaphore.close()
         deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            with self._lock:
-                pending = list(self._pending.values())
-            if not pending:
-                break
-            for task in pending:
-                current = self.monitor.get(task.task_id)
-                if current is None:
-                    self._unreserve(task.task_id)
-                elif current.state is TaskState.QUEUED:
-                    self._abandon(current, "worker shut down before the task ran")
+        while self.pending() and time.monotonic() < deadline:
+            self._wind_down_round()
             time.sleep(0.05)
         if not self.pending():
             self._keeper.close()
@@ -399,8 +402,32 @@ class TaskService:
 
         Leases stay renewed until the engine returns, so the cap holds through a graceful
         restart; if gunicorn kills the worker first, the leases end and the reaper fails
-        the tasks as abandoned.
+        the tasks as abandoned. Tasks not yet decided (the store away) are retried meanwhile.
         """
         while self.pending():
-            time.sleep(0.1)
+            self._wind_down_round()
+            time.sleep(0.25)
         self._keeper.close()
+
+    def _wind_down_round(self) -> None:
+        for task in self._ledger.unattended():
+            try:
+                self._wind_down(task)
+            except BackendUnavailable:
+                continue  # the store is away: the next round tries again
+
+    def _wind_down(self, task: Task) -> None:
+        """One task no thread is on, at close: settle a start that raised, drop a task that
+        never reached the store, fail (abandoned) one that is not finished."""
+        if self._ledger.has(task.task_id, Mark.UNSETTLED):
+            landed = self.monitor.settle_start(task)
+            self._ledger.unmark(task.task_id, Mark.UNSETTLED)
+            if not landed:
+                self._unreserve(task.task_id)
+                return
+        current = self.monitor.get(task.task_id)
+        if current is None or current.state.terminal:
+            self._unreserve(task.task_id)
+        else:
+            ran = "ended" if current.state is TaskState.RUNNING else "ran"
+            self._abandon(current, f"worker shut down before the task {ran}")

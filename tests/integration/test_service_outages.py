@@ -122,6 +122,46 @@ def test_a_start_sent_into_a_hung_redis_is_settled_once_it_answers(stack: Stack)
     assert (counts.queued, counts.running) == (0, 0)
 
 
+@pytest.mark.parametrize("threads", ["idle", "busy"])
+def test_a_worker_closing_while_a_start_is_unsettled_settles_it_before_it_exits(
+    stack: Stack, threads: str
+) -> None:
+    """The store is hung from the submit through close(): the settle can neither run (busy:
+    close() cancels it in the executor's queue) nor finish (idle: it is retrying when the
+    worker closes). The worker must not forget the task: once the store answers, finish()
+    settles it, so the late start ends failed (abandoned) or barred, never queued forever.
+    """
+    warm = stack.service.submit({"text": "warm"}).task  # a pooled connection, scripts loaded
+    wait_until(lambda: _state(stack, warm.task_id) is TaskState.DONE, timeout=30, what="warm-up")
+    blocker = stack.semaphore.acquire(Holder("test", "blocker"), timeout=5, token="blocker")
+    if threads == "idle":
+        blocker.release()
+    # busy: both executor threads wait for the one permit, so the settle queues behind them
+    waiting = {
+        stack.service.submit({"text": t}).task.task_id for t in ("1", "2") if threads == "busy"
+    }
+    stack.server.pause()
+    try:
+        with pytest.raises(BackendUnavailable):
+            stack.service.submit({"text": "sent into the hang"})
+        (task_id,) = stack.service.pending_ids() - waiting
+        stack.service.close(timeout_s=1.0)
+        assert task_id in stack.service.pending_ids(), "not forgotten while undecided"
+    finally:
+        stack.server.resume()
+    stack.service.finish()
+    assert not stack.service.pending_ids()
+    stored = stack.monitor.get(task_id)
+    if stored is None:
+        assert _barred(stack, task_id), "dropped without a bar: a late start would stay queued"
+    else:
+        assert stored.state is TaskState.FAILED
+        assert stored.error is not None
+        assert stored.error.code == "abandoned"
+    assert stack.monitor.counts().queued == 0
+    blocker.release()
+
+
 def test_a_start_that_never_reached_redis_is_dropped_and_barred(stack: Stack) -> None:
     stack.server.stop_for_now()
     try:

@@ -2,7 +2,9 @@
 
 The brief's second source of a test Redis, after TASKMON_TEST_REDIS_URL and before a local
 binary. The container publishes Redis on the host port `RedisServer` chose, so a restart keeps
-the URL, as the binary's does. The faults map onto the daemon:
+the URL, as the binary's does; that port was checked free on this machine, so with a remote
+DOCKER_HOST a clash shows as a start-up error (set TASKMON_TEST_REDIS_SOURCE=binary there).
+The faults map onto the daemon:
 
 - stop: the container is removed, and its data with it (a restart without persistence);
 - stop after SHUTDOWN SAVE: the exited container is kept, and starting it again reloads the
@@ -94,11 +96,11 @@ class ContainerRunner:
         from testcontainers.core.container import DockerContainer  # noqa: PLC0415
 
         container = DockerContainer(self.image)
-        # Published on the host's loopback only: the server has no password by default and
-        # protected mode is off (Docker's port mapping does not look like loopback to Redis).
-        # with_bind_ports() takes no address; the SDK's create() accepts (address, port).
-        container.ports["6379/tcp"] = ("127.0.0.1", self.host_port)  # type: ignore[assignment]
-        bind_all = "0.0.0.0"  # noqa: S104  # the container's own interfaces, not the host's
+        # Published on the Docker host's interfaces, since testcontainers may reach it at a
+        # gateway or remote address rather than this machine's loopback; RedisServer always
+        # gives a container a password for that reason.
+        container.with_bind_ports(6379, self.host_port)
+        bind_all = "0.0.0.0"  # noqa: S104  # the container's own interfaces
         container.with_command(["redis-server", "--bind", bind_all, "--dir", "/data", *self.args])
         self._container = container.start()
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -97,11 +98,13 @@ class BinaryRunner:
         self._running().signal_group(signal.SIGCONT)
 
     def terminate(self, *, keep_data: bool = False) -> None:
-        """Stop the process; a snapshot it saved stays in `workdir` for the next `launch()`."""
-        del keep_data  # the workdir outlives the process either way
+        """Stop the process. With `keep_data` the snapshot it saved stays in `workdir` for the
+        next `launch()`; without, it is deleted, or Redis would load it again at start."""
         if self.process is not None:
             self.process.stop(grace_s=5)  # resumes a paused server first
             self.process = None
+        if not keep_data:
+            (self.workdir / "dump.rdb").unlink(missing_ok=True)
 
     def _running(self) -> ManagedProcess:
         if self.process is None:
@@ -144,9 +147,13 @@ class RedisServer:
         self.port = port or free_port()
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="taskmon-redis-"))
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.password = password
         self.runner: Runner | None = None
         self.source = "external" if self.external_url else choose_source(source)
+        if self.source == "container" and password is None:
+            # Published on every interface of the Docker host (its address is not always
+            # this machine's loopback), so never without a password.
+            password = secrets.token_hex(12)
+        self.password = password
         if self.source != "external":
             args = ["--save", "", "--appendonly", "no", "--protected-mode", "no"]
             args += ["--loglevel", "warning"]
@@ -184,9 +191,10 @@ class RedisServer:
         return self
 
     def stop(self) -> None:
-        if self.runner is not None and self._up:
+        """Down for good, data lost (also after stop_for_now: its snapshot is dropped)."""
+        if self.runner is not None:
             self.runner.terminate()
-            self._up = False
+        self._up = False
 
     def restart(self, down_for_s: float = 0.0, *, keep_data: bool = False) -> None:
         """Stop, stay down `down_for_s`, start again on the same port.

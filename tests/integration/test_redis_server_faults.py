@@ -1,7 +1,6 @@
-"""The container source of RedisServer, where a Docker daemon answers; skipped elsewhere.
-
-The same faults the binary source offers, checked through a plain client: the data survives
-`restart(keep_data=True)` and not `restart()`, and a paused server answers nothing.
+"""RedisServer's faults, the same on each source (the container one only where a Docker
+daemon answers): the data survives `restart(keep_data=True)` and not a plain `restart()`, even
+right after one that kept it; a paused server answers nothing until resumed.
 """
 
 from __future__ import annotations
@@ -17,15 +16,14 @@ from redis.retry import Retry
 from taskmon.harness.redis_container import docker_answers
 from taskmon.harness.redis_server import RedisServer
 
-pytestmark = [
-    pytest.mark.redis,
-    pytest.mark.skipif(not docker_answers(), reason="no Docker daemon answers ping here"),
-]
+pytestmark = pytest.mark.redis
+
+NO_DOCKER = pytest.mark.skipif(not docker_answers(), reason="no Docker daemon answers ping here")
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[RedisServer]:
-    with RedisServer(workdir=tmp_path, source="container", password="s3cret") as started:
+@pytest.fixture(params=["binary", pytest.param("container", marks=NO_DOCKER)])
+def server(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[RedisServer]:
+    with RedisServer(workdir=tmp_path, source=request.param, password="s3cret") as started:
         yield started
 
 
@@ -43,7 +41,11 @@ def test_restart_keeps_the_data_only_when_asked(server: RedisServer) -> None:
         server.restart(keep_data=True)
         assert client.get("k") == "v"
         server.restart()
-        assert client.get("k") is None
+        assert client.get("k") is None, "the snapshot kept before must not come back"
+        client.set("k", "w")
+        server.stop_for_now()
+        server.start()
+        assert client.get("k") == "w"
     finally:
         client.close()
 
