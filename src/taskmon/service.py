@@ -127,9 +127,14 @@ class TaskService:
             request, worker=self.worker_id, now=self._now(), idempotency_key=idempotency_key
         )
         self._reserve(task)
+        # Marked until this thread has handed the task on or let it go: the shutdown never
+        # decides a task while its request is still deciding it.
+        with self._ledger.marked(task.task_id, Mark.STARTING):
+            return self._start_and_queue(task, idempotency_key)
+
+    def _start_and_queue(self, task: Task, idempotency_key: str | None) -> Submission:
         try:
-            with self._ledger.marked(task.task_id, Mark.STARTING):
-                started = self.monitor.start(task)
+            started = self.monitor.start(task)
         except BackendUnavailable:
             # The start may have landed with its reply lost, or may still land. The executor
             # settles it once the store answers: run the task, or bar the late start. If the
@@ -208,8 +213,9 @@ class TaskService:
                 self._run_under_permit(task)
         except BackendUnavailable as exc:
             # Closing: the store stayed away past the bounded retries, so this task's end is
-            # not recorded. It stays pending; the shutdown records it once the store answers.
-            # Otherwise (the move to running gave up) the self-reaper fails it.
+            # not recorded. It stays held, and the shutdown fails it `abandoned` once the
+            # store answers. Otherwise (the move to running gave up) the self-reaper, or the
+            # final reap as the worker leaves the registry, fails it.
             keep = self._ledger.closed
             then = "retried at shutdown" if keep else "the reaper will fail it"
             log.warning("task %s: not recorded (%s); %s", task.task_id, exc, then)
@@ -383,8 +389,9 @@ class TaskService:
 
     def close(self, timeout_s: float = 10.0) -> None:
         """Stop accepting; fail or drop the tasks that never started; give running ones
-        `timeout_s`. Never raises for a store that does not answer: what cannot be decided
-        yet stays pending, and finish() goes on deciding it.
+        `timeout_s`. Never raises, and returns within about `timeout_s` plus one store call
+        even while the store hangs: what cannot be decided yet stays held, and finish()
+        goes on deciding it.
         """
         if not self._ledger.close():
             return
@@ -392,7 +399,7 @@ class TaskService:
         self.semaphore.close()
         deadline = time.monotonic() + timeout_s
         while self.pending() and time.monotonic() < deadline:
-            self._wind_down_round()
+            self._wind_down_round(deadline)
             time.sleep(0.05)
         if not self.pending():
             self._keeper.close()
@@ -409,16 +416,24 @@ class TaskService:
             time.sleep(0.25)
         self._keeper.close()
 
-    def _wind_down_round(self) -> None:
-        for task in self._ledger.unattended():
+    def _wind_down_round(self, deadline: float = math.inf) -> None:
+        unattended = self._ledger.unattended()
+        if not unattended or not self.monitor.ping():
+            return  # nothing to decide, or the store is away: one probe, not one per task
+        for task in unattended:
+            if time.monotonic() >= deadline:
+                return
             try:
                 self._wind_down(task)
             except BackendUnavailable:
-                continue  # the store is away: the next round tries again
+                return  # the store went away: the next round tries again
+            except Exception:
+                log.exception("task %s: could not be decided at shutdown; retrying", task.task_id)
 
     def _wind_down(self, task: Task) -> None:
         """One task no thread is on, at close: settle a start that raised, drop a task that
-        never reached the store, fail (abandoned) one that is not finished."""
+        never reached the store, fail (abandoned) one that is not finished. One attempt per
+        store call: the round is what retries."""
         if self._ledger.has(task.task_id, Mark.UNSETTLED):
             landed = self.monitor.settle_start(task)
             self._ledger.unmark(task.task_id, Mark.UNSETTLED)
@@ -428,6 +443,18 @@ class TaskService:
         current = self.monitor.get(task.task_id)
         if current is None or current.state.terminal:
             self._unreserve(task.task_id)
-        else:
-            ran = "ended" if current.state is TaskState.RUNNING else "ran"
-            self._abandon(current, f"worker shut down before the task {ran}")
+            return
+        ran = "ended" if current.state is TaskState.RUNNING else "ran"
+        code, message = ErrorCode.ABANDONED, f"worker shut down before the task {ran}"
+        failed = self.monitor.transition(
+            task.task_id,
+            expected_version=current.version,
+            state=TaskState.FAILED,
+            now=self._now(),
+            error=TaskError(code.value, message),
+            known=current,
+        )
+        if failed is not None:  # else it moved meanwhile: the next round looks again
+            metrics.TASKS_FINISHED.labels("failed", code.value).inc()
+            log.info("task %s failed: %s (%s)", task.task_id, code.value, message)
+            self._unreserve(task.task_id)

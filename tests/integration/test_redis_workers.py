@@ -5,12 +5,16 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from functools import partial
+from pathlib import Path
 
 import pytest
 import redis
 
+from taskmon.config import Settings
 from taskmon.domain import Task, TaskRequest, TaskState
 from taskmon.harness.processes import wait_until
+from taskmon.harness.redis_server import RedisServer
+from taskmon.redis.connection import make_client
 from taskmon.redis.hub import RedisEventHub
 from taskmon.redis.keys import Keys
 from taskmon.redis.monitor import RedisTaskMonitor, load_task
@@ -137,3 +141,44 @@ def test_reaper_fails_its_own_orphans_but_never_a_task_it_still_runs(
     assert failed.error is not None
     assert "lost track" in failed.error.message
     assert monitor.get(running_here.task_id).state is TaskState.QUEUED  # type: ignore[union-attr]
+
+
+def test_leaving_reaps_own_unheld_tasks_before_deregistering(
+    redis_client: redis.Redis, keys: Keys, monitor: RedisTaskMonitor
+) -> None:
+    """Once it has left the registry, no other worker's reaper fails a worker's tasks."""
+    registry = WorkerRegistry(redis_client, keys, "host:leaving", ttl_s=60)
+    reaper = Reaper(redis_client, keys, registry, monitor)
+    reaper.local_tasks = frozenset  # the service holds nothing any more at exit
+    maintenance = Maintenance(registry, reaper, interval_s=3600)
+    maintenance.start()
+    # Its move to `running` gave up in an outage: no thread holds it, and the store says queued.
+    unheld = monitor.start(_task("host:leaving", "let go in an outage")).task
+    maintenance.close()
+    failed = monitor.get(unheld.task_id)
+    assert failed is not None
+    assert failed.state is TaskState.FAILED
+    assert registry.alive() == []
+
+
+def test_leaving_while_redis_is_away_stays_registered(tmp_path: Path, keys: Keys) -> None:
+    """Left in the registry, the worker expires and the other workers reap its tasks."""
+    with RedisServer(workdir=tmp_path) as server:
+        client = make_client(Settings(redis_url=server.url), client_name="leaving")
+        subscriber = RedisSubscriber(client)
+        hub = RedisEventHub(client, keys, subscriber, snapshot=partial(load_task, client, keys))
+        try:
+            registry = WorkerRegistry(client, keys, "host:cut-off", ttl_s=60)
+            reaper = Reaper(
+                client, keys, registry, RedisTaskMonitor(client, keys, hub=hub, ttl_s=60)
+            )
+            reaper.local_tasks = frozenset
+            maintenance = Maintenance(registry, reaper, interval_s=3600)
+            maintenance.start()
+            server.stop_for_now()
+            maintenance.close()  # logs and returns: neither reaped nor deregistered
+            server.start()
+            assert registry.alive() == ["host:cut-off"]
+        finally:
+            subscriber.close()
+            client.close()

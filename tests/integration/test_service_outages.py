@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -149,8 +150,10 @@ def test_a_worker_closing_while_a_start_is_unsettled_settles_it_before_it_exits(
         assert task_id in stack.service.pending_ids(), "not forgotten while undecided"
     finally:
         stack.server.resume()
-    stack.service.finish()
-    assert not stack.service.pending_ids()
+    finisher = threading.Thread(target=stack.service.finish)
+    finisher.start()
+    finisher.join(30)
+    assert not finisher.is_alive(), "finish() did not settle the task once Redis answered"
     stored = stack.monitor.get(task_id)
     if stored is None:
         assert _barred(stack, task_id), "dropped without a bar: a late start would stay queued"
@@ -159,6 +162,35 @@ def test_a_worker_closing_while_a_start_is_unsettled_settles_it_before_it_exits(
         assert stored.error is not None
         assert stored.error.code == "abandoned"
     assert stack.monitor.counts().queued == 0
+    blocker.release()
+
+
+def test_close_returns_while_redis_hangs_and_finish_decides_the_rest(stack: Stack) -> None:
+    """gunicorn kills a worker whose exit outlasts the graceful timeout, before its closers
+    run. So close() must not spend a store call per task against a hung store: one probe
+    per round, and the rest is left to finish(), which decides every task once it answers.
+    """
+    blocker = stack.semaphore.acquire(Holder("test", "blocker"), timeout=5, token="blocker")
+    queued = [stack.service.submit({"text": f"waits {n}"}).task for n in range(8)]
+    stack.server.pause()
+    try:
+        began = time.monotonic()
+        stack.service.close(timeout_s=1.0)
+        took = time.monotonic() - began
+        assert stack.service.pending_ids() == {t.task_id for t in queued}, "none forgotten"
+    finally:
+        stack.server.resume()
+    # Not a speed target: a round that read each of the 8 tasks from the hung store would
+    # take 8 call budgets (about 14 s); a probe per round takes one (about 1.7 s).
+    assert took < 8.0, f"close() took {took:.1f} s against a hung store"
+    finisher = threading.Thread(target=stack.service.finish)
+    finisher.start()
+    finisher.join(30)
+    assert not finisher.is_alive(), "finish() did not decide the tasks once Redis answered"
+    for task in queued:
+        stored = stack.monitor.get(task.task_id)
+        assert stored is not None
+        assert stored.state is TaskState.FAILED
     blocker.release()
 
 

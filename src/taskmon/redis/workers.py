@@ -155,9 +155,19 @@ class Maintenance:
             self._safe_tick()
 
     def close(self) -> None:
-        """Stop, and leave the registry at once: our live tasks were already finished."""
+        """Stop; reap once more, then leave the registry.
+
+        The last reap fails our own live tasks that no thread holds any more (one whose move
+        to `running` gave up in an outage shortly before shutdown, say): once we have left the
+        registry no other worker's reaper would. If Redis does not answer, we stay registered
+        and the other workers fail our tasks when our heartbeat expires.
+        """
         self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)  # no tick of ours runs after the last reap
         try:
+            self.reaper.reap_once()
             self._registry.forget(self._registry.worker_id)
-        except (redis.ConnectionError, redis.TimeoutError):
-            log.warning("could not deregister from Redis; the reaper will do it after one TTL")
+        except (redis.ConnectionError, redis.TimeoutError, BackendUnavailable) as exc:
+            log.warning("could not reap and deregister (%s); the other workers' reapers will "
+                        "fail this worker's tasks when its heartbeat expires", exc)  # fmt: skip
