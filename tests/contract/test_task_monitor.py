@@ -13,41 +13,14 @@ from functools import partial
 
 import pytest
 
-from taskmon.domain import StartOutcome, StateCounts, Task, TaskError, TaskRequest, TaskState
+from taskmon.domain import StartOutcome, StateCounts, Task, TaskError, TaskState
 from taskmon.ports import TaskMonitor
 from tests.contract.conftest import Store
+from tests.tasks import BOOM, DONE, FAILED, QUEUED, RUNNING, make_task, run_to
 from tests.unit._helpers import run_threads
 
-QUEUED, RUNNING, DONE, FAILED = (
-    TaskState.QUEUED,
-    TaskState.RUNNING,
-    TaskState.DONE,
-    TaskState.FAILED,
-)
-BOOM = TaskError("engine_error", "boom")
 QUIET_S = 0.2  # how long "nothing was published" is watched for
 EVENT_S = 5.0
-
-
-def make_task(text: str = "hello", key: str | None = None, voice: str | None = None) -> Task:
-    return Task.create(TaskRequest(text, voice), worker="w:1", now=10.0, idempotency_key=key)
-
-
-def run_to(monitor: TaskMonitor, task: Task, final: TaskState) -> Task:
-    """Drive a stored queued task to `final` through the monitor."""
-    current = task
-    steps = {QUEUED: [], RUNNING: [RUNNING], DONE: [RUNNING, DONE], FAILED: [RUNNING, FAILED]}
-    for state in steps[final]:
-        moved = monitor.transition(
-            task.task_id,
-            expected_version=current.version,
-            state=state,
-            now=20.0,
-            error=BOOM if state is FAILED else None,
-        )
-        assert moved is not None
-        current = moved
-    return current
 
 
 def assert_consistent(counts: StateCounts, total: int) -> None:

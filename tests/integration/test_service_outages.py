@@ -104,8 +104,7 @@ def test_a_start_sent_into_a_hung_redis_is_settled_once_it_answers(stack: Stack)
     will land (the read may overtake it), so the worker settles it: the task runs to done, or
     its key is barred so the late start writes nothing. Never a queued task nobody runs.
     """
-    warm = stack.service.submit({"text": "warm"}).task  # a pooled connection, scripts loaded
-    wait_until(lambda: _state(stack, warm.task_id) is TaskState.DONE, timeout=30, what="warm-up")
+    _warm_up(stack)
     stack.server.pause()
     try:
         with pytest.raises(BackendUnavailable):
@@ -132,8 +131,7 @@ def test_a_worker_closing_while_a_start_is_unsettled_settles_it_before_it_exits(
     worker closes). The worker must not forget the task: once the store answers, finish()
     settles it, so the late start ends failed (abandoned) or barred, never queued forever.
     """
-    warm = stack.service.submit({"text": "warm"}).task  # a pooled connection, scripts loaded
-    wait_until(lambda: _state(stack, warm.task_id) is TaskState.DONE, timeout=30, what="warm-up")
+    _warm_up(stack)
     blocker = stack.semaphore.acquire(Holder("test", "blocker"), timeout=5, token="blocker")
     if threads == "idle":
         blocker.release()
@@ -150,10 +148,7 @@ def test_a_worker_closing_while_a_start_is_unsettled_settles_it_before_it_exits(
         assert task_id in stack.service.pending_ids(), "not forgotten while undecided"
     finally:
         stack.server.resume()
-    finisher = threading.Thread(target=stack.service.finish)
-    finisher.start()
-    finisher.join(30)
-    assert not finisher.is_alive(), "finish() did not settle the task once Redis answered"
+    _finish_within(stack, 30)
     stored = stack.monitor.get(task_id)
     if stored is None:
         assert _barred(stack, task_id), "dropped without a bar: a late start would stay queued"
@@ -183,10 +178,7 @@ def test_close_returns_while_redis_hangs_and_finish_decides_the_rest(stack: Stac
     # Not a speed target: a round that read each of the 8 tasks from the hung store would
     # take 8 call budgets (about 14 s); a probe per round takes one (about 1.7 s).
     assert took < 8.0, f"close() took {took:.1f} s against a hung store"
-    finisher = threading.Thread(target=stack.service.finish)
-    finisher.start()
-    finisher.join(30)
-    assert not finisher.is_alive(), "finish() did not decide the tasks once Redis answered"
+    _finish_within(stack, 30)
     for task in queued:
         stored = stack.monitor.get(task.task_id)
         assert stored is not None
@@ -205,6 +197,21 @@ def test_a_start_that_never_reached_redis_is_dropped_and_barred(stack: Stack) ->
     wait_until(lambda: not stack.service.pending_ids(), timeout=30, what="the task to settle")
     assert _state(stack, task_id) is None
     assert _barred(stack, task_id)
+
+
+def _warm_up(stack: Stack) -> None:
+    """One task through, as in a running worker: a pooled connection, the scripts loaded
+    (so a start sent into a hang is the script itself, not a NOSCRIPT round)."""
+    warm = stack.service.submit({"text": "warm"}).task
+    wait_until(lambda: _state(stack, warm.task_id) is TaskState.DONE, timeout=30, what="warm-up")
+
+
+def _finish_within(stack: Stack, timeout_s: float) -> None:
+    """finish() decides every held task once Redis answers; a hang fails here, not at 300 s."""
+    finisher = threading.Thread(target=stack.service.finish, daemon=True)
+    finisher.start()
+    finisher.join(timeout_s)
+    assert not finisher.is_alive(), "finish() did not decide the held tasks once Redis answered"
 
 
 def _barred(stack: Stack, task_id: str) -> bool:

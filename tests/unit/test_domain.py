@@ -31,14 +31,8 @@ from taskmon.domain import (
     idempotency_outcome,
     new_task_id,
 )
+from tests.tasks import BOOM, DONE, FAILED, QUEUED, RUNNING
 
-QUEUED, RUNNING, DONE, FAILED = (
-    TaskState.QUEUED,
-    TaskState.RUNNING,
-    TaskState.DONE,
-    TaskState.FAILED,
-)
-BOOM = TaskError("engine_error", "boom")
 TASK_ID = "0123456789abcdef0123456789abcdef"
 
 

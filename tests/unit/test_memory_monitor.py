@@ -10,25 +10,10 @@ import pytest
 from taskmon.domain import (
     StartOutcome,
     StateCounts,
-    Task,
-    TaskError,
-    TaskRequest,
-    TaskState,
 )
 from taskmon.memory import InMemoryEventHub, InMemoryTaskMonitor
+from tests.tasks import DONE, FAILED, RUNNING, make_task, run_to
 from tests.unit._helpers import FakeClock
-
-QUEUED, RUNNING, DONE, FAILED = (
-    TaskState.QUEUED,
-    TaskState.RUNNING,
-    TaskState.DONE,
-    TaskState.FAILED,
-)
-BOOM = TaskError("engine_error", "boom")
-
-
-def make_task(text: str = "hello", key: str | None = None, voice: str | None = None) -> Task:
-    return Task.create(TaskRequest(text, voice), worker="w:1", now=10.0, idempotency_key=key)
 
 
 @pytest.fixture
@@ -39,23 +24,6 @@ def clock() -> FakeClock:
 @pytest.fixture
 def monitor(clock: FakeClock) -> InMemoryTaskMonitor:
     return InMemoryTaskMonitor(ttl_s=100, clock=clock)
-
-
-def run_to(monitor: InMemoryTaskMonitor, task: Task, final: TaskState) -> Task:
-    """Drive a stored queued task to `final` through the monitor."""
-    current = task
-    steps = {QUEUED: [], RUNNING: [RUNNING], DONE: [RUNNING, DONE], FAILED: [RUNNING, FAILED]}
-    for state in steps[final]:
-        moved = monitor.transition(
-            task.task_id,
-            expected_version=current.version,
-            state=state,
-            now=20.0,
-            error=BOOM if state is FAILED else None,
-        )
-        assert moved is not None
-        current = moved
-    return current
 
 
 # --- retention ----------------------------------------------------------------------------------
