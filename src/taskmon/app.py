@@ -189,7 +189,9 @@ def _redis_backend(settings: Settings, worker_id: str, target: str) -> Backend:
             # client's whole call budget on a slow Redis.
             waiter_ttl_s=WAITER_TTL_RETRIES * (_PERMIT_RETRY_S + call_budget_s(settings)),
         )
-        registry = WorkerRegistry(client, keys, worker_id, ttl_s=settings.lease_ttl_s)
+        registry = WorkerRegistry(
+            client, keys, worker_id, ttl_s=settings.lease_ttl_s, retention_s=settings.task_ttl_s
+        )
         maintenance = Maintenance(
             registry, Reaper(client, keys, registry, monitor), interval_s=settings.lease_ttl_s / 3
         )

@@ -182,3 +182,33 @@ def test_leaving_while_redis_is_away_stays_registered(tmp_path: Path, keys: Keys
         finally:
             subscriber.close()
             client.close()
+
+
+def test_a_task_that_appears_after_its_worker_left_is_still_reaped(
+    redis_client: redis.Redis, keys: Keys, monitor: RedisTaskMonitor
+) -> None:
+    """A start that sat at a hung Redis as its worker exited runs when Redis wakes; the task
+    belongs to nobody who runs, so the other workers' reapers must fail it."""
+    leaving = WorkerRegistry(redis_client, keys, "host:left", ttl_s=60)
+    leaving.heartbeat()
+    leaving.leave()
+    other = WorkerRegistry(redis_client, keys, "host:other", ttl_s=60)
+    other.heartbeat()
+    reaper = Reaper(redis_client, keys, other, monitor)
+    assert reaper.reap_once() == []
+    late = monitor.start(_task("host:left", "landed after its worker left")).task
+    unknown = monitor.start(_task("host:never-registered", "not ours to judge")).task
+    assert reaper.reap_once() == [late.task_id]
+    assert monitor.get(unknown.task_id).state is TaskState.QUEUED  # type: ignore[union-attr]
+    assert other.alive() == ["host:other"]
+
+
+def test_expired_workers_are_dropped_after_the_retention(
+    redis_client: redis.Redis, keys: Keys
+) -> None:
+    registry = WorkerRegistry(redis_client, keys, "host:short", ttl_s=60, retention_s=0.3)
+    registry.heartbeat()
+    registry.leave()
+    assert registry.expired() == ["host:short"]
+    wait_until(lambda: registry.expired() == [], timeout=5, what="the retention to end")
+    assert redis_client.zcard(keys.workers) == 0, "and the registry does not grow"

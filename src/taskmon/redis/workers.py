@@ -2,11 +2,14 @@
 
 Each worker heartbeats every third of the lease TTL with a deadline one TTL ahead (Redis clock).
 Every worker also runs the reaper: for each worker past its deadline, every live task that it
-holds (queued in its executor or running) is failed as abandoned, then the worker is removed.
-Running it everywhere is safe: a transition is a compare-and-set on the task's version, so of
-several reapers exactly one fails each task, and a reaper that dies half-way leaves the dead
-worker listed for the next one. A task is failed within about 1.5 TTL of its worker's death;
-its permit returns on its own when the lease ends (one TTL).
+holds (queued in its executor or running) is failed as abandoned. Running it everywhere is
+safe: a transition is a compare-and-set on the task's version, so of several reapers exactly
+one fails each task. A task is failed within about 1.5 TTL of its worker's death; its permit
+returns on its own when the lease ends (one TTL). A worker that leaves sets its deadline to now.
+
+An expired worker stays listed (as expired) for the retention, the task TTL: a task of its that
+appears later is still reaped. That happens when a start sat at a hung Redis as the worker died
+or left: the script runs when Redis wakes, and nobody would ever run or fail the task.
 
 A live worker cut from Redis for longer than a TTL is taken for dead: its tasks are failed and
 the late `done` it records afterwards is a no-op (the version moved on). The operator sees it as
@@ -31,28 +34,41 @@ log = logging.getLogger(__name__)
 
 
 class WorkerRegistry:
-    def __init__(self, client: redis.Redis, keys: Keys, worker_id: str, ttl_s: float) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        keys: Keys,
+        worker_id: str,
+        ttl_s: float,
+        retention_s: float = 86_400,
+    ) -> None:
         self._client = client
         self._keys = keys
         self.worker_id = worker_id
         self._ttl_ms = int(ttl_s * 1000)
+        self._retention_ms = int(retention_s * 1000)
         self._scripts = ScriptSet(client, "worker_heartbeat", "workers_expired")
 
-    def heartbeat(self) -> None:
-        self._scripts["worker_heartbeat"](
-            keys=[self._keys.workers], args=[self.worker_id, self._ttl_ms]
-        )
+    def heartbeat(self, ttl_ms: int | None = None) -> None:
+        ttl = self._ttl_ms if ttl_ms is None else ttl_ms
+        self._scripts["worker_heartbeat"](keys=[self._keys.workers], args=[self.worker_id, ttl])
+
+    def leave(self) -> None:
+        """Expire at once: the other workers' reapers now fail any task of ours that
+        appears, for the retention."""
+        self.heartbeat(ttl_ms=0)
 
     def expired(self) -> list[str]:
-        return [str(w) for w in self._scripts["workers_expired"](keys=[self._keys.workers])]
+        """Workers past their deadline, within the retention (older ones are dropped)."""
+        expired = self._scripts["workers_expired"](
+            keys=[self._keys.workers], args=[self._retention_ms]
+        )
+        return [str(w) for w in expired]
 
     def alive(self) -> list[str]:
         expired = set(self.expired())
         listed = [str(w) for w in self._client.zrange(self._keys.workers, 0, -1)]
         return [w for w in listed if w not in expired]
-
-    def forget(self, worker_id: str) -> None:
-        self._client.zrem(self._keys.workers, worker_id)
 
 
 class Reaper:
@@ -80,9 +96,8 @@ class Reaper:
         return {task_id: str(owner) for task_id, owner in zip(ids, owners, strict=True) if owner}
 
     def reap_once(self) -> list[str]:
-        """Fail the live tasks of every expired worker, then forget those workers; and fail
-        this worker's own orphans (live in the store, no longer run here: lost in an outage).
-        """
+        """Fail the live tasks of every expired worker, and this worker's own orphans (live
+        in the store, no longer run here: lost in an outage)."""
         me = self._registry.worker_id
         dead = set(self._registry.expired()) - {me}
         if not dead and self.local_tasks is None:
@@ -97,16 +112,14 @@ class Reaper:
             for task_id, owner in owners.items()
             if local is not None and owner == me and task_id not in local
         ]
-        failed = [
-            *self._fail_all(of_dead, "stopped"),
-            *self._fail_all(orphans, "lost track of it during a store outage"),
-        ]
-        for worker in dead:
-            self._registry.forget(worker)
-        if failed:
-            log.warning("failed %d task(s) as abandoned (dead workers: %s; own orphans: %d)",
-                        len(failed), ", ".join(sorted(dead)) or "none", len(orphans))  # fmt: skip
-        return failed
+        of_dead_failed = self._fail_all(of_dead, "stopped")
+        orphans_failed = self._fail_all(orphans, "lost track of it during a store outage")
+        if of_dead_failed or orphans_failed:
+            gone = sorted({owners[task_id] for task_id in of_dead_failed})
+            log.warning("failed %d task(s) as abandoned (of dead workers: %s; own orphans: %d)",
+                        len(of_dead_failed) + len(orphans_failed), ", ".join(gone) or "none",
+                        len(orphans_failed))  # fmt: skip
+        return [*of_dead_failed, *orphans_failed]
 
     def _fail_all(self, task_ids: list[str], why: str) -> list[str]:
         failed = []
@@ -155,19 +168,20 @@ class Maintenance:
             self._safe_tick()
 
     def close(self) -> None:
-        """Stop; reap once more, then leave the registry.
+        """Stop; reap once more, then leave (expire at once in) the registry.
 
         The last reap fails our own live tasks that no thread holds any more (one whose move
-        to `running` gave up in an outage shortly before shutdown, say): once we have left the
-        registry no other worker's reaper would. If Redis does not answer, we stay registered
-        and the other workers fail our tasks when our heartbeat expires.
+        to `running` gave up in an outage shortly before shutdown, say); what appears later
+        the other workers' reapers fail. If Redis does not answer, our heartbeat expires on
+        its own and they do the same one TTL later.
         """
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout=5)  # no tick of ours runs after the last reap
         try:
             self.reaper.reap_once()
-            self._registry.forget(self._registry.worker_id)
+            self._registry.leave()
         except (redis.ConnectionError, redis.TimeoutError, BackendUnavailable) as exc:
-            log.warning("could not reap and deregister (%s); the other workers' reapers will "
-                        "fail this worker's tasks when its heartbeat expires", exc)  # fmt: skip
+            log.warning("could not reap and leave the registry (%s); the other workers' "
+                        "reapers will fail this worker's tasks when its heartbeat expires",
+                        exc)  # fmt: skip
