@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import functools
 import logging
 import os
 import socket
@@ -60,13 +61,21 @@ class Runtime:
     degraded: bool = False
     _stop: threading.Event = field(default_factory=threading.Event)
 
-    def close(self) -> None:
-        """Finish or abandon this worker's tasks first, then close the backend."""
+    def close(self, *, wait: bool = False) -> None:
+        """Finish or abandon this worker's tasks first, then close the backend.
+
+        What is still running (or not yet recorded) is waited for on a thread the process
+        joins before it exits; `wait` does it here instead, for callers (atexit) that run
+        after the interpreter has joined its threads.
+        """
         if self._stop.is_set():
             return
         self._stop.set()
         self.service.close()
         running = self.service.pending()
+        if running and wait:
+            self._close_when_idle()
+            return
         if running:
             log.warning(
                 "%d task(s) still running, or not yet recorded (Redis away), at shutdown: "
@@ -254,7 +263,8 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     app.extensions["taskmon"] = rt
     web.init_app(app)
     threading.Thread(target=rt.sweep_results_forever, name="taskmon-sweep", daemon=True).start()
-    atexit.register(rt.close)
+    # Outside gunicorn (whose worker_exit closes it first), the runtime closes at exit.
+    atexit.register(functools.partial(rt.close, wait=True))
     log.info(
         "taskmon worker %s ready: backend=%s engine=%s limit=%d",
         rt.worker_id,
