@@ -17,7 +17,7 @@ import redis
 from flask import Flask
 
 from taskmon import web
-from taskmon.config import BackendMode, ConfigError, Settings, load_settings
+from taskmon.config import BackendMode, Settings, load_settings
 from taskmon.engines import Engine, make_engine
 from taskmon.journal import SynthesisJournal
 from taskmon.memory import InMemoryEventHub, InMemorySemaphore, InMemoryTaskMonitor
@@ -124,15 +124,12 @@ def _memory_backend(settings: Settings) -> Backend:
 def _select_backend(settings: Settings, worker_id: str) -> Backend:
     """Memory, Redis, or (auto) Redis when it answers now and memory with a WARNING otherwise.
 
-    Raises ConfigError for TASKMON_BACKEND=redis without a URL and BackendUnavailable when
-    TASKMON_BACKEND=redis and Redis does not answer: the worker must not serve a promise
-    (one global cap) it cannot keep.
+    Raises BackendUnavailable when TASKMON_BACKEND=redis and Redis does not answer: the
+    worker must not serve a promise (one global cap) it cannot keep.
     """
     if settings.backend is BackendMode.MEMORY:
         return _memory_backend(settings)
-    if settings.redis_url is None:
-        if settings.backend is BackendMode.REDIS:
-            raise ConfigError("TASKMON_BACKEND=redis needs TASKMON_REDIS_URL")
+    if settings.redis_url is None:  # so the mode is auto: Settings refuses redis without one
         log.warning(
             "TASKMON_REDIS_URL is not set: running on the in-memory backend. Each worker keeps "
             "its own tasks, idempotency keys and cap: status reads may 404 on other workers and "

@@ -13,7 +13,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "TASKMON_"
@@ -80,6 +80,8 @@ class Settings(BaseSettings):
     sse_keepalive_s: float = Field(default=15.0, gt=0, le=15.0)
     engine_timeout_s: float = Field(default=120.0, gt=0, le=3_600)
     max_body_bytes: int = Field(default=64 * 1024, ge=1024, le=16 * 1024 * 1024)
+    # gunicorn threads per worker (gunicorn_conf); each open SSE stream holds one.
+    threads: int = Field(default=32, ge=1, le=1024)
 
     @field_validator("redis_url")
     @classmethod
@@ -88,6 +90,13 @@ class Settings(BaseSettings):
             ("redis://", "rediss://", "unix://")
         ):
             raise ValueError("must start with redis://, rediss:// or unix://")
+        return value
+
+    @field_validator("backend")
+    @classmethod
+    def _redis_needs_a_url(cls, value: BackendMode, info: ValidationInfo) -> BackendMode:
+        if value is BackendMode.REDIS and info.data.get("redis_url") is None:
+            raise ValueError("redis needs TASKMON_REDIS_URL")
         return value
 
     @property

@@ -12,10 +12,27 @@ import shutil
 import tempfile
 from typing import Any
 
+from taskmon.config import ConfigError, Settings, load_settings
+
+
+def _settings() -> Settings:
+    # Validated once, in the master: a bad TASKMON_ variable stops gunicorn with its name,
+    # not every worker with a traceback.
+    try:
+        return load_settings()
+    except ConfigError as exc:
+        raise SystemExit(f"taskmon: {exc}") from None
+
+
 bind = os.environ.get("TASKMON_BIND", "127.0.0.1:8000")
 workers = int(os.environ.get("WEB_CONCURRENCY", "4"))
 worker_class = "gthread"
-threads = int(os.environ.get("TASKMON_THREADS", "32"))
+threads = _settings().threads
+# gunicorn's control socket (25.1+) has one default path per user: several instances on a host
+# (blue/green, or the harness's simulated hosts) would take it from each other. taskmon does
+# not use it; TASKMON_CONTROL_SOCKET turns it on at a path of one's choosing.
+control_socket = os.environ.get("TASKMON_CONTROL_SOCKET") or ""
+control_socket_disable = not control_socket
 # gthread's timeout watches the worker's main loop, not requests: long SSE streams are fine.
 timeout = 30
 graceful_timeout = 30

@@ -1,4 +1,4 @@
-"""Invariants I1-I4 and I7 on real processes: two `gunicorn -w 4` instances (two "hosts")
+"""Invariants I1-I5 and I7 on real processes: two `gunicorn -w 4` instances (two "hosts")
 sharing one real redis-server, and the same checks flagging memory mode, their negative case.
 """
 

@@ -234,3 +234,18 @@ def test_settings_are_frozen() -> None:
 
 def test_config_error_is_a_value_error() -> None:
     assert issubclass(ConfigError, ValueError)
+
+
+def test_redis_mode_without_a_url_is_refused_at_load(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Once, in `taskmon serve` or the gunicorn master, rather than in every worker."""
+    monkeypatch.setenv("TASKMON_BACKEND", "redis")
+    with pytest.raises(ConfigError, match=r"TASKMON_BACKEND='redis': .*needs TASKMON_REDIS_URL"):
+        load_settings()
+    monkeypatch.setenv("TASKMON_REDIS_URL", "redis://127.0.0.1:1/0")
+    assert load_settings().backend == "redis"
+
+
+def test_threads_are_validated_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TASKMON_THREADS", "abc")
+    with pytest.raises(ConfigError, match="TASKMON_THREADS"):
+        load_settings()
