@@ -335,10 +335,14 @@ class TaskService:
             metrics.TASKS_FINISHED.labels("done", "").inc()
 
     def _fail(self, task: Task, code: ErrorCode, message: str) -> None:
-        failed = self._record(task, TaskState.FAILED, error=TaskError(code.value, message))
-        if failed is not None:
-            metrics.TASKS_FINISHED.labels("failed", code.value).inc()
-            log.info("task %s failed: %s (%s)", task.task_id, code.value, message)
+        error = TaskError(code.value, message)
+        if self._record(task, TaskState.FAILED, error=error) is not None:
+            self._count_failure(task.task_id, error)
+
+    @staticmethod
+    def _count_failure(task_id: str, error: TaskError) -> None:
+        metrics.TASKS_FINISHED.labels("failed", error.code).inc()
+        log.info("task %s failed: %s (%s)", task_id, error.code, error.message)
 
     def _record(
         self,
@@ -445,16 +449,15 @@ class TaskService:
             self._unreserve(task.task_id)
             return
         ran = "ended" if current.state is TaskState.RUNNING else "ran"
-        code, message = ErrorCode.ABANDONED, f"worker shut down before the task {ran}"
+        error = TaskError(ErrorCode.ABANDONED.value, f"worker shut down before the task {ran}")
         failed = self.monitor.transition(
             task.task_id,
             expected_version=current.version,
             state=TaskState.FAILED,
             now=self._now(),
-            error=TaskError(code.value, message),
+            error=error,
             known=current,
         )
         if failed is not None:  # else it moved meanwhile: the next round looks again
-            metrics.TASKS_FINISHED.labels("failed", code.value).inc()
-            log.info("task %s failed: %s (%s)", task.task_id, code.value, message)
+            self._count_failure(task.task_id, error)
             self._unreserve(task.task_id)

@@ -17,15 +17,11 @@ from typing import Any
 import pytest
 import redis
 
-from taskmon.config import Settings
 from taskmon.harness.redis_server import RedisServer
 from taskmon.memory import InMemoryTaskMonitor
 from taskmon.ports import TaskMonitor
-from taskmon.redis.connection import make_client
-from taskmon.redis.hub import RedisEventHub
 from taskmon.redis.keys import Keys
-from taskmon.redis.monitor import RedisTaskMonitor, load_task
-from taskmon.redis.subscriber import RedisSubscriber
+from tests.redis_worker import make_worker
 
 TTL_S = 100
 
@@ -44,12 +40,9 @@ class Store:
 
 
 def redis_worker(url: str, keys: Keys, closers: list[Callable[[], None]]) -> TaskMonitor:
-    client = make_client(Settings(redis_url=url), client_name="contract")
-    subscriber = RedisSubscriber(client)
-    hub = RedisEventHub(client, keys, subscriber, snapshot=partial(load_task, client, keys))
-    monitor = RedisTaskMonitor(client, keys, hub=hub, ttl_s=TTL_S)
-    closers.extend([client.close, subscriber.close, monitor.close])
-    return monitor
+    worker = make_worker(url, keys, name="contract", ttl_s=TTL_S)
+    closers.append(worker.close)
+    return worker.monitor
 
 
 def memory_state(monitor: InMemoryTaskMonitor) -> object:

@@ -1,15 +1,18 @@
-"""A plain client on the session's redis-server, and a fresh key namespace per test."""
+"""A plain client on the session's redis-server, a fresh key namespace per test, and workers
+(each its own client, subscriber, hub and monitor) on both, closed after the test."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 import redis
 
 from taskmon.harness.redis_server import RedisServer
 from taskmon.redis.keys import Keys
+from tests.redis_worker import Worker, make_worker
 
 
 @pytest.fixture
@@ -25,3 +28,16 @@ def redis_client(redis_server: RedisServer) -> Iterator[redis.Redis]:
 def keys() -> Keys:
     """A namespace no other test uses, so tests never see each other's keys."""
     return Keys(prefix=f"t-{uuid.uuid4().hex[:12]}")
+
+
+@pytest.fixture
+def workers(redis_server: RedisServer, keys: Keys) -> Iterator[Callable[..., Worker]]:
+    made: list[Worker] = []
+
+    def factory(**kwargs: Any) -> Worker:
+        made.append(make_worker(redis_server.url, keys, **kwargs))
+        return made[-1]
+
+    yield factory
+    for worker in made:
+        worker.close()

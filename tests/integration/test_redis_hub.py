@@ -3,74 +3,23 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from functools import partial
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 import redis
 
-from taskmon.config import Settings
 from taskmon.domain import Task, TaskEvent, TaskRequest, TaskState
 from taskmon.harness.redis_server import RedisServer
 from taskmon.ports import BackendUnavailable
-from taskmon.redis.connection import make_client
-from taskmon.redis.hub import RedisEventHub, RedisSubscription
+from taskmon.redis.hub import RedisSubscription
 from taskmon.redis.keys import Keys
-from taskmon.redis.monitor import RedisTaskMonitor, load_task
-from taskmon.redis.subscriber import RedisSubscriber
+from tests.redis_worker import Worker, make_worker
 from tests.unit._helpers import WAIT_S, wait_for
 
 pytestmark = pytest.mark.redis
 
 RUNNING, DONE = TaskState.RUNNING, TaskState.DONE
-
-
-@dataclass
-class Worker:
-    """One worker process: its own client, its one subscriber, a hub and a monitor."""
-
-    client: redis.Redis
-    subscriber: RedisSubscriber
-    hub: RedisEventHub
-    monitor: RedisTaskMonitor
-
-    def close(self) -> None:
-        self.monitor.close()
-        self.subscriber.close()
-        self.client.close()
-
-
-def make_worker(
-    url: str,
-    keys: Keys,
-    *,
-    name: str = "w",
-    confirm_timeout_s: float = 2.0,
-    first_hook: Callable[[], None] | None = None,
-) -> Worker:
-    client = make_client(Settings(redis_url=url), client_name=f"test-{name}")
-    subscriber = RedisSubscriber(client, confirm_timeout_s=confirm_timeout_s)
-    if first_hook is not None:  # runs before the hub's own reconnect hook
-        subscriber.on_reconnect(first_hook)
-    hub = RedisEventHub(client, keys, subscriber, snapshot=partial(load_task, client, keys))
-    monitor = RedisTaskMonitor(client, keys, hub=hub, ttl_s=100)
-    return Worker(client, subscriber, hub, monitor)
-
-
-@pytest.fixture
-def workers(redis_server: RedisServer, keys: Keys) -> Iterator[Callable[..., Worker]]:
-    made: list[Worker] = []
-
-    def factory(**kwargs: Any) -> Worker:
-        made.append(make_worker(redis_server.url, keys, **kwargs))
-        return made[-1]
-
-    yield factory
-    for worker in made:
-        worker.close()
 
 
 def make_task(text: str = "hello", task_id: str | None = None) -> Task:

@@ -7,17 +7,13 @@ from __future__ import annotations
 import re
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from functools import partial
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
-from typing import Any
 
 import pytest
 import redis
 
-from taskmon.config import Settings
 from taskmon.domain import (
     StartOutcome,
     StateCounts,
@@ -25,49 +21,15 @@ from taskmon.domain import (
 )
 from taskmon.harness.redis_server import RedisServer
 from taskmon.ports import BackendUnavailable
-from taskmon.redis.connection import make_client
 from taskmon.redis.hub import RedisEventHub
 from taskmon.redis.keys import Keys
-from taskmon.redis.monitor import RedisTaskMonitor, load_task
+from taskmon.redis.monitor import RedisTaskMonitor
 from taskmon.redis.subscriber import RedisSubscriber
+from tests.redis_worker import Worker, make_worker
 from tests.tasks import BOOM, DONE, FAILED, QUEUED, RUNNING, make_task, run_to
 from tests.unit._helpers import wait_for
 
 pytestmark = pytest.mark.redis
-
-
-@dataclass
-class Worker:
-    """What one worker process wires: its own client, subscriber, hub and monitor."""
-
-    client: redis.Redis
-    subscriber: RedisSubscriber
-    monitor: RedisTaskMonitor
-
-    def close(self) -> None:
-        self.monitor.close()
-        self.subscriber.close()
-        self.client.close()
-
-
-def make_worker(url: str, keys: Keys, *, ttl_s: int = 100, name: str = "w") -> Worker:
-    client = make_client(Settings(redis_url=url), client_name=f"test-{name}")
-    subscriber = RedisSubscriber(client)
-    hub = RedisEventHub(client, keys, subscriber, snapshot=partial(load_task, client, keys))
-    return Worker(client, subscriber, RedisTaskMonitor(client, keys, hub=hub, ttl_s=ttl_s))
-
-
-@pytest.fixture
-def workers(redis_server: RedisServer, keys: Keys) -> Iterator[Callable[..., Worker]]:
-    made: list[Worker] = []
-
-    def factory(**kwargs: Any) -> Worker:
-        made.append(make_worker(redis_server.url, keys, **kwargs))
-        return made[-1]
-
-    yield factory
-    for worker in made:
-        worker.close()
 
 
 @pytest.fixture

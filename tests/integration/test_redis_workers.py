@@ -10,16 +10,15 @@ from pathlib import Path
 import pytest
 import redis
 
-from taskmon.config import Settings
 from taskmon.domain import Task, TaskRequest, TaskState
 from taskmon.harness.processes import wait_until
 from taskmon.harness.redis_server import RedisServer
-from taskmon.redis.connection import make_client
 from taskmon.redis.hub import RedisEventHub
 from taskmon.redis.keys import Keys
 from taskmon.redis.monitor import RedisTaskMonitor, load_task
 from taskmon.redis.subscriber import RedisSubscriber
 from taskmon.redis.workers import Maintenance, Reaper, WorkerRegistry
+from tests.redis_worker import make_worker
 
 pytestmark = pytest.mark.redis
 
@@ -164,14 +163,10 @@ def test_leaving_reaps_own_unheld_tasks_before_deregistering(
 def test_leaving_while_redis_is_away_stays_registered(tmp_path: Path, keys: Keys) -> None:
     """Left in the registry, the worker expires and the other workers reap its tasks."""
     with RedisServer(workdir=tmp_path) as server:
-        client = make_client(Settings(redis_url=server.url), client_name="leaving")
-        subscriber = RedisSubscriber(client)
-        hub = RedisEventHub(client, keys, subscriber, snapshot=partial(load_task, client, keys))
+        worker = make_worker(server.url, keys, name="leaving")
         try:
-            registry = WorkerRegistry(client, keys, "host:cut-off", ttl_s=60)
-            reaper = Reaper(
-                client, keys, registry, RedisTaskMonitor(client, keys, hub=hub, ttl_s=60)
-            )
+            registry = WorkerRegistry(worker.client, keys, "host:cut-off", ttl_s=60)
+            reaper = Reaper(worker.client, keys, registry, worker.monitor)
             reaper.local_tasks = frozenset
             maintenance = Maintenance(registry, reaper, interval_s=3600)
             maintenance.start()
@@ -180,8 +175,7 @@ def test_leaving_while_redis_is_away_stays_registered(tmp_path: Path, keys: Keys
             server.start()
             assert registry.alive() == ["host:cut-off"]
         finally:
-            subscriber.close()
-            client.close()
+            worker.close()
 
 
 def test_a_task_that_appears_after_its_worker_left_is_still_reaped(

@@ -120,10 +120,11 @@ def choose_source(requested: str | None = None) -> str:
     requested = (requested or os.environ.get("TASKMON_TEST_REDIS_SOURCE") or "auto").lower()
     if requested not in SOURCES:
         raise RuntimeError(f"TASKMON_TEST_REDIS_SOURCE must be one of {SOURCES}, not {requested!r}")
-    if requested == "container" or (requested == "auto" and docker_answers()):
-        if not docker_answers():
+    if requested != "binary":
+        if docker_answers():
+            return "container"
+        if requested == "container":
             raise RuntimeError("TASKMON_TEST_REDIS_SOURCE=container, but no Docker daemon answers")
-        return "container"
     if find_redis_server() is None:
         raise RuntimeError(
             "no Redis for the tests: install redis-server (apt-get install redis-server), "
