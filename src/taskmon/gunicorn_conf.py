@@ -69,9 +69,12 @@ def post_fork(server: Any, worker: Any) -> None:
 
 
 def worker_exit(server: Any, worker: Any) -> None:
-    runtime = getattr(getattr(worker, "wsgi", None), "extensions", {}).get("taskmon")
-    if runtime is not None:
-        runtime.close()
+    # Imported here: the app is loaded in the worker, never in the master (see child_exit).
+    from taskmon.web.context import EXTENSION_KEY, runtime_of  # noqa: PLC0415
+
+    app = getattr(worker, "wsgi", None)
+    if app is not None and EXTENSION_KEY in app.extensions:  # else it never loaded the app
+        runtime_of(app).close()
 
 
 def child_exit(server: Any, worker: Any) -> None:

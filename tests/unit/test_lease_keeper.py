@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 from prometheus_client import REGISTRY
 
-from taskmon.lease_keeper import LeaseKeeper
+from taskmon.service.lease_keeper import LeaseKeeper
 from taskmon.memory import InMemorySemaphore
 from taskmon.ports import BackendUnavailable, Holder, HolderInfo, Lease, PermitTimeout
 from tests.unit._helpers import FakeClock, wait_for

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from taskmon.domain import Task, TaskRequest
-from taskmon.ledger import Ledger, LedgerClosed, Mark
+from taskmon.service.ledger import Ledger, LedgerClosed, Mark
 from tests.unit._helpers import run_threads
 
 

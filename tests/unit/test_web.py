@@ -19,7 +19,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
-from taskmon.app import Runtime, create_app
+from taskmon.app import create_app
+from taskmon.runtime import Runtime
 from taskmon.domain import check_task_id
 from taskmon.ports import Holder, Lease
 from tests.unit._helpers import WAIT_S, wait_for

@@ -7,8 +7,6 @@ never the minute redis-py's defaults allow.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
@@ -16,7 +14,6 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from taskmon.config import Settings
-from taskmon.ports import BackendUnavailable
 
 
 def redacted(url: str) -> str:
@@ -65,26 +62,3 @@ def make_client(
         decode_responses=True,
     )
     return redis.Redis.from_pool(pool)
-
-
-# Errors that mean "Redis cannot serve this now", not "this request is wrong": connection and
-# timeout (BusyLoadingError is a ConnectionError), a replica that refuses writes after a
-# failover, and an instance at maxmemory with a noeviction policy.
-UNAVAILABLE_ERRORS = (
-    redis.ConnectionError,
-    redis.TimeoutError,
-    redis.exceptions.ReadOnlyError,
-    redis.exceptions.OutOfMemoryError,
-)
-
-
-@contextlib.contextmanager
-def redis_errors_as_unavailable(action: str) -> Iterator[None]:
-    """Re-raise a Redis connection failure or timeout as BackendUnavailable, saying what to do."""
-    try:
-        yield
-    except UNAVAILABLE_ERRORS as exc:
-        raise BackendUnavailable(
-            f"Redis did not answer while {action} ({exc}); check that TASKMON_REDIS_URL points "
-            "at a running Redis and that Redis is healthy"
-        ) from exc

@@ -24,7 +24,7 @@ import redis
 from taskmon.domain import Task, TaskEvent
 from taskmon.ports import BackendUnavailable
 from taskmon.redis.codec import event_from_json, event_to_json
-from taskmon.redis.connection import redis_errors_as_unavailable
+from taskmon.redis.errors import unavailable_as
 from taskmon.redis.keys import Keys
 from taskmon.redis.subscriber import Listener, RedisSubscriber
 from taskmon.subscription import QueueSubscription
@@ -76,7 +76,7 @@ class RedisEventHub:
 
     def publish(self, event: TaskEvent) -> None:
         """PUBLISH `event` to every worker. The monitor's scripts publish their own events."""
-        with redis_errors_as_unavailable(f"publishing an event of task {event.task.task_id}"):
+        with unavailable_as(f"publishing an event of task {event.task.task_id}"):
             self._client.publish(self._keys.task_channel(event.task.task_id), event_to_json(event))
 
     def subscribe(self, task_id: str) -> RedisSubscription:

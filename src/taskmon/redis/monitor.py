@@ -37,20 +37,30 @@ from taskmon.domain import (
 )
 from taskmon.ports import BackendUnavailable, StartResult
 from taskmon.redis import codec
-from taskmon.redis.connection import redis_errors_as_unavailable
+from taskmon.redis.errors import unavailable_as
 from taskmon.redis.hub import RedisEventHub, RedisSubscription
 from taskmon.redis.keys import Keys
-from taskmon.redis.scripts import ScriptSet
+from taskmon.redis.scripts import ScriptKeys, ScriptSet
 
 # A claim whose task is gone is freed and the start retried; another client would have to
 # claim the key and lose its task again in between for a third attempt to be needed.
 _START_ATTEMPTS = 3
 _COUNTED = ("queued", "running", "done", "failed")
 
+# The keys each script takes, in KEYS order, as names of Keys attributes; the header of each
+# lua/<script>.lua names the same ones. An `idempotency` key is passed only for a task that
+# has an Idempotency-Key; `state_index` is the index of the state named beside it.
+SCRIPT_KEYS: ScriptKeys = {
+    "task_start": ("task", "state_index", "counters", "idempotency"),
+    "task_settle_start": ("task",),
+    "task_transition": ("task", "counters", "state_index", "state_index"),
+    "task_finish": ("task", "counters", "state_index", "idempotency"),
+}
+
 
 def load_task(client: redis.Redis, keys: Keys, task_id: str) -> Task | None:
     """The stored task, or None when unknown or expired. Usable as RedisEventHub's snapshot."""
-    with redis_errors_as_unavailable(f"reading task {task_id}"):
+    with unavailable_as(f"reading task {task_id}"):
         fields = cast("dict[str, str]", client.hgetall(keys.task(task_id)))
     if not fields or "void" in fields:  # a start barred by task_settle_start
         return None
@@ -69,9 +79,7 @@ class RedisTaskMonitor:
         self._client = client
         self._keys = keys
         self._ttl_s = ttl_s
-        self._scripts = ScriptSet(
-            client, "task_start", "task_settle_start", "task_transition", "task_finish"
-        )
+        self._scripts = ScriptSet(client, SCRIPT_KEYS)
 
     def start(self, task: Task) -> StartResult:
         """Record a queued task atomically with its Idempotency-Key (see the port).
@@ -103,7 +111,7 @@ class RedisTaskMonitor:
         Raises BackendUnavailable while Redis does not answer.
         """
         keys, args = [self._keys.task(task.task_id)], [self._ttl_s]
-        with redis_errors_as_unavailable(f"settling the start of task {task.task_id}"):
+        with unavailable_as(f"settling the start of task {task.task_id}"):
             return bool(self._scripts["task_settle_start"](keys=keys, args=args))
 
     def _run_start(self, task: Task, op: str, stale: str) -> list[str]:
@@ -122,11 +130,11 @@ class RedisTaskMonitor:
             *idem,
             *codec.flatten(codec.task_to_fields(task)),
         ]
-        with redis_errors_as_unavailable(f"starting task {task.task_id}"):
+        with unavailable_as(f"starting task {task.task_id}"):
             return cast("list[str]", self._scripts["task_start"](keys=keys, args=args))
 
     def find_by_idempotency_key(self, key: str) -> Task | None:
-        with redis_errors_as_unavailable("reading an Idempotency-Key"):
+        with unavailable_as("reading an Idempotency-Key"):
             value = cast("str | None", self._client.get(self._keys.idempotency(key)))
         if value is None:
             return None
@@ -190,14 +198,14 @@ class RedisTaskMonitor:
             name = "task_transition"
             keys.append(self._keys.state_index(updated.state))
             args += [repr(float(now)), *tail, *changes]
-        with redis_errors_as_unavailable(f"moving task {task_id} to {updated.state}"):
+        with unavailable_as(f"moving task {task_id} to {updated.state}"):
             return bool(self._scripts[name](keys=keys, args=args))
 
     def get(self, task_id: str) -> Task | None:
         return load_task(self._client, self._keys, task_id)
 
     def counts(self) -> StateCounts:
-        with redis_errors_as_unavailable("reading the task counters"):
+        with unavailable_as("reading the task counters"):
             values = cast("list[str | None]", self._client.hmget(self._keys.counters, _COUNTED))
         counted = zip(_COUNTED, values, strict=True)
         return StateCounts(**{name: int(value or 0) for name, value in counted})

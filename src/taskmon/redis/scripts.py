@@ -2,16 +2,30 @@
 
 redis-py's Script sends EVALSHA and falls back to EVAL (loading the script) when the server
 answers NOSCRIPT, e.g. after a restart, so registration survives a Redis restart.
-Every script begins with a header stating its KEYS, ARGV and return value.
+
+Every script begins with a header in one format, which tests/unit/test_lua_scripts.py checks:
+
+    -- <name>: what it does, in a sentence or a paragraph.
+    --
+    -- KEYS[1] <Keys attribute>  what the key holds          (or: -- KEYS: none)
+    -- ARGV[1] <name>            what the argument is        (or: -- ARGV: none)
+    -- ARGV[9..] <name>          the remaining arguments, when the script unpacks them
+    -- Returns: what it answers.
+
+Each adapter declares, in one table (`SCRIPT_KEYS` in its module), the scripts it runs and the
+Keys attribute behind each of their KEYS, in order: the header names the same attributes.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from functools import cache
 from importlib import resources
 
 import redis
 from redis.commands.core import Script
+
+ScriptKeys = Mapping[str, tuple[str, ...]]
 
 
 @cache
@@ -21,10 +35,10 @@ def script_source(name: str) -> str:
 
 
 class ScriptSet:
-    """The scripts one adapter uses, registered on its client at construction."""
+    """The scripts of one adapter's key table, registered on its client at construction."""
 
-    def __init__(self, client: redis.Redis, *names: str) -> None:
-        self._scripts = {name: client.register_script(script_source(name)) for name in names}
+    def __init__(self, client: redis.Redis, script_keys: ScriptKeys) -> None:
+        self._scripts = {name: client.register_script(script_source(name)) for name in script_keys}
 
     def __getitem__(self, name: str) -> Script:
         return self._scripts[name]

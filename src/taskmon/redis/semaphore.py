@@ -38,25 +38,23 @@ import math
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, NoReturn, TypeVar
+from typing import Any
 
 import redis
 
 from taskmon.ports import BackendUnavailable, Holder, HolderInfo, Lease, PermitTimeout
-from taskmon.redis.connection import UNAVAILABLE_ERRORS
+from taskmon.redis.errors import unavailable_as
 from taskmon.redis.keys import Keys
-from taskmon.redis.scripts import ScriptSet
+from taskmon.redis.scripts import ScriptKeys, ScriptSet
 from taskmon.redis.subscriber import Listener, RedisSubscriber
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
-
 # The keys each script takes, in KEYS order, as names of Keys properties. The header of each
-# lua/<script>.lua lists the same names (tests/integration/test_redis_semaphore.py checks it).
-SCRIPT_KEYS: dict[str, tuple[str, ...]] = {
+# lua/<script>.lua lists the same names (tests/unit/test_lua_scripts.py checks it).
+SCRIPT_KEYS: ScriptKeys = {
     "sem_acquire": (
         "sem_holders",
         "sem_info",
@@ -77,6 +75,8 @@ SCRIPT_KEYS: dict[str, tuple[str, ...]] = {
 # A waiter that has not re-run the acquire script for this many retry intervals is taken for
 # dead and leaves the queue.
 WAITER_TTL_RETRIES = 3
+
+_CAP_UNCHECKED = "The cap cannot be checked meanwhile; retry the task later"
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,7 +139,7 @@ class RedisSemaphore:
             waiter_ttl_s if waiter_ttl_s is not None else WAITER_TTL_RETRIES * retry_interval_s
         )
         self._waiter_ttl_ms = max(1, math.ceil(waiter_ttl * 1000))
-        self._scripts = ScriptSet(client, *SCRIPT_KEYS)
+        self._scripts = ScriptSet(client, SCRIPT_KEYS)
         # Built once: every attempt of every waiter passes the same names.
         self._script_keys: dict[str, Sequence[str]] = {
             name: [getattr(keys, key) for key in names] for name, names in SCRIPT_KEYS.items()
@@ -234,7 +234,8 @@ class RedisSemaphore:
 
         Raises BackendUnavailable when Redis does not answer.
         """
-        raw = self._call("read the limit", lambda: self._client.get(self._keys.sem_limit))
+        with unavailable_as("the semaphore read the limit", _CAP_UNCHECKED):
+            raw = self._client.get(self._keys.sem_limit)
         return self._default_limit if raw is None else int(raw)
 
     def set_limit(self, limit: int) -> None:
@@ -363,15 +364,8 @@ class RedisSemaphore:
             )
 
     def _run(self, name: str, what: str, *args: str | int | float) -> Any:
-        keys = self._script_keys[name]
-        return self._call(what, lambda: self._scripts[name](keys=keys, args=args))
-
-    @staticmethod
-    def _call(what: str, call: Callable[[], T]) -> T:
-        try:
-            return call()
-        except UNAVAILABLE_ERRORS as exc:
-            _unavailable(what, exc)
+        with unavailable_as(f"the semaphore tried to {what}", _CAP_UNCHECKED):
+            return self._scripts[name](keys=self._script_keys[name], args=args)
 
     def _listen(self) -> bool:
         """Subscribe to wake-ups. False (and logged) when Redis did not confirm in time."""
@@ -420,11 +414,3 @@ class RedisSemaphore:
             events = [event for events in self._waiting.values() for event in events]
         for event in events:
             event.set()
-
-
-def _unavailable(what: str, exc: Exception) -> NoReturn:
-    raise BackendUnavailable(
-        f"Redis did not answer when the semaphore tried to {what} ({type(exc).__name__}: "
-        f"{exc}); check that Redis is up and reachable at TASKMON_REDIS_URL and is a primary. "
-        "The cap cannot be checked meanwhile; retry the task later"
-    ) from exc

@@ -24,12 +24,15 @@ from dataclasses import dataclass, field
 import redis
 
 from taskmon.ports import BackendUnavailable
+from taskmon.redis.errors import UNAVAILABLE_ERRORS
 
 log = logging.getLogger(__name__)
 
 Callback = Callable[[str], None]
 _POLL_S = 0.05  # how long the reader waits on the socket before serving (un)subscribe requests
 _MAX_BACKOFF_S = 2.0
+# What ends the connection and calls for a reconnection (anything else is a bug of ours).
+_CONNECTION_LOST: tuple[type[BaseException], ...] = (*UNAVAILABLE_ERRORS, OSError)
 
 
 @dataclass(eq=False)
@@ -134,7 +137,7 @@ class RedisSubscriber:
                     self._after_reconnect(pubsub)
                 backoff = 0.05
                 self._serve(pubsub)
-            except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+            except _CONNECTION_LOST as exc:
                 self._connected.clear()
                 log.warning(
                     "event subscriber lost Redis (%s); retrying in %.2f s: live events pause, "

@@ -27,13 +27,25 @@ import redis
 
 from taskmon.domain import ErrorCode, TaskError, TaskState
 from taskmon.ports import BackendUnavailable, TaskMonitor
+from taskmon.redis.errors import unavailable_as
 from taskmon.redis.keys import Keys
-from taskmon.redis.scripts import ScriptSet
+from taskmon.redis.scripts import ScriptKeys, ScriptSet
 
 log = logging.getLogger(__name__)
 
+# The keys each script takes, in KEYS order, as names of Keys attributes (see scripts.py).
+SCRIPT_KEYS: ScriptKeys = {
+    "worker_heartbeat": ("workers",),
+    "workers_expired": ("workers",),
+}
+
 
 class WorkerRegistry:
+    """This worker's entry in the registry, and what the registry says of the others.
+
+    Every method raises BackendUnavailable when Redis cannot serve it (see redis/errors.py).
+    """
+
     def __init__(
         self,
         client: redis.Redis,
@@ -47,11 +59,12 @@ class WorkerRegistry:
         self.worker_id = worker_id
         self._ttl_ms = int(ttl_s * 1000)
         self._retention_ms = int(retention_s * 1000)
-        self._scripts = ScriptSet(client, "worker_heartbeat", "workers_expired")
+        self._scripts = ScriptSet(client, SCRIPT_KEYS)
 
     def heartbeat(self, ttl_ms: int | None = None) -> None:
         ttl = self._ttl_ms if ttl_ms is None else ttl_ms
-        self._scripts["worker_heartbeat"](keys=[self._keys.workers], args=[self.worker_id, ttl])
+        with unavailable_as("recording the heartbeat of this worker"):
+            self._scripts["worker_heartbeat"](keys=[self._keys.workers], args=[self.worker_id, ttl])
 
     def leave(self) -> None:
         """Expire at once: the other workers' reapers now fail any task of ours that
@@ -60,14 +73,16 @@ class WorkerRegistry:
 
     def expired(self) -> list[str]:
         """Workers past their deadline, within the retention (older ones are dropped)."""
-        expired = self._scripts["workers_expired"](
-            keys=[self._keys.workers], args=[self._retention_ms]
-        )
+        with unavailable_as("listing the expired workers"):
+            expired = self._scripts["workers_expired"](
+                keys=[self._keys.workers], args=[self._retention_ms]
+            )
         return [str(w) for w in expired]
 
     def alive(self) -> list[str]:
         expired = set(self.expired())
-        listed = [str(w) for w in self._client.zrange(self._keys.workers, 0, -1)]
+        with unavailable_as("listing the workers"):
+            listed = [str(w) for w in self._client.zrange(self._keys.workers, 0, -1)]
         return [w for w in listed if w not in expired]
 
 
@@ -84,6 +99,10 @@ class Reaper:
 
     def live_task_owners(self) -> dict[str, str]:
         """Every queued or running task id with the worker that holds it: one scan."""
+        with unavailable_as("listing the live tasks"):
+            return self._live_task_owners()
+
+    def _live_task_owners(self) -> dict[str, str]:
         ids: list[str] = []
         for state in (TaskState.QUEUED, TaskState.RUNNING):
             ids.extend(str(i) for i in self._client.zrange(self._keys.state_index(state), 0, -1))
@@ -158,7 +177,7 @@ class Maintenance:
         try:
             self._registry.heartbeat()
             self.reaper.reap_once()
-        except (redis.ConnectionError, redis.TimeoutError, BackendUnavailable) as exc:
+        except BackendUnavailable as exc:
             log.warning("heartbeat/reaper could not reach Redis (%s); retrying", exc)
         except Exception:
             log.exception("heartbeat/reaper failed; retrying")
@@ -181,7 +200,7 @@ class Maintenance:
         try:
             self.reaper.reap_once()
             self._registry.leave()
-        except (redis.ConnectionError, redis.TimeoutError, BackendUnavailable) as exc:
+        except BackendUnavailable as exc:
             log.warning("could not reap and leave the registry (%s); the other workers' "
                         "reapers will fail this worker's tasks when its heartbeat expires",
                         exc)  # fmt: skip

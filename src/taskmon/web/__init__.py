@@ -1,4 +1,5 @@
-"""The web layer as a Flask extension: init_app registers blueprints, errors and headers."""
+"""The web layer as a Flask extension: init_app attaches a Runtime, registers blueprints,
+error handlers and the headers every response carries."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ from werkzeug.exceptions import HTTPException
 
 from taskmon.domain import InvalidInput
 from taskmon.ports import BackendUnavailable
+from taskmon.runtime import Runtime
 from taskmon.web import admin, api, pages, sse
+from taskmon.web.context import attach, runtime
 from taskmon.web.problems import problem
-from taskmon.web.runtime import runtime
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +24,11 @@ _SECURITY_HEADERS = {
 }
 
 
-def init_app(app: Flask) -> None:
+def init_app(app: Flask, rt: Runtime) -> None:
+    """Serve `rt` through `app`: its API, SSE, pages and admin endpoints."""
+    app.config["MAX_CONTENT_LENGTH"] = rt.settings.max_body_bytes
+    app.json.ensure_ascii = False  # type: ignore[attr-defined]
+    attach(app, rt)
     app.register_blueprint(api.bp)
     app.register_blueprint(sse.bp)
     app.register_blueprint(pages.bp)

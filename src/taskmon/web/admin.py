@@ -11,8 +11,8 @@ import json
 
 from flask import Blueprint, Response, request
 
+from taskmon.web.context import runtime
 from taskmon.web.problems import problem
-from taskmon.web.runtime import runtime
 
 bp = Blueprint("admin", __name__, url_prefix="/api/admin")
 

@@ -9,8 +9,8 @@ from werkzeug.exceptions import BadRequest
 
 from taskmon.domain import TaskState, check_task_id
 from taskmon.service import IdempotencyConflict, QueueFull, ServiceClosed
+from taskmon.web.context import runtime
 from taskmon.web.problems import problem
-from taskmon.web.runtime import runtime
 from taskmon.web.status import accepted_json, status_json
 
 bp = Blueprint("api", __name__, url_prefix="/api")

@@ -8,8 +8,8 @@ from collections.abc import Callable
 from flask import Blueprint, Response, render_template, url_for
 
 from taskmon import metrics
+from taskmon.web.context import runtime
 from taskmon.web.problems import problem
-from taskmon.web.runtime import runtime
 
 bp = Blueprint("pages", __name__)
 

@@ -16,8 +16,8 @@ from flask import Blueprint, Response, request
 
 from taskmon.domain import Task, check_task_id
 from taskmon.ports import Subscription, TaskMonitor
+from taskmon.web.context import runtime
 from taskmon.web.problems import problem
-from taskmon.web.runtime import runtime
 from taskmon.web.status import status_json
 
 bp = Blueprint("sse", __name__, url_prefix="/api")

@@ -16,13 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from tenacity import (
-    RetryCallState,
-    Retrying,
-    retry_if_exception_type,
-    stop_after_delay,
-    wait_exponential,
-)
+from tenacity import Retrying
 
 from taskmon import metrics
 from taskmon.domain import (
@@ -37,8 +31,6 @@ from taskmon.domain import (
 )
 from taskmon.engines import Engine, EngineError
 from taskmon.journal import SynthesisJournal
-from taskmon.lease_keeper import LeaseKeeper
-from taskmon.ledger import Ledger, LedgerClosed, Mark
 from taskmon.ports import (
     BackendUnavailable,
     Holder,
@@ -48,37 +40,26 @@ from taskmon.ports import (
     TaskMonitor,
 )
 from taskmon.results import ResultStore
+from taskmon.service.errors import IdempotencyConflict, QueueFull, ServiceClosed
+from taskmon.service.lease_keeper import LeaseKeeper
+from taskmon.service.ledger import Ledger, LedgerClosed, Mark
+from taskmon.service.retries import acquire_permit, store_call
 
 log = logging.getLogger(__name__)
 
 
-class QueueFull(RuntimeError):
-    """This worker holds max_pending unfinished tasks; the client should retry later."""
-
-    def __init__(self, pending: int, retry_after_s: int) -> None:
-        super().__init__(f"this worker already holds {pending} unfinished tasks")
-        self.retry_after_s = retry_after_s
-
-
-class IdempotencyConflict(RuntimeError):
-    """The Idempotency-Key was first used with another payload."""
-
-    def __init__(self, key: str, task: Task) -> None:
-        super().__init__(f"Idempotency-Key {key!r} was already used with a different payload")
-        self.task = task
-
-
-class ServiceClosed(RuntimeError):
-    """The worker is shutting down and accepts no new task."""
-
-
 @dataclass(frozen=True, slots=True)
 class Submission:
+    """An accepted task: new (202), or the one its Idempotency-Key already named (a replay)."""
+
     task: Task
     replayed: bool
 
 
 class TaskService:
+    """One worker's use case over the ports. Thread-safe: request threads submit, a bounded
+    executor runs, the web layer reads; `close()` then `finish()` at shutdown."""
+
     def __init__(
         self,
         *,
@@ -230,7 +211,12 @@ class TaskService:
         holder = Holder(worker=self.worker_id, task_id=task.task_id)
         waited_from = time.monotonic()
         try:
-            lease = self._acquire(holder)
+            lease = acquire_permit(
+                self.semaphore,
+                holder,
+                timeout_s=self._permit_timeout_s,
+                closing=lambda: self._ledger.closed,
+            )
         except PermitTimeout as exc:
             closing = self._ledger.closed
             code = ErrorCode.ABANDONED if closing else ErrorCode.PERMIT_TIMEOUT
@@ -245,27 +231,10 @@ class TaskService:
             self._synthesize(running, lease)
 
     def _store_call(self, *, patient: bool = False) -> Retrying:
-        """A call to the monitor that rides out store outages of up to `record_retry_s`.
-
-        `patient`: the outcome of work already done is worth waiting for, so it is retried
-        until the store answers, or, once the worker is closing, `record_retry_s` at most.
-        """
-        deadline = stop_after_delay(self._record_retry_s)
-
-        def stop(state: RetryCallState) -> bool:
-            return deadline(state) and (self._ledger.closed or not patient)
-
-        def warn(state: RetryCallState) -> None:
-            if state.attempt_number == 1:
-                what = getattr(state.fn, "__name__", "the call")
-                log.warning("the task store does not answer; retrying %s", what)
-
-        return Retrying(
-            stop=stop,
-            wait=wait_exponential(multiplier=0.05, max=1.0),
-            retry=retry_if_exception_type(BackendUnavailable),
-            before_sleep=warn,
-            reraise=True,
+        """A monitor call that rides out store outages of up to `record_retry_s` (or, when
+        `patient`, until the store answers, unless the worker is closing)."""
+        return store_call(
+            window_s=self._record_retry_s, closing=lambda: self._ledger.closed, patient=patient
         )
 
     def _settled_to_run(self, task: Task) -> bool:
@@ -280,25 +249,6 @@ class TaskService:
         if not landed:
             log.info("task %s: its start never reached the store; dropped", task.task_id)
         return landed
-
-    def _acquire(self, holder: Holder) -> Lease:
-        """Wait for a permit until the permit deadline, riding out store outages.
-
-        The task id is the owner token, so an acquire retried after an outage (or after a
-        reply lost in one) can never take a second permit. Raises PermitTimeout.
-        """
-        deadline = time.monotonic() + self._permit_timeout_s
-        pause = 0.05
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or self._ledger.closed:
-                raise PermitTimeout(f"no permit within {self._permit_timeout_s:.3g} s")
-            try:
-                return self.semaphore.acquire(holder, timeout=remaining, token=holder.task_id)
-            except BackendUnavailable as exc:
-                log.warning("task %s: %s; retrying the permit", holder.task_id, exc)
-                time.sleep(min(pause, remaining))
-                pause = min(1.0, pause * 2)
 
     def _synthesize(self, task: Task, lease: Lease) -> None:
         started = time.monotonic()

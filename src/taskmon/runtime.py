@@ -1,0 +1,282 @@
+"""The composition root: settings -> adapters -> services, and the lifecycle of what it wires.
+
+`build_runtime(settings)` is the one place that constructs an adapter: it picks the backend
+(memory, Redis, or Redis when it answers at start), builds the TaskService over it, and returns
+the `Runtime`, everything one worker process owns. `Runtime.start()` starts its background
+duties and `Runtime.close()` stops them, finishing or abandoning the worker's tasks first.
+Nothing here knows about HTTP: `taskmon.app` puts a Flask app in front of a Runtime, and any
+other front (a CLI, a test) can use one without Flask.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
+
+import redis
+
+from taskmon.config import BackendMode, Settings
+from taskmon.engines import Engine, make_engine
+from taskmon.journal import SynthesisJournal
+from taskmon.memory import InMemoryEventHub, InMemorySemaphore, InMemoryTaskMonitor
+from taskmon.ports import BackendUnavailable, Semaphore, TaskMonitor
+from taskmon.redis.connection import call_budget_s, make_client, redacted
+from taskmon.redis.hub import RedisEventHub
+from taskmon.redis.keys import Keys
+from taskmon.redis.monitor import RedisTaskMonitor, load_task
+from taskmon.redis.semaphore import WAITER_TTL_RETRIES, RedisSemaphore
+from taskmon.redis.subscriber import RedisSubscriber
+from taskmon.redis.workers import Maintenance, Reaper, WorkerRegistry
+from taskmon.results import ResultStore
+from taskmon.service import TaskService
+
+log = logging.getLogger(__name__)
+
+# A permit waiter re-runs the acquire script at least this often without a wake-up.
+_PERMIT_RETRY_S = 1.0
+# How often a worker sweeps result files past retention.
+_RESULT_SWEEP_S = 600.0
+
+
+def worker_identity() -> str:
+    """`<hostname>:<pid>`, the X-Worker-Id. Call it after fork: the pid is the worker's."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+@dataclass
+class Runtime:
+    """Everything one worker process wired together; closed once at exit.
+
+    `monitor` and `semaphore` are the ports the service runs on; `backend_target` says where
+    they keep their state (the Redis URL without its password, or "in-process"). `degraded`
+    is true while the worker runs on its fallback instead of the backend it was configured
+    for (always false until run-time failover exists).
+    """
+
+    settings: Settings
+    worker_id: str
+    monitor: TaskMonitor
+    semaphore: Semaphore
+    engine: Engine
+    results: ResultStore
+    service: TaskService
+    closers: list[Callable[[], None]] = field(default_factory=list)
+    backend_target: str = "in-process"
+    degraded: bool = False
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def close(self, *, wait: bool = False) -> None:
+        """Finish or abandon this worker's tasks first, then close the backend.
+
+        What is still running (or not yet recorded) is waited for on a thread the process
+        joins before it exits; `wait` does it here instead, for callers (atexit) that run
+        after the interpreter has joined its threads.
+        """
+        if self._stop.is_set():
+            return
+        self._stop.set()
+        self.service.close()
+        running = self.service.pending()
+        if running and wait:
+            self._close_when_idle()
+            return
+        if running:
+            log.warning(
+                "%d task(s) still running, or not yet recorded (Redis away), at shutdown: "
+                "leases, heartbeat and journal stay on until they end (if the worker is killed "
+                "first, the reaper fails them)",
+                running,
+            )
+            # Not a daemon: the process stays up until they end, as the executor would anyway.
+            threading.Thread(target=self._close_when_idle, name="taskmon-closing").start()
+            return
+        self._run_closers()
+
+    def _close_when_idle(self) -> None:
+        self.service.finish()
+        self._run_closers()
+
+    def _run_closers(self) -> None:
+        for close in self.closers:
+            try:
+                close()
+            except Exception:
+                log.exception("closing %s failed", close)
+
+    def start(self) -> None:
+        """Start the worker's own background duty: sweeping result files past retention.
+
+        The adapters' duties (heartbeat, reaper, subscriber) started when they were built.
+        Call it once, after fork; `close()` stops it.
+        """
+        threading.Thread(target=self._sweep_results, name="taskmon-sweep", daemon=True).start()
+
+    def _sweep_results(self) -> None:
+        while not self._stop.wait(_RESULT_SWEEP_S):
+            self.results.purge_older_than(self.settings.task_ttl_s)
+
+
+@dataclass
+class Backend:
+    """The adapters of one backend, and what must be closed when the worker exits."""
+
+    monitor: TaskMonitor
+    semaphore: Semaphore
+    closers: list[Callable[[], None]] = field(default_factory=list)
+    target: str = "in-process"
+    reaper: Reaper | None = None
+
+
+def _memory_backend(settings: Settings) -> Backend:
+    monitor = InMemoryTaskMonitor(hub=InMemoryEventHub(), ttl_s=settings.task_ttl_s)
+    semaphore = InMemorySemaphore(settings.concurrency_limit, lease_ttl_s=settings.lease_ttl_s)
+    return Backend(monitor, semaphore, [monitor.close])
+
+
+def select_backend(settings: Settings, worker_id: str) -> Backend:
+    """Memory, Redis, or (auto) Redis when it answers now and memory with a WARNING otherwise.
+
+    Raises BackendUnavailable when TASKMON_BACKEND=redis and Redis does not answer: the
+    worker must not serve a promise (one global cap) it cannot keep. This is where a failover
+    layer composing both backends behind the same ports slots in.
+    """
+    if settings.backend is BackendMode.MEMORY:
+        return _memory_backend(settings)
+    if settings.redis_url is None:  # so the mode is auto: Settings refuses redis without one
+        log.warning(
+            "TASKMON_REDIS_URL is not set: running on the in-memory backend. Each worker keeps "
+            "its own tasks, idempotency keys and cap: status reads may 404 on other workers and "
+            "up to workers x TASKMON_CONCURRENCY_LIMIT syntheses may run at once."
+        )
+        return _memory_backend(settings)
+    url = redacted(settings.redis_url.get_secret_value())
+    try:
+        return _redis_backend(settings, worker_id, target=url)
+    except (redis.RedisError, OSError) as exc:
+        if settings.backend is BackendMode.REDIS:
+            raise BackendUnavailable(
+                f"TASKMON_BACKEND=redis but Redis at {url} does not answer ({exc}); start Redis "
+                "or set TASKMON_BACKEND=auto to fall back to memory"
+            ) from None
+        log.warning(
+            "Redis at %s does not answer (%s): running on the in-memory backend. Lost until a "
+            "restart with Redis up: task state, idempotency and statistics shared between "
+            "workers, cross-worker live events, and the global cap (each worker applies "
+            "TASKMON_CONCURRENCY_LIMIT alone).",
+            url,
+            exc,
+        )
+        return _memory_backend(settings)
+
+
+def _warn_on_eviction(client: redis.Redis, target: str) -> None:
+    """An allkeys-* policy may evict the semaphore's keys, which have no TTL: say so."""
+    try:
+        policy = str(client.config_get("maxmemory-policy").get("maxmemory-policy", ""))
+    except redis.RedisError:
+        return  # managed Redis often forbids CONFIG; nothing to check then
+    if policy.startswith("allkeys"):
+        log.warning(
+            "Redis at %s has maxmemory-policy %s: under memory pressure it may evict the "
+            "semaphore's holders and break the global cap. Use noeviction (see "
+            "docs/operations.md)",
+            target,
+            policy,
+        )
+
+
+def _redis_backend(settings: Settings, worker_id: str, target: str) -> Backend:
+    client = make_client(settings, client_name=f"taskmon:{worker_id}")
+    try:
+        client.ping()
+        _warn_on_eviction(client, target)
+        keys = Keys(settings.key_prefix)
+        sub_client = make_client(
+            settings, client_name=f"taskmon-sub:{worker_id}", max_connections=2
+        )
+        subscriber = RedisSubscriber(sub_client)
+        hub = RedisEventHub(client, keys, subscriber, snapshot=partial(load_task, client, keys))
+        monitor = RedisTaskMonitor(client, keys, hub=hub, ttl_s=settings.task_ttl_s)
+        semaphore = RedisSemaphore(
+            client,
+            keys,
+            default_limit=settings.concurrency_limit,
+            lease_ttl_s=settings.lease_ttl_s,
+            subscriber=subscriber,
+            retry_interval_s=_PERMIT_RETRY_S,
+            # A waiter stays queued through three retries, each of which may take the
+            # client's whole call budget on a slow Redis.
+            waiter_ttl_s=WAITER_TTL_RETRIES * (_PERMIT_RETRY_S + call_budget_s(settings)),
+        )
+        registry = WorkerRegistry(
+            client, keys, worker_id, ttl_s=settings.lease_ttl_s, retention_s=settings.task_ttl_s
+        )
+        maintenance = Maintenance(
+            registry, Reaper(client, keys, registry, monitor), interval_s=settings.lease_ttl_s / 3
+        )
+        subscriber.start()
+        maintenance.start()
+    except BaseException:
+        client.close()
+        raise
+    # Closed in this order: stop reaping, stop listening, then drop the pools.
+    closers = [maintenance.close, monitor.close, subscriber.close, sub_client.close, client.close]
+    return Backend(monitor, semaphore, closers, target=target, reaper=maintenance.reaper)
+
+
+def build_runtime(settings: Settings, *, worker_id: str | None = None) -> Runtime:
+    """Wire one worker: result store, engine, backend, journal, and the service over them.
+
+    `worker_id` defaults to `worker_identity()`, so call this after fork. Raises ConfigError
+    (an engine that is not installed), OSError (a result or journal directory that cannot be
+    made) and BackendUnavailable (TASKMON_BACKEND=redis without an answering Redis); what
+    was opened before the failure is closed again.
+    """
+    worker_id = worker_id or worker_identity()
+    results = ResultStore(settings.result_dir)
+    results.prepare()
+    engine = make_engine(settings)
+    backend = select_backend(settings, worker_id)
+    try:
+        return _assemble(settings, worker_id, engine, results, backend)
+    except BaseException:
+        for close in backend.closers:
+            close()
+        raise
+
+
+def _assemble(
+    settings: Settings, worker_id: str, engine: Engine, results: ResultStore, backend: Backend
+) -> Runtime:
+    journal = SynthesisJournal(settings.journal_dir)
+    service = TaskService(
+        monitor=backend.monitor,
+        semaphore=backend.semaphore,
+        journal=journal,
+        engine=engine,
+        results=results,
+        worker_id=worker_id,
+        max_pending=settings.max_pending,
+        permit_timeout_s=settings.permit_timeout_s,
+        threads=min(settings.concurrency_limit, settings.max_pending),
+    )
+    if backend.reaper is not None:
+        # The reaper also fails this worker's own tasks that it no longer runs (lost in an
+        # outage): any live task naming this worker but absent from here is an orphan.
+        backend.reaper.local_tasks = service.pending_ids
+    return Runtime(
+        settings,
+        worker_id,
+        backend.monitor,
+        backend.semaphore,
+        engine,
+        results,
+        service,
+        closers=[*backend.closers, journal.close],
+        backend_target=backend.target,
+    )
