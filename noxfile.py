@@ -1,4 +1,4 @@
-"""Sessions: `tests` (default), `lint`, `smoke` (taskmon serve), `bench` (semaphore ratios)."""
+"""Sessions: `tests` (default, the full suite), `fast`, `lint`, `smoke`, `bench`, `mutation`."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ nox.options.sessions = ["tests"]
 
 PYPROJECT = nox.project.load_toml("pyproject.toml")
 PYTHON = "3.11"
+LINTED = ("src", "tests", "benchmarks", "noxfile.py")
 
 
 def _install(session: nox.Session, *groups: str) -> None:
@@ -23,17 +24,24 @@ def _install(session: nox.Session, *groups: str) -> None:
 
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
-    """Run unit and end-to-end tests (real espeak-ng, real gunicorn processes)."""
+    """Run every test: unit, contract, integration, stateful, e2e (real Redis and gunicorn)."""
     _install(session, "test")
     session.run("pytest", *session.posargs)
 
 
 @nox.session(python=PYTHON)
+def fast(session: nox.Session) -> None:
+    """Run the quick loop while editing: unit tests and both ports' contracts (about 30 s)."""
+    _install(session, "test")
+    session.run("pytest", "tests/unit", "tests/contract", *session.posargs)
+
+
+@nox.session(python=PYTHON)
 def lint(session: nox.Session) -> None:
-    """Check formatting, lint and strict typing."""
+    """Check formatting, lint, and strict typing of the code and its tests."""
     _install(session, "dev")
-    session.run("ruff", "format", "--check", "src", "tests", "benchmarks", "noxfile.py")
-    session.run("ruff", "check", "src", "tests", "benchmarks", "noxfile.py")
+    session.run("ruff", "format", "--check", *LINTED)
+    session.run("ruff", "check", *LINTED)
     session.run("mypy")
 
 

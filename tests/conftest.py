@@ -27,6 +27,9 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 @pytest.fixture(autouse=True)
 def _collect_garbage_after_each_test() -> Iterator[None]:
     # In the test's own teardown: pytest looks for unraisable exceptions at the end of the
-    # teardown phase, so a leak collected here is reported on this test.
+    # teardown phase, so a leak collected here is reported on this test. What lived before the
+    # test is frozen first (it was collected at the last teardown), so the collection scans
+    # only what this test made: a full collection of the whole heap cost 0.1 s a test.
+    gc.freeze()
     yield
     gc.collect()

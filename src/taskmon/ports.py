@@ -1,8 +1,8 @@
 """The ports: what TaskService needs from a store of tasks, a semaphore and an event hub.
 
 Two adapters implement each port: taskmon.memory (one process) and taskmon.redis (every worker
-of every host). The service and the web layer only ever see these interfaces; create_app is the
-one place that picks the adapters.
+of every host). The service and the web layer only ever see these interfaces; taskmon.runtime is
+the one place that picks the adapters. tests/contract/ runs each port's contract on both.
 """
 
 from __future__ import annotations
@@ -177,7 +177,9 @@ class Semaphore(Protocol):
         """Wait up to `timeout` seconds for a permit, first come first served.
 
         A repeated acquire with the token of a permit still held returns that permit again
-        (no second permit). Raises PermitTimeout when none was granted in time.
+        (no second permit). A timeout of 0 tries once. Raises PermitTimeout when none was
+        granted in time or the semaphore is closed, ValueError for an empty token or a NaN
+        timeout.
         """
         ...
 
@@ -192,7 +194,10 @@ class Semaphore(Protocol):
     def limit(self) -> int: ...
 
     def set_limit(self, limit: int) -> None:
-        """Change the cap live. Holders over a lowered cap keep their permits until release."""
+        """Change the cap live. Holders over a lowered cap keep their permits until release.
+
+        Raises ValueError unless `limit` is an int (not a bool) of at least 1.
+        """
         ...
 
     def in_use(self) -> int: ...

@@ -15,9 +15,9 @@ import pytest
 
 from taskmon.domain import StartOutcome, StateCounts, Task, TaskError, TaskState
 from taskmon.ports import TaskMonitor
-from tests.contract.conftest import Store
-from tests.tasks import BOOM, DONE, FAILED, QUEUED, RUNNING, make_task, run_to
-from tests.unit._helpers import run_threads
+from tests.support.monitors import Store
+from tests.support.tasks import BOOM, DONE, FAILED, QUEUED, RUNNING, make_task, run_to
+from tests.support.timing import run_threads
 
 QUIET_S = 0.2  # how long "nothing was published" is watched for
 EVENT_S = 5.0

@@ -9,7 +9,7 @@ import pytest
 
 from taskmon.harness.sse_client import read_stream
 from taskmon.harness.stack import GunicornInstance, http_get
-from tests.e2e.conftest import PinnedClient, wav_duration_s
+from tests.support.http import PinnedClient, wav_duration_s
 
 pytestmark = pytest.mark.e2e
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from taskmon.harness.stack import GunicornInstance
-from tests.e2e.conftest import PinnedClient
+from tests.support.http import PinnedClient
 
 pytestmark = [pytest.mark.e2e, pytest.mark.espeak]
 

@@ -11,7 +11,7 @@ import pytest
 
 from taskmon.harness.stack import GunicornInstance
 from taskmon.harness.visibility import probe_visibility
-from tests.e2e.conftest import PinnedClient
+from tests.support.http import PinnedClient
 
 pytestmark = pytest.mark.e2e
 

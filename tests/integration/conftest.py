@@ -1,5 +1,6 @@
-"""A plain client on the session's redis-server, a fresh key namespace per test, and workers
-(each its own client, subscriber, hub and monitor) on both, closed after the test."""
+"""A plain client on the session's redis-server, a fresh key namespace per test, and a factory of
+monitor wirings on both (each a worker's own client, subscriber, hub and monitor), closed after
+the test."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import redis
 
 from taskmon.harness.redis_server import RedisServer
 from taskmon.redis.keys import Keys
-from tests.redis_worker import Worker, make_worker
+from tests.support.redis_wiring import MonitorWiring, wire_monitor
 
 
 @pytest.fixture
@@ -31,11 +32,13 @@ def keys() -> Keys:
 
 
 @pytest.fixture
-def workers(redis_server: RedisServer, keys: Keys) -> Iterator[Callable[..., Worker]]:
-    made: list[Worker] = []
+def make_monitor_wiring(
+    redis_server: RedisServer, keys: Keys
+) -> Iterator[Callable[..., MonitorWiring]]:
+    made: list[MonitorWiring] = []
 
-    def factory(**kwargs: Any) -> Worker:
-        made.append(make_worker(redis_server.url, keys, **kwargs))
+    def factory(**kwargs: Any) -> MonitorWiring:
+        made.append(wire_monitor(redis_server.url, keys, **kwargs))
         return made[-1]
 
     yield factory

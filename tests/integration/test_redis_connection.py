@@ -8,7 +8,7 @@ import redis
 from taskmon.config import Settings
 from taskmon.harness.redis_server import RedisServer
 from taskmon.redis.connection import make_client
-from tests.unit._helpers import wait_for
+from tests.support.timing import wait_for
 
 pytestmark = pytest.mark.redis
 

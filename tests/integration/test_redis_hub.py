@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -14,8 +15,8 @@ from taskmon.harness.redis_server import RedisServer
 from taskmon.ports import BackendUnavailable
 from taskmon.redis.hub import RedisSubscription
 from taskmon.redis.keys import Keys
-from tests.redis_worker import Worker, make_worker
-from tests.unit._helpers import WAIT_S, wait_for
+from tests.support.redis_wiring import MonitorWiring, wire_monitor
+from tests.support.timing import WAIT_S, wait_for
 
 pytestmark = pytest.mark.redis
 
@@ -36,10 +37,14 @@ def numsub(client: redis.Redis, channel: str) -> int:
     return int(client.pubsub_numsub(channel)[0][1])
 
 
+def unsubscribed(client: redis.Redis, channel: str) -> bool:
+    return numsub(client, channel) == 0
+
+
 def test_a_worker_receives_events_of_a_task_another_worker_moves(
-    workers: Callable[..., Worker],
+    make_monitor_wiring: Callable[..., MonitorWiring],
 ) -> None:
-    a, b = workers(name="a"), workers(name="b")
+    a, b = make_monitor_wiring(name="a"), make_monitor_wiring(name="b")
     task = make_task("grüße")
     with a.monitor.subscribe(task.task_id) as events:
         b.monitor.start(task)
@@ -54,9 +59,9 @@ def test_a_worker_receives_events_of_a_task_another_worker_moves(
 
 
 def test_every_local_subscription_gets_every_event_of_its_task_only(
-    workers: Callable[..., Worker], redis_client: redis.Redis, keys: Keys
+    make_monitor_wiring: Callable[..., MonitorWiring], redis_client: redis.Redis, keys: Keys
 ) -> None:
-    a, b = workers(name="a"), workers(name="b")
+    a, b = make_monitor_wiring(name="a"), make_monitor_wiring(name="b")
     mine, other = make_task("mine"), make_task("other")
     subscriptions = [a.hub.subscribe(mine.task_id) for _ in range(3)]
     assert numsub(redis_client, keys.task_channel(mine.task_id)) == 1, "one SUBSCRIBE per task"
@@ -70,9 +75,9 @@ def test_every_local_subscription_gets_every_event_of_its_task_only(
 
 
 def test_close_detaches_and_the_last_close_unsubscribes(
-    workers: Callable[..., Worker], redis_client: redis.Redis, keys: Keys
+    make_monitor_wiring: Callable[..., MonitorWiring], redis_client: redis.Redis, keys: Keys
 ) -> None:
-    a, b = workers(name="a"), workers(name="b")
+    a, b = make_monitor_wiring(name="a"), make_monitor_wiring(name="b")
     task = make_task()
     channel = keys.task_channel(task.task_id)
     kept, closed = a.hub.subscribe(task.task_id), a.hub.subscribe(task.task_id)
@@ -94,9 +99,9 @@ def test_close_detaches_and_the_last_close_unsubscribes(
 
 
 def test_publish_reaches_other_workers_and_close_drops_everything(
-    workers: Callable[..., Worker], redis_client: redis.Redis, keys: Keys
+    make_monitor_wiring: Callable[..., MonitorWiring], redis_client: redis.Redis, keys: Keys
 ) -> None:
-    a, b = workers(name="a"), workers(name="b")
+    a, b = make_monitor_wiring(name="a"), make_monitor_wiring(name="b")
     first, second = make_task("first"), make_task("second")
     subscription = a.hub.subscribe(first.task_id)
     a.hub.subscribe(second.task_id)
@@ -106,16 +111,16 @@ def test_publish_reaches_other_workers_and_close_drops_everything(
     assert a.hub.subscriber_count() == 0
     for task in (first, second):
         channel = keys.task_channel(task.task_id)
-        wait_for(lambda c=channel: numsub(redis_client, c) == 0, message="unsubscribed")
+        wait_for(partial(unsubscribed, redis_client, channel), message="unsubscribed")
     b.hub.publish(TaskEvent(first))
     assert subscription.get(timeout=0.1) is None
     subscription.close()  # still safe after the hub closed
 
 
 def test_a_malformed_payload_is_dropped_and_delivery_goes_on(
-    workers: Callable[..., Worker], redis_client: redis.Redis, keys: Keys
+    make_monitor_wiring: Callable[..., MonitorWiring], redis_client: redis.Redis, keys: Keys
 ) -> None:
-    a, b = workers(name="a"), workers(name="b")
+    a, b = make_monitor_wiring(name="a"), make_monitor_wiring(name="b")
     task = make_task()
     with a.hub.subscribe(task.task_id) as events:
         redis_client.publish(keys.task_channel(task.task_id), "not an event")
@@ -139,8 +144,8 @@ def test_reconnection_resubscribes_and_redelivers_the_snapshot(tmp_path: Path, k
         gate.wait(WAIT_S)
 
     with RedisServer(workdir=tmp_path) as server:
-        a = make_worker(server.url, keys, name="a", first_hook=hold)
-        b = make_worker(server.url, keys, name="b")
+        a = wire_monitor(server.url, keys, name="a", first_hook=hold)
+        b = wire_monitor(server.url, keys, name="b")
         try:
             task = make_task()
             events = a.hub.subscribe(task.task_id)
@@ -174,8 +179,8 @@ def test_subscribe_fails_cleanly_while_redis_is_down_and_works_after(
     tmp_path: Path, keys: Keys
 ) -> None:
     with RedisServer(workdir=tmp_path) as server:
-        a = make_worker(server.url, keys, name="a", confirm_timeout_s=0.3)
-        b = make_worker(server.url, keys, name="b")
+        a = wire_monitor(server.url, keys, name="a", confirm_timeout_s=0.3)
+        b = wire_monitor(server.url, keys, name="b")
         try:
             task = make_task()
             server.stop()
@@ -201,8 +206,8 @@ def test_a_reset_connection_also_redelivers_the_snapshot(
     snapshot of its tasks even though nothing was published since.
     """
     name = f"a-{keys.prefix}"
-    a = make_worker(redis_server.url, keys, name=name)
-    b = make_worker(redis_server.url, keys, name="b")
+    a = wire_monitor(redis_server.url, keys, name=name)
+    b = wire_monitor(redis_server.url, keys, name="b")
     try:
         task = make_task()
         b.monitor.start(task)

@@ -4,11 +4,9 @@ failure modes. The TaskMonitor contract both adapters share is tests/contract/te
 
 from __future__ import annotations
 
-import re
 import time
 import uuid
 from collections.abc import Callable
-from importlib import resources
 from pathlib import Path
 
 import pytest
@@ -25,16 +23,16 @@ from taskmon.redis.hub import RedisEventHub
 from taskmon.redis.keys import Keys
 from taskmon.redis.monitor import RedisTaskMonitor
 from taskmon.redis.subscriber import RedisSubscriber
-from tests.redis_worker import Worker, make_worker
-from tests.tasks import BOOM, DONE, FAILED, QUEUED, RUNNING, make_task, run_to
-from tests.unit._helpers import wait_for
+from tests.support.redis_wiring import MonitorWiring, wire_monitor
+from tests.support.tasks import BOOM, DONE, FAILED, QUEUED, RUNNING, make_task, run_to
+from tests.support.timing import wait_for
 
 pytestmark = pytest.mark.redis
 
 
 @pytest.fixture
-def monitor(workers: Callable[..., Worker]) -> RedisTaskMonitor:
-    return workers().monitor
+def monitor(make_monitor_wiring: Callable[..., MonitorWiring]) -> RedisTaskMonitor:
+    return make_monitor_wiring().monitor
 
 
 # --- start and get ------------------------------------------------------------------------------
@@ -111,8 +109,10 @@ def test_settling_first_bars_the_late_start(monitor: RedisTaskMonitor, keys: Key
     assert 0 < monitor._client.ttl(keys.task(task.task_id)) <= 100, "the bar expires"
 
 
-def test_a_key_whose_task_vanished_is_free(workers: Callable[..., Worker], keys: Keys) -> None:
-    worker = workers()
+def test_a_key_whose_task_vanished_is_free(
+    make_monitor_wiring: Callable[..., MonitorWiring], keys: Keys
+) -> None:
+    worker = make_monitor_wiring()
     first = make_task("first", key="k")
     worker.monitor.start(first)
     worker.client.delete(keys.task(first.task_id))  # an eviction, or an operator's DEL
@@ -126,10 +126,10 @@ def test_a_key_whose_task_vanished_is_free(workers: Callable[..., Worker], keys:
 
 
 def test_transitions_move_the_state_indexes_and_start_the_ttl_at_the_finish(
-    workers: Callable[..., Worker], keys: Keys
+    make_monitor_wiring: Callable[..., MonitorWiring], keys: Keys
 ) -> None:
     """The fields and counts are the contract's; the indexes and TTLs are Redis's own."""
-    worker = workers()
+    worker = make_monitor_wiring()
     monitor, client = worker.monitor, worker.client
     task = make_task(key="k")
     monitor.start(task)
@@ -146,9 +146,11 @@ def test_transitions_move_the_state_indexes_and_start_the_ttl_at_the_finish(
 # --- retention ----------------------------------------------------------------------------------
 
 
-def test_the_finish_restarts_the_ttl_of_the_key(workers: Callable[..., Worker], keys: Keys) -> None:
+def test_the_finish_restarts_the_ttl_of_the_key(
+    make_monitor_wiring: Callable[..., MonitorWiring], keys: Keys
+) -> None:
     # Two workers configured with different retentions make the refresh visible without a wait.
-    creator, finisher = workers(ttl_s=1000), workers(ttl_s=5000)
+    creator, finisher = make_monitor_wiring(ttl_s=1000), make_monitor_wiring(ttl_s=5000)
     task = make_task(key="k")
     creator.monitor.start(task)
     assert 0 < creator.client.ttl(keys.idempotency("k")) <= 1000
@@ -158,9 +160,9 @@ def test_the_finish_restarts_the_ttl_of_the_key(workers: Callable[..., Worker], 
 
 
 def test_finished_tasks_and_keys_expire_live_tasks_stay(
-    workers: Callable[..., Worker], keys: Keys
+    make_monitor_wiring: Callable[..., MonitorWiring], keys: Keys
 ) -> None:
-    worker = workers(ttl_s=1)
+    worker = make_monitor_wiring(ttl_s=1)
     monitor = worker.monitor
     done_task, failed_task = make_task("done", key="kd"), make_task("failed")
     waiting, running_task = make_task("waiting"), make_task("running")
@@ -210,7 +212,7 @@ def test_an_unreachable_redis_raises_backend_unavailable_fast(
     fault: str, tmp_path: Path, keys: Keys
 ) -> None:
     with RedisServer(workdir=tmp_path) as server:
-        worker = make_worker(server.url, keys)
+        worker = wire_monitor(server.url, keys)
         try:
             task = make_task(key="k")
             worker.monitor.start(task)
@@ -240,27 +242,7 @@ def test_an_unreachable_redis_raises_backend_unavailable_fast(
             worker.close()
 
 
-# --- the scripts --------------------------------------------------------------------------------
-
-SCRIPTS = ("task_start", "task_settle_start", "task_transition", "task_finish")
-
-
-@pytest.mark.parametrize("name", SCRIPTS)
-def test_script_headers_document_every_key_and_argument(name: str) -> None:
-    source = resources.files("taskmon.redis").joinpath("lua", f"{name}.lua").read_text()
-    lines = source.splitlines()
-    header_length = next(i for i, line in enumerate(lines) if not line.startswith("--"))
-    header = "\n".join(lines[:header_length])
-    body = "\n".join(lines[header_length:])
-    assert header.startswith(f"-- {name}: ")
-    for word in ("KEYS[1]", "ARGV[1]", "Returns"):
-        assert word in header, f"{name}.lua header lacks {word}"
-    documented = set(re.findall(r"^-- ((?:KEYS|ARGV)\[\d+(?:\.\.)?\])", header, re.MULTILINE))
-    referenced = set(re.findall(r"(?:KEYS|ARGV)\[\d+\]", body))
-    referenced |= {f"ARGV[{n}..]" for n in re.findall(r"unpack\(ARGV, (\d+)\)", body)}
-    assert referenced <= documented, f"undocumented in {name}.lua: {referenced - documented}"
-    code = "\n".join(line.split("--")[0] for line in body.splitlines())
-    assert ".." not in code, "scripts never build names: keys come in KEYS, channels in ARGV"
+# --- the op tokens ----------------------------------------------------------------------------
 
 
 def test_unique_op_tokens_do_not_leak_into_tasks(monitor: RedisTaskMonitor, keys: Keys) -> None:

@@ -1,4 +1,4 @@
-"""Worker registry and reaper against a real redis-server (I5 at the adapter level)."""
+"""MonitorWiring registry and reaper against a real redis-server (I5 at the adapter level)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from taskmon.redis.keys import Keys
 from taskmon.redis.monitor import RedisTaskMonitor, load_task
 from taskmon.redis.subscriber import RedisSubscriber
 from taskmon.redis.workers import Maintenance, Reaper, WorkerRegistry
-from tests.redis_worker import make_worker
+from tests.support.redis_wiring import wire_monitor
 
 pytestmark = pytest.mark.redis
 
@@ -63,9 +63,11 @@ def test_reaper_fails_the_live_tasks_of_a_dead_worker_only(
     alive.heartbeat()
     queued = monitor.start(_task("host:dead")).task
     running = monitor.start(_task("host:dead")).task
-    running = monitor.transition(
+    moved = monitor.transition(
         running.task_id, expected_version=1, state=TaskState.RUNNING, now=time.time()
     )
+    assert moved is not None
+    running = moved
     assert running is not None
     finished = monitor.start(_task("host:dead")).task
     monitor.transition(finished.task_id, expected_version=1, state=TaskState.RUNNING, now=1.0)
@@ -163,7 +165,7 @@ def test_leaving_reaps_own_unheld_tasks_before_deregistering(
 def test_leaving_while_redis_is_away_stays_registered(tmp_path: Path, keys: Keys) -> None:
     """Left in the registry, the worker expires and the other workers reap its tasks."""
     with RedisServer(workdir=tmp_path) as server:
-        worker = make_worker(server.url, keys, name="leaving")
+        worker = wire_monitor(server.url, keys, name="leaving")
         try:
             registry = WorkerRegistry(worker.client, keys, "host:cut-off", ttl_s=60)
             reaper = Reaper(worker.client, keys, registry, worker.monitor)

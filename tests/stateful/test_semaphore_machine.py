@@ -40,7 +40,7 @@ from taskmon.ports import Holder, Lease, PermitTimeout, Semaphore
 from taskmon.redis.keys import Keys
 from taskmon.redis.semaphore import RedisSemaphore
 from taskmon.redis.subscriber import RedisSubscriber
-from tests.unit._helpers import FakeClock
+from tests.support.timing import FakeClock
 
 T = TypeVar("T")
 
@@ -133,7 +133,9 @@ class Backends:
         if not self._opened:
             self._worker()
         subscriber, client = self._opened[0]
-        return RedisBackend(client, subscriber, limit, **({"ttl": ttl} if ttl else {}))
+        if ttl is None:
+            return RedisBackend(client, subscriber, limit)
+        return RedisBackend(client, subscriber, limit, ttl=ttl)
 
     def peer(self, of: Backend, limit: int) -> Backend | None:
         """Another worker on the same namespace as `of` (None in memory: one process)."""
@@ -232,8 +234,9 @@ class SemaphoreMachine(RuleBasedStateMachine):
     def acquire_new_or_past_token(self, data: st.DataObject) -> None:
         self._settle()
         reusable = sorted({lease.token for lease in self.model.past} - set(self.model.held))
-        if reusable and data.draw(st.booleans(), label="reuse a past token"):
-            token = data.draw(st.sampled_from(reusable), label="token")
+        reuse: bool = data.draw(st.booleans(), label="reuse a past token")
+        if reusable and reuse:
+            token: str = data.draw(st.sampled_from(reusable), label="token")
         else:
             token = f"t{next(self.tokens)}"
         expect_grant = len(self.model.held) < self.model.limit
@@ -358,7 +361,11 @@ class SemaphoreMachine(RuleBasedStateMachine):
 
 
 def test_semaphore_state_machine(backends: Backends) -> None:
-    run_state_machine_as_test(lambda: SemaphoreMachine(backends), settings=MACHINE_SETTINGS)
+    def machine() -> SemaphoreMachine:
+        return SemaphoreMachine(backends)
+
+    # Hypothesis takes any factory of machines, though its hint names the class only.
+    run_state_machine_as_test(machine, settings=MACHINE_SETTINGS)  # type: ignore[arg-type]
 
 
 # -- concurrency -------------------------------------------------------------------------------

@@ -31,7 +31,7 @@ from taskmon.domain import (
     idempotency_outcome,
     new_task_id,
 )
-from tests.tasks import BOOM, DONE, FAILED, QUEUED, RUNNING
+from tests.support.tasks import BOOM, DONE, FAILED, QUEUED, RUNNING
 
 TASK_ID = "0123456789abcdef0123456789abcdef"
 

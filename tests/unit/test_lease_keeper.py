@@ -8,10 +8,10 @@ from collections.abc import Iterator
 import pytest
 from prometheus_client import REGISTRY
 
-from taskmon.service.lease_keeper import LeaseKeeper
 from taskmon.memory import InMemorySemaphore
 from taskmon.ports import BackendUnavailable, Holder, HolderInfo, Lease, PermitTimeout
-from tests.unit._helpers import FakeClock, wait_for
+from taskmon.service.lease_keeper import LeaseKeeper
+from tests.support.timing import FakeClock, wait_for
 
 TTL = 10.0
 

@@ -6,7 +6,7 @@ import pytest
 
 from taskmon.domain import Task, TaskRequest
 from taskmon.service.ledger import Ledger, LedgerClosed, Mark
-from tests.unit._helpers import run_threads
+from tests.support.timing import run_threads
 
 
 def make_task() -> Task:

@@ -12,8 +12,8 @@ from taskmon.domain import (
     StateCounts,
 )
 from taskmon.memory import InMemoryEventHub, InMemoryTaskMonitor
-from tests.tasks import DONE, FAILED, RUNNING, make_task, run_to
-from tests.unit._helpers import FakeClock
+from tests.support.tasks import DONE, FAILED, RUNNING, make_task, run_to
+from tests.support.timing import FakeClock
 
 
 @pytest.fixture
@@ -72,6 +72,38 @@ def test_expiry_counts_from_the_finish_not_the_creation(
     assert monitor.get(task.task_id) is not None
     clock.advance(1)
     assert monitor.get(task.task_id) is None
+
+
+def test_the_finish_restarts_the_retention_of_the_key(
+    monitor: InMemoryTaskMonitor, clock: FakeClock
+) -> None:
+    # As in Redis: a replay within the TTL of the finish finds the task, however long the task
+    # waited before it ran.
+    task = make_task(key="k")
+    monitor.start(task)
+    clock.advance(80)
+    run_to(monitor, task, DONE)
+    clock.advance(99)  # 179 s after the key was made, 99 s after the finish
+    assert monitor.find_by_idempotency_key("k") is not None
+    assert monitor.start(make_task(key="k")).outcome is StartOutcome.REPLAYED
+    clock.advance(1)
+    assert monitor.find_by_idempotency_key("k") is None
+
+
+def test_a_key_expires_while_its_task_is_still_live(
+    monitor: InMemoryTaskMonitor, clock: FakeClock
+) -> None:
+    # Retention of a key starts at its creation; a task that outlives it (queued or running
+    # for longer than the TTL) stays, and its key is free for a new task from then on.
+    task = make_task(key="k")
+    monitor.start(task)
+    run_to(monitor, task, RUNNING)
+    clock.advance(99.999)
+    assert monitor.find_by_idempotency_key("k") is not None
+    clock.advance(0.001)  # exactly the TTL
+    assert monitor.find_by_idempotency_key("k") is None
+    assert monitor.get(task.task_id) is not None
+    assert monitor.start(make_task("another", key="k")).outcome is StartOutcome.CREATED
 
 
 def test_an_expired_key_can_be_used_again(monitor: InMemoryTaskMonitor, clock: FakeClock) -> None:

@@ -17,8 +17,8 @@ from taskmon.memory import InMemorySemaphore, InMemoryTaskMonitor
 from taskmon.ports import Holder
 from taskmon.results import ResultStore
 from taskmon.service import IdempotencyConflict, QueueFull, ServiceClosed, TaskService
-from tests.unit._helpers import WAIT_S, run_threads, wait_for
-from tests.unit.fakes import FakeEngine, GatedEngine
+from tests.support.engines import FakeEngine, GatedEngine
+from tests.support.timing import WAIT_S, run_threads, wait_for
 
 WORKER = "test-host:1"
 

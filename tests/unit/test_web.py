@@ -20,10 +20,10 @@ from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
 from taskmon.app import create_app
-from taskmon.runtime import Runtime
 from taskmon.domain import check_task_id
 from taskmon.ports import Holder, Lease
-from tests.unit._helpers import WAIT_S, wait_for
+from taskmon.runtime import Runtime
+from tests.support.timing import WAIT_S, wait_for
 
 PROBLEM = "application/problem+json"
 UNKNOWN_ID = "0" * 32
@@ -758,20 +758,3 @@ def test_each_app_gets_its_own_fresh_ids(app: Flask, client: FlaskClient) -> Non
     for task_id in ids:
         assert uuid.UUID(hex=task_id).version == 4
         wait_state(app, task_id, "done")
-
-
-def test_closing_with_wait_returns_only_after_the_running_synthesis_ended(
-    make_app: MakeApp,
-) -> None:
-    """What atexit uses outside gunicorn: the interpreter has joined its threads by then, so
-    the wait for running syntheses must happen in the closing call itself."""
-    app = make_app(tone_ms_per_char=20)
-    rt = rt_of(app)
-    response = app.test_client().post("/api/tts", json={"text": "x" * 40})  # about 0.8 s
-    task_id = response.get_json()["task_id"]
-    wait_for(lambda: rt.service.pending() and rt.monitor.get(task_id).state.value == "running")
-    rt.close(wait=True)
-    assert rt.service.pending() == 0
-    stored = rt.monitor.get(task_id)
-    assert stored is not None
-    assert stored.state.value == "done"

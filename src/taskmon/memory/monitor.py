@@ -26,7 +26,9 @@ from taskmon.ports import StartResult
 
 
 class InMemoryTaskMonitor:
-    """TaskMonitor for one process. Finished tasks and idempotency keys expire after `ttl_s`."""
+    """TaskMonitor for one process, with the Redis adapter's retention: a finished task expires
+    `ttl_s` after its finish; an Idempotency-Key `ttl_s` after its creation, and again `ttl_s`
+    after its task's finish, so a replay within `ttl_s` of the finish still finds it."""
 
     backend = "memory"
 
@@ -43,7 +45,9 @@ class InMemoryTaskMonitor:
         self._lock = threading.Lock()
         self._tasks: dict[str, Task] = {}
         self._keys: dict[str, str] = {}
+        self._key_deadlines: dict[str, float] = {}
         # Expiry queues in insertion order; a TTL that is the same for all keeps them sorted.
+        # A key re-armed at its task's finish is queued again: only its last deadline counts.
         self._task_expiry: deque[tuple[float, str]] = deque()
         self._key_expiry: deque[tuple[float, str]] = deque()
         self._in_state = dict.fromkeys(TaskState, 0)
@@ -58,7 +62,7 @@ class InMemoryTaskMonitor:
                 if existing is not None and outcome is not StartOutcome.CREATED:
                     return StartResult(outcome, existing)
                 self._keys[key] = task.task_id
-                self._key_expiry.append((self._clock() + self._ttl_s, key))
+                self._arm_key(key)
             self._tasks[task.task_id] = task
             self._in_state[TaskState.QUEUED] += 1
         self.hub.publish(TaskEvent(task))
@@ -98,6 +102,9 @@ class InMemoryTaskMonitor:
             self._in_state[state] += 1
             if state.terminal:
                 self._task_expiry.append((self._clock() + self._ttl_s, task_id))
+                key = current.idempotency_key
+                if key is not None and self._keys.get(key) == task_id:
+                    self._arm_key(key)
         self.hub.publish(TaskEvent(updated))
         return updated
 
@@ -119,9 +126,17 @@ class InMemoryTaskMonitor:
     def close(self) -> None:
         self.hub.close()
 
+    def _arm_key(self, key: str) -> None:
+        deadline = self._clock() + self._ttl_s
+        self._key_deadlines[key] = deadline
+        self._key_expiry.append((deadline, key))
+
     def _purge_expired(self) -> None:
         now = self._clock()
         while self._task_expiry and self._task_expiry[0][0] <= now:
             self._tasks.pop(self._task_expiry.popleft()[1], None)
         while self._key_expiry and self._key_expiry[0][0] <= now:
-            self._keys.pop(self._key_expiry.popleft()[1], None)
+            key = self._key_expiry.popleft()[1]
+            if self._key_deadlines.get(key, now) <= now:  # else re-armed since
+                self._keys.pop(key, None)
+                self._key_deadlines.pop(key, None)

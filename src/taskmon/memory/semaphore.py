@@ -7,6 +7,7 @@ with every grant, a release after the lease ended reported as False and never co
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 import uuid
@@ -38,8 +39,7 @@ class InMemorySemaphore:
         lease_ttl_s: float,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if limit < 1:
-            raise ValueError("limit must be at least 1")
+        _check_limit(limit)
         self.lease_ttl_s = lease_ttl_s
         self._limit = limit
         self._clock = clock
@@ -50,6 +50,10 @@ class InMemorySemaphore:
         self._closed = False
 
     def acquire(self, holder: Holder, *, timeout: float, token: str | None = None) -> Lease:
+        if token is not None and not token:
+            raise ValueError("token must be a non-empty string")
+        if math.isnan(timeout):
+            raise ValueError("timeout must be a number of seconds")
         token = token or uuid.uuid4().hex
         deadline = time.monotonic() + max(0.0, timeout)
         with self._cond:
@@ -104,8 +108,7 @@ class InMemorySemaphore:
         return self._limit
 
     def set_limit(self, limit: int) -> None:
-        if limit < 1:
-            raise ValueError("limit must be at least 1")
+        _check_limit(limit)
         with self._cond:
             self._limit = limit
             self._cond.notify_all()
@@ -141,3 +144,8 @@ class InMemorySemaphore:
             del self._grants[token]
         if expired:
             self._cond.notify_all()
+
+
+def _check_limit(limit: int) -> None:
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise ValueError("limit must be an integer of at least 1")

@@ -7,20 +7,20 @@
 -- When permits stay free after this call changed something, the next tokens in line are
 -- published on the wake-up channel. Time comes from Redis TIME only (ms).
 --
--- KEYS[1] sem_holders   ZSET token -> lease end (ms)
--- KEYS[2] sem_info      HASH token -> JSON {worker, task_id, fencing}
--- KEYS[3] sem_queue     ZSET waiting token -> ticket
--- KEYS[4] sem_waiters   ZSET waiting token -> liveness deadline (ms)
--- KEYS[5] sem_limit     STRING the cap; absent means ARGV[6]
--- KEYS[6] sem_fencing   STRING counter of grants
--- KEYS[7] sem_ticket    STRING counter of queue tickets
--- ARGV[1] token         the owner token
--- ARGV[2] worker        the holder's worker id (shown, never checked)
--- ARGV[3] task_id       the holder's task id (shown, never checked)
--- ARGV[4] lease_ms      lease length in ms
--- ARGV[5] waiter_ttl_ms how long a waiter stays queued without another attempt, in ms
--- ARGV[6] default_limit the cap when KEYS[5] is absent
--- ARGV[7] channel       pub/sub channel for wake-ups (JSON list of tokens)
+-- KEYS[1] sem_holders    ZSET token -> lease end (ms)
+-- KEYS[2] sem_info       HASH token -> JSON {worker, task_id, fencing}
+-- KEYS[3] sem_queue      ZSET waiting token -> ticket
+-- KEYS[4] sem_waiters    ZSET waiting token -> liveness deadline (ms)
+-- KEYS[5] sem_limit      STRING the cap; absent means ARGV[6]
+-- KEYS[6] sem_fencing    STRING counter of grants
+-- KEYS[7] sem_ticket     STRING counter of queue tickets
+-- ARGV[1] token          the owner token
+-- ARGV[2] worker         the holder's worker id (shown, never checked)
+-- ARGV[3] task_id        the holder's task id (shown, never checked)
+-- ARGV[4] lease_ms       lease length in ms
+-- ARGV[5] waiter_ttl_ms  how long a waiter stays queued without another attempt, in ms
+-- ARGV[6] default_limit  the cap when KEYS[5] is absent
+-- ARGV[7] channel        pub/sub channel for wake-ups (JSON list of tokens)
 -- Returns: {1, fencing, worker, task_id} when the token holds a permit (new or already held);
 --          {0, rank, free} when it waits (0-based rank in the queue, free permits now).
 

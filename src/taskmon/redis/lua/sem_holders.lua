@@ -2,8 +2,8 @@
 --
 -- Read-only: expired holders are skipped, not purged. Time comes from Redis TIME only (ms).
 --
--- KEYS[1] sem_holders   ZSET token -> lease end (ms)
--- KEYS[2] sem_info      HASH token -> JSON {worker, task_id, fencing}
+-- KEYS[1] sem_holders  ZSET token -> lease end (ms)
+-- KEYS[2] sem_info     HASH token -> JSON {worker, task_id, fencing}
 -- ARGV: none
 -- Returns: {now_ms, token_1, lease_end_ms_1, info_json_1, token_2, ...} for every unexpired
 --          holder (info_json is false, i.e. nil in Python, if the hash lost the entry).

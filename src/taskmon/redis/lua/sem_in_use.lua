@@ -2,7 +2,7 @@
 --
 -- Read-only: expired holders are not counted, and not purged. Time comes from Redis TIME (ms).
 --
--- KEYS[1] sem_holders   ZSET token -> lease end (ms)
+-- KEYS[1] sem_holders  ZSET token -> lease end (ms)
 -- ARGV: none
 -- Returns: the number of holders whose lease ends after now.
 

@@ -4,14 +4,14 @@
 -- Purges expired holders and dead waiters too. Repeating the call is harmless.
 -- Time comes from Redis TIME only (ms).
 --
--- KEYS[1] sem_holders   ZSET token -> lease end (ms)
--- KEYS[2] sem_info      HASH token -> JSON {worker, task_id, fencing}
--- KEYS[3] sem_queue     ZSET waiting token -> ticket
--- KEYS[4] sem_waiters   ZSET waiting token -> liveness deadline (ms)
--- KEYS[5] sem_limit     STRING the cap; absent means ARGV[2]
--- ARGV[1] token         the owner token that stops waiting
--- ARGV[2] default_limit the cap when KEYS[5] is absent
--- ARGV[3] channel       pub/sub channel for wake-ups (JSON list of tokens)
+-- KEYS[1] sem_holders    ZSET token -> lease end (ms)
+-- KEYS[2] sem_info       HASH token -> JSON {worker, task_id, fencing}
+-- KEYS[3] sem_queue      ZSET waiting token -> ticket
+-- KEYS[4] sem_waiters    ZSET waiting token -> liveness deadline (ms)
+-- KEYS[5] sem_limit      STRING the cap; absent means ARGV[2]
+-- ARGV[1] token          the owner token that stops waiting
+-- ARGV[2] default_limit  the cap when KEYS[5] is absent
+-- ARGV[3] channel        pub/sub channel for wake-ups (JSON list of tokens)
 -- Returns: 1 when the token was queued and has left; 0 when it was not queued.
 
 local holders, info, queue, waiters = KEYS[1], KEYS[2], KEYS[3], KEYS[4]

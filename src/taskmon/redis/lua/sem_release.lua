@@ -4,15 +4,15 @@
 -- (returns 0) and nothing is counted. A release, or a purge, publishes the next tokens in line
 -- on the wake-up channel while permits are free. Time comes from Redis TIME only (ms).
 --
--- KEYS[1] sem_holders   ZSET token -> lease end (ms)
--- KEYS[2] sem_info      HASH token -> JSON {worker, task_id, fencing}
--- KEYS[3] sem_queue     ZSET waiting token -> ticket
--- KEYS[4] sem_waiters   ZSET waiting token -> liveness deadline (ms)
--- KEYS[5] sem_limit     STRING the cap; absent means ARGV[3]
--- ARGV[1] token         the owner token
--- ARGV[2] fencing       the fencing token of the grant being released
--- ARGV[3] default_limit the cap when KEYS[5] is absent
--- ARGV[4] channel       pub/sub channel for wake-ups (JSON list of tokens)
+-- KEYS[1] sem_holders    ZSET token -> lease end (ms)
+-- KEYS[2] sem_info       HASH token -> JSON {worker, task_id, fencing}
+-- KEYS[3] sem_queue      ZSET waiting token -> ticket
+-- KEYS[4] sem_waiters    ZSET waiting token -> liveness deadline (ms)
+-- KEYS[5] sem_limit      STRING the cap; absent means ARGV[3]
+-- ARGV[1] token          the owner token
+-- ARGV[2] fencing        the fencing token of the grant being released
+-- ARGV[3] default_limit  the cap when KEYS[5] is absent
+-- ARGV[4] channel        pub/sub channel for wake-ups (JSON list of tokens)
 -- Returns: 1 when the permit was released; 0 when this grant no longer held it.
 
 local holders, info, queue, waiters = KEYS[1], KEYS[2], KEYS[3], KEYS[4]

@@ -4,15 +4,15 @@
 -- A purge that frees permits publishes the next tokens in line on the wake-up channel.
 -- Repeating the call is harmless (it extends again). Time comes from Redis TIME only (ms).
 --
--- KEYS[1] sem_holders   ZSET token -> lease end (ms)
--- KEYS[2] sem_info      HASH token -> JSON {worker, task_id, fencing}
--- KEYS[3] sem_queue     ZSET waiting token -> ticket
--- KEYS[4] sem_limit     STRING the cap; absent means ARGV[4]
--- ARGV[1] token         the owner token
--- ARGV[2] fencing       the fencing token of the grant being renewed
--- ARGV[3] lease_ms      new lease length from now, in ms
--- ARGV[4] default_limit the cap when KEYS[4] is absent
--- ARGV[5] channel       pub/sub channel for wake-ups (JSON list of tokens)
+-- KEYS[1] sem_holders    ZSET token -> lease end (ms)
+-- KEYS[2] sem_info       HASH token -> JSON {worker, task_id, fencing}
+-- KEYS[3] sem_queue      ZSET waiting token -> ticket
+-- KEYS[4] sem_limit      STRING the cap; absent means ARGV[4]
+-- ARGV[1] token          the owner token
+-- ARGV[2] fencing        the fencing token of the grant being renewed
+-- ARGV[3] lease_ms       new lease length from now, in ms
+-- ARGV[4] default_limit  the cap when KEYS[4] is absent
+-- ARGV[5] channel        pub/sub channel for wake-ups (JSON list of tokens)
 -- Returns: 1 when the lease was extended; 0 when this grant no longer held the permit.
 
 local holders, info, queue = KEYS[1], KEYS[2], KEYS[3]

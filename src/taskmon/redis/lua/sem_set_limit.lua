@@ -5,13 +5,13 @@
 -- dead waiters, then publishes the first `free` tokens of the queue on the wake-up channel.
 -- Time comes from Redis TIME only (ms).
 --
--- KEYS[1] sem_holders   ZSET token -> lease end (ms)
--- KEYS[2] sem_info      HASH token -> JSON {worker, task_id, fencing}
--- KEYS[3] sem_queue     ZSET waiting token -> ticket
--- KEYS[4] sem_waiters   ZSET waiting token -> liveness deadline (ms)
--- KEYS[5] sem_limit     STRING the cap
--- ARGV[1] limit         the new cap (an integer >= 1, checked by the caller)
--- ARGV[2] channel       pub/sub channel for wake-ups (JSON list of tokens)
+-- KEYS[1] sem_holders  ZSET token -> lease end (ms)
+-- KEYS[2] sem_info     HASH token -> JSON {worker, task_id, fencing}
+-- KEYS[3] sem_queue    ZSET waiting token -> ticket
+-- KEYS[4] sem_waiters  ZSET waiting token -> liveness deadline (ms)
+-- KEYS[5] sem_limit    STRING the cap
+-- ARGV[1] limit        the new cap (an integer >= 1, checked by the caller)
+-- ARGV[2] channel      pub/sub channel for wake-ups (JSON list of tokens)
 -- Returns: the number of free permits under the new cap (negative when holders exceed it).
 
 local holders, info, queue, waiters = KEYS[1], KEYS[2], KEYS[3], KEYS[4]

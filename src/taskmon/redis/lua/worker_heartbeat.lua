@@ -1,8 +1,10 @@
 -- worker_heartbeat: a worker says it is alive until now + ttl (Redis clock).
--- KEYS[1] workers  sorted set: worker id -> heartbeat deadline (ms)
--- ARGV[1] worker id
--- ARGV[2] ttl in ms
--- returns the new deadline (ms)
+--
+-- KEYS[1] workers  ZSET worker id -> heartbeat deadline (ms)
+-- ARGV[1] worker   the worker id (X-Worker-Id)
+-- ARGV[2] ttl_ms   how long from now it counts as alive, in ms (0: it leaves now)
+-- Returns: the new deadline (ms, Redis clock).
+
 local now = redis.call('TIME')
 local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 local deadline = now_ms + tonumber(ARGV[2])

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from taskmon.domain import InvalidInput
 from taskmon.engines import Engine, EngineError, ToneEngine
-from tests.unit._helpers import WAIT_S
+from tests.support.timing import WAIT_S
 
 
 class FakeEngine:
