@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import re
+import shutil
+from collections import Counter
+
 import nox
 
 nox.needs_version = ">=2025.2.9"
@@ -58,3 +62,38 @@ def bench(session: nox.Session) -> None:
     """Measure the Redis semaphore as ratios to raw EVALSHA round trips, side by side."""
     _install(session)
     session.run("python", "-m", "benchmarks.semaphore", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def mutation(session: nox.Session) -> None:
+    """Mutation-test the domain, the ledger, the service and the memory adapters (a report)."""
+    _install(session, "mutation")
+    # A fresh run every time: mutmut keeps a verdict until the mutated function changes, so
+    # a mutant that survived stays "survived" after a test that kills it is added.
+    shutil.rmtree("mutants", ignore_errors=True)
+    session.run("mutmut", "run", *session.posargs)  # fails on mutmut's errors, not on survivors
+    session.run("mutmut", "results")  # every mutant not killed, for `mutmut show <name>`
+    everything = session.run("mutmut", "results", "--all", "true", silent=True)
+    assert isinstance(everything, str)
+    for line in _mutation_scores(everything):
+        session.log(line)
+
+
+def _mutation_scores(results: str) -> list[str]:
+    """Killed / total per module, from `mutmut results --all true` (`<mutant>: <status>`)."""
+    by_module: dict[str, Counter[str]] = {}
+    for line in results.splitlines():
+        name, colon, status = line.strip().rpartition(": ")
+        if colon and "__mutmut_" in name:
+            module = re.split(r"\.x[_\u01c1]", name, maxsplit=1)[0]  # names are module.x_f...
+            by_module.setdefault(module, Counter())[status] += 1
+    lines = []
+    for module, statuses in sorted(by_module.items()):
+        total, killed = statuses.total(), statuses["killed"]
+        rest = ", ".join(
+            f"{n} {status}" for status, n in sorted(statuses.items()) if status != "killed"
+        )
+        lines.append(
+            f"{module}: {killed}/{total} killed ({killed / total:.1%}){'; ' + rest if rest else ''}"
+        )
+    return lines

@@ -8,6 +8,7 @@ pins the warning on the test that left the object behind.
 from __future__ import annotations
 
 import gc
+import os
 from collections.abc import Iterator
 
 import pytest
@@ -24,12 +25,30 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
         yield server
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _unfreeze_at_the_end() -> Iterator[None]:
+    yield
+    gc.unfreeze()
+    gc.collect()  # what the tests froze gets its finalizers (and its warnings) now
+
+
 @pytest.fixture(autouse=True)
 def _collect_garbage_after_each_test() -> Iterator[None]:
     # In the test's own teardown: pytest looks for unraisable exceptions at the end of the
-    # teardown phase, so a leak collected here is reported on this test. What lived before the
-    # test is frozen first (it was collected at the last teardown), so the collection scans
-    # only what this test made: a full collection of the whole heap cost 0.1 s a test.
+    # teardown phase, so a leak collected here is reported on this test. Before the test, what
+    # the last one left is collected (its fixture values were still alive at its teardown; a
+    # leak of theirs is reported here, one test late, as before) and what lives on is frozen,
+    # so later collections scan only newer objects: collecting the whole heap after every
+    # test cost 0.1 s a test.
+    gc.collect()
     gc.freeze()
     yield
     gc.collect()
+
+
+@pytest.fixture
+def clean_taskmon_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No TASKMON_ variable at all, so settings come from the test alone (not the shell's)."""
+    for name in list(os.environ):
+        if name.upper().startswith("TASKMON_"):
+            monkeypatch.delenv(name)

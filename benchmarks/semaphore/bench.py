@@ -12,7 +12,7 @@ import uuid
 
 import redis
 
-from . import handoff
+from . import handoff_run
 from .handoff import Handoff
 from .params import (
     CONTENDED_LIMIT,
@@ -67,7 +67,7 @@ class Bench:
         for name in order:
             prefix = f"bench-{self.run_id}-r{index}-{name}"
             if name == HANDOFF:
-                handoffs = handoff.measure(self.pool, self.client, prefix, handoff_count)
+                handoffs = handoff_run.measure(self.pool, self.client, prefix, handoff_count)
                 continue
             workers, spec = {
                 EVALSHA_1: (1, WindowSpec("evalsha")),

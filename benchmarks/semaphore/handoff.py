@@ -1,7 +1,7 @@
 """The handoff: A holds the only permit, B waits for it, A releases; how long until B has it.
 
-The worker-side steps (run inside a worker, on its semaphore) and the parent-side sequence
-that drives worker 0 as A and worker 1 as B.
+The worker-side steps, run inside a worker on its semaphore; the parent-side sequence that
+drives worker 0 as A and worker 1 as B is `handoff_run.measure`.
 """
 
 from __future__ import annotations
@@ -9,24 +9,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
-import redis
 
 from taskmon.ports import Holder, Lease
-from taskmon.redis.keys import Keys
 
 from .counting import CountingSemaphore
-from .params import (
-    ACQUIRE_TIMEOUT_S,
-    CALL_TIMEOUT_S,
-    HANDOFF_CHANNEL_WAIT_S,
-    HANDOFF_SETTLE_S,
-    RETRY_INTERVAL_S,
-)
-
-if TYPE_CHECKING:
-    from .pool import Pool
+from .params import ACQUIRE_TIMEOUT_S, HANDOFF_SETTLE_S
 
 
 @dataclass(frozen=True)
@@ -68,44 +55,3 @@ def release(sem: CountingSemaphore, lease: Lease) -> tuple[int, int, bool]:
     release_ns = time.monotonic_ns()
     released = sem.release(lease)
     return release_ns, time.monotonic_ns(), released
-
-
-# -- in the parent ----------------------------------------------------------------------------
-
-
-def measure(pool: Pool, client: redis.Redis, prefix: str, count: int) -> list[Handoff]:
-    """A (worker 0) holds the only permit, B (worker 1) waits for it; A releases."""
-    queue_key = Keys(prefix).sem_queue
-    found: list[Handoff] = []
-    for worker in (0, 1):
-        pool.call(worker, "open", (prefix, 1, RETRY_INTERVAL_S))
-    try:
-        for i in range(count):
-            idle_evalsha_ns = pool.call(0, "idle_evalsha")
-            pool.call(0, "hold", f"a{i}")
-            pool.send(1, "wait", f"b{i}")
-            _wait_queued(client, queue_key)
-            time.sleep(HANDOFF_SETTLE_S)
-            release_ns, released_ns, released = pool.call(0, "release")
-            granted_ns, attempts = pool.recv(1, ACQUIRE_TIMEOUT_S + CALL_TIMEOUT_S)
-            found.append(
-                Handoff(
-                    granted_ns - release_ns,
-                    released_ns - release_ns,
-                    idle_evalsha_ns,
-                    attempts,
-                    released,
-                )
-            )
-    finally:
-        for worker in (0, 1):
-            pool.call(worker, "close")
-    return found
-
-
-def _wait_queued(client: redis.Redis, queue_key: str) -> None:
-    deadline = time.monotonic() + HANDOFF_CHANNEL_WAIT_S
-    while client.zcard(queue_key) < 1:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"the waiter never queued within {HANDOFF_CHANNEL_WAIT_S} s")
-        time.sleep(0.001)

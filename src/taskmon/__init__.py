@@ -1,6 +1,9 @@
 """taskmon: a text-to-speech task service whose monitor and concurrency cap every worker shares."""
 
-from importlib.metadata import version
+from importlib.metadata import PackageNotFoundError, version
 
 # One version number, in pyproject.toml; the installed metadata carries it here.
-__version__ = version("taskmon")
+try:
+    __version__ = version("taskmon")
+except PackageNotFoundError:  # run from a source tree that was never installed
+    __version__ = "0+unknown"

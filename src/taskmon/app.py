@@ -31,8 +31,12 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     """
     settings = load_settings(overrides)
     rt = build_runtime(settings)
-    app = Flask("taskmon", root_path=os.path.dirname(web.__file__))
-    web.init_app(app, rt)
+    try:
+        app = Flask("taskmon", root_path=os.path.dirname(web.__file__))
+        web.init_app(app, rt)
+    except BaseException:
+        rt.close(wait=True)
+        raise
     rt.start()
     # Outside gunicorn (whose worker_exit closes it first), the runtime closes at exit.
     atexit.register(functools.partial(rt.close, wait=True))

@@ -50,7 +50,7 @@ def _default_result_dir() -> Path:
 
 
 class Settings(BaseSettings):
-    """The configuration of one taskmon process (brief, section 2)."""
+    """The configuration of one taskmon process: every TASKMON_ variable (README, Configuration)."""
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True)
 
@@ -70,9 +70,9 @@ class Settings(BaseSettings):
     fallback_policy: FallbackPolicy = FallbackPolicy.PARTITION
     journal_dir: Path | None = None
     admin_token: SecretStr | None = None
-    # Not in the brief's table; operational knobs with safe defaults.
-    # Hot-path Redis calls: fail fast (the brief: redis-py's 5 s default x 10 retries can stall
-    # a request for a minute against a cut Redis).
+    # Operational knobs with safe defaults.
+    # Hot-path Redis calls fail fast: redis-py's defaults (5 s timeouts, 10 retries) can stall
+    # one request for close to a minute against a cut Redis.
     redis_socket_timeout_s: float = Field(default=0.5, gt=0, le=30)
     redis_connect_timeout_s: float = Field(default=0.5, gt=0, le=30)
     redis_retries: int = Field(default=2, ge=0, le=10)

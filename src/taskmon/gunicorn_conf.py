@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
 from typing import Any
 
@@ -69,11 +70,15 @@ def post_fork(server: Any, worker: Any) -> None:
 
 
 def worker_exit(server: Any, worker: Any) -> None:
-    # Imported here: the app is loaded in the worker, never in the master (see child_exit).
+    # gunicorn calls this in the worker as it exits, and in the master for a worker that was
+    # already gone: only a process that loaded the app has a runtime to close. Importing the
+    # web layer here would load it (and prometheus_client) into the master, see child_exit.
+    if "taskmon.web.context" not in sys.modules:
+        return
     from taskmon.web.context import EXTENSION_KEY, runtime_of  # noqa: PLC0415
 
-    app = getattr(worker, "wsgi", None)
-    if app is not None and EXTENSION_KEY in app.extensions:  # else it never loaded the app
+    app: Any = getattr(worker, "wsgi", None)
+    if EXTENSION_KEY in getattr(app, "extensions", {}):  # a Flask app built by create_app
         runtime_of(app).close()
 
 

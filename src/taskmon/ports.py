@@ -168,6 +168,16 @@ class Lease:
         self.release()
 
 
+def check_limit(limit: object, name: str = "limit") -> int:
+    """The limit itself when it is an int (not a bool) of at least 1; ValueError otherwise.
+
+    The rule every Semaphore applies to its limit, at construction and in set_limit.
+    """
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise ValueError(f"{name} must be an integer of at least 1")
+    return limit
+
+
 class Semaphore(Protocol):
     """A counting semaphore with owned, leased permits and a limit that can change live."""
 

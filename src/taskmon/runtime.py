@@ -102,11 +102,7 @@ class Runtime:
         self._run_closers()
 
     def _run_closers(self) -> None:
-        for close in self.closers:
-            try:
-                close()
-            except Exception:
-                log.exception("closing %s failed", close)
+        close_all(self.closers)
 
     def start(self) -> None:
         """Start the worker's own background duty: sweeping result files past retention.
@@ -119,6 +115,15 @@ class Runtime:
     def _sweep_results(self) -> None:
         while not self._stop.wait(_RESULT_SWEEP_S):
             self.results.purge_older_than(self.settings.task_ttl_s)
+
+
+def close_all(closers: list[Callable[[], None]]) -> None:
+    """Run every closer in order; one that fails is logged and does not stop the others."""
+    for close in closers:
+        try:
+            close()
+        except Exception:
+            log.exception("closing %s failed", close)
 
 
 @dataclass
@@ -191,17 +196,23 @@ def _warn_on_eviction(client: redis.Redis, target: str) -> None:
 
 
 def _redis_backend(settings: Settings, worker_id: str, target: str) -> Backend:
-    client = make_client(settings, client_name=f"taskmon:{worker_id}")
+    # What was opened, in the order to close it: a build that fails half way closes it all.
+    opened: list[Callable[[], None]] = []
     try:
+        client = make_client(settings, client_name=f"taskmon:{worker_id}")
+        opened.insert(0, client.close)
         client.ping()
         _warn_on_eviction(client, target)
         keys = Keys(settings.key_prefix)
         sub_client = make_client(
             settings, client_name=f"taskmon-sub:{worker_id}", max_connections=2
         )
+        opened.insert(0, sub_client.close)
         subscriber = RedisSubscriber(sub_client)
+        opened.insert(0, subscriber.close)
         hub = RedisEventHub(client, keys, subscriber, snapshot=partial(load_task, client, keys))
         monitor = RedisTaskMonitor(client, keys, hub=hub, ttl_s=settings.task_ttl_s)
+        opened.insert(0, monitor.close)
         semaphore = RedisSemaphore(
             client,
             keys,
@@ -213,6 +224,8 @@ def _redis_backend(settings: Settings, worker_id: str, target: str) -> Backend:
             # client's whole call budget on a slow Redis.
             waiter_ttl_s=WAITER_TTL_RETRIES * (_PERMIT_RETRY_S + call_budget_s(settings)),
         )
+        # The service closes it first, at shutdown; here too, for a build that fails.
+        opened.insert(0, semaphore.close)
         registry = WorkerRegistry(
             client, keys, worker_id, ttl_s=settings.lease_ttl_s, retention_s=settings.task_ttl_s
         )
@@ -221,12 +234,12 @@ def _redis_backend(settings: Settings, worker_id: str, target: str) -> Backend:
         )
         subscriber.start()
         maintenance.start()
+        opened.insert(0, maintenance.close)
     except BaseException:
-        client.close()
+        close_all(opened)
         raise
-    # Closed in this order: stop reaping, stop listening, then drop the pools.
-    closers = [maintenance.close, monitor.close, subscriber.close, sub_client.close, client.close]
-    return Backend(monitor, semaphore, closers, target=target, reaper=maintenance.reaper)
+    # Closed in this order: stop reaping, stop waiting and listening, then drop the pools.
+    return Backend(monitor, semaphore, opened, target=target, reaper=maintenance.reaper)
 
 
 def build_runtime(settings: Settings, *, worker_id: str | None = None) -> Runtime:
@@ -245,8 +258,7 @@ def build_runtime(settings: Settings, *, worker_id: str | None = None) -> Runtim
     try:
         return _assemble(settings, worker_id, engine, results, backend)
     except BaseException:
-        for close in backend.closers:
-            close()
+        close_all(backend.closers)
         raise
 
 
@@ -254,17 +266,21 @@ def _assemble(
     settings: Settings, worker_id: str, engine: Engine, results: ResultStore, backend: Backend
 ) -> Runtime:
     journal = SynthesisJournal(settings.journal_dir)
-    service = TaskService(
-        monitor=backend.monitor,
-        semaphore=backend.semaphore,
-        journal=journal,
-        engine=engine,
-        results=results,
-        worker_id=worker_id,
-        max_pending=settings.max_pending,
-        permit_timeout_s=settings.permit_timeout_s,
-        threads=min(settings.concurrency_limit, settings.max_pending),
-    )
+    try:
+        service = TaskService(
+            monitor=backend.monitor,
+            semaphore=backend.semaphore,
+            journal=journal,
+            engine=engine,
+            results=results,
+            worker_id=worker_id,
+            max_pending=settings.max_pending,
+            permit_timeout_s=settings.permit_timeout_s,
+            threads=min(settings.concurrency_limit, settings.max_pending),
+        )
+    except BaseException:
+        journal.close()
+        raise
     if backend.reaper is not None:
         # The reaper also fails this worker's own tasks that it no longer runs (lost in an
         # outage): any live task naming this worker but absent from here is an orphan.

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 
 import pytest
 
 from taskmon.ports import Holder, HolderInfo, Lease, PermitTimeout
 from tests.support.semaphores import SemaphoreRig, holder, start_waiter, take
+from tests.support.timing import WAIT_S
 
 
 def test_permit_timeout_is_a_timeout_error() -> None:
@@ -42,13 +44,26 @@ def test_grants_up_to_the_limit_and_a_timed_out_acquire_leaves_the_queue(
     first, _ = take(sem, "t1"), take(sem, "t2")
     with pytest.raises(PermitTimeout):
         take(sem, "t3")  # a zero timeout tries once
+    started = time.monotonic()
     with pytest.raises(PermitTimeout):
-        take(sem, "t4", timeout=0.05)
+        take(sem, "t4", timeout=0.2)
+    waited = time.monotonic() - started
+    # It waits its whole timeout, and then gives up rather than hang (a liveness bound, with a
+    # wide margin for a busy machine).
+    assert 0.2 <= waited < 0.2 + WAIT_S / 2
     assert sem.in_use() == 2
     assert rig.queued(sem) == [], "an acquire that gave up left the queue"
     assert first.release() is True
     assert take(sem, "t3").holder == holder("t3")
     assert sem.in_use() == 2
+
+
+def test_a_timed_out_acquire_says_how_long_it_waited(rig: SemaphoreRig) -> None:
+    # The service records this message as the task's error (permit_timeout) for the client.
+    sem = rig.make(limit=1)
+    take(sem, "held")
+    with pytest.raises(PermitTimeout, match=r"^no permit within 0\.05 s"):
+        take(sem, "late", timeout=0.05)
 
 
 def test_the_lease_is_a_context_manager(rig: SemaphoreRig) -> None:
@@ -119,6 +134,20 @@ def test_a_second_release_is_false_and_frees_nobody_else(rig: SemaphoreRig) -> N
     assert second.release() is True
 
 
+def test_a_lease_that_ended_cannot_release_the_next_grant_of_its_token(rig: SemaphoreRig) -> None:
+    # A retried task run takes the same owner token again after its first lease ended: the old
+    # Lease object must not release or renew the new grant.
+    sem = rig.make(limit=1, ttl_s=rig.short_ttl_s)
+    old = take(sem, "a")
+    rig.let_leases_end(sem)
+    new = take(sem, "a")
+    assert new.fencing > old.fencing
+    assert old.release() is False
+    assert old.renew() is False
+    assert sem.in_use() == 1, "the newer grant stays"
+    assert new.release() is True
+
+
 def test_an_old_lease_cannot_release_or_renew_a_later_grant_of_its_token(
     rig: SemaphoreRig,
 ) -> None:
@@ -142,11 +171,11 @@ def test_renewing_keeps_the_permit_past_its_first_lease(rig: SemaphoreRig) -> No
     for _ in range(3):  # 1.5 TTL in all: the first lease ended half a TTL ago
         rig.pass_time(ttl / 2)
         assert lease.renew() is True
+    (info,) = sem.holders()
+    assert ttl / 2 < info.expires_in_s <= ttl, "a renewal grants a whole TTL from now"
     assert sem.in_use() == 1
     with pytest.raises(PermitTimeout):
         take(sem, "b")
-    (info,) = sem.holders()
-    assert 0 < info.expires_in_s <= ttl
     rig.let_leases_end(sem)
     assert sem.in_use() == 0
     assert lease.renew() is False, "an ended lease is not revived"
@@ -188,7 +217,8 @@ def test_holders_say_who_holds_what_in_grant_order(rig: SemaphoreRig) -> None:
         (Holder("host:1", "a" * 32), "t1", first.fencing),
         (Holder("host:2", "b" * 32), "t2", second.fencing),
     ]
-    assert all(0 < h.expires_in_s <= 30.0 for h in infos)
+    # Seconds, a whole lease each (the margin is for a busy machine, not for the arithmetic).
+    assert all(25.0 < h.expires_in_s <= 30.0 for h in infos)
     assert first.release() is True
     assert [h.token for h in sem.holders()] == ["t2"]
     assert second.release() is True
@@ -221,19 +251,20 @@ def test_waiters_get_permits_in_arrival_order(rig: SemaphoreRig) -> None:
     blocker = take(a, "blocker")
     order: list[str] = []
     lock = threading.Lock()
-    waiters = []
-    for n in range(6):  # alternating between the two workers
-        waiters.append(start_waiter(rig, (a, b)[n % 2], f"w{n}"))
-    assert rig.queued(a) == [f"w{n}" for n in range(6)]
 
     def record_then_release(lease: Lease) -> None:
+        # In the granted thread, while it holds the only permit: the order is the grant order.
         with lock:
             order.append(lease.token)
-        assert lease.release() is True
+        lease.release()
 
+    waiters = [  # alternating between the two workers
+        start_waiter(rig, (a, b)[n % 2], f"w{n}", on_grant=record_then_release) for n in range(6)
+    ]
+    assert rig.queued(a) == [f"w{n}" for n in range(6)]
     assert blocker.release() is True
-    for waiter in waiters:  # each releases at once, which lets the next in
-        record_then_release(waiter.result())
+    for waiter in waiters:
+        waiter.result()
     assert order == [f"w{n}" for n in range(6)]
     assert a.in_use() == 0
 
@@ -251,7 +282,7 @@ def test_a_newcomer_does_not_overtake_a_waiter(rig: SemaphoreRig) -> None:
 def test_a_waiter_that_gives_up_does_not_block_the_queue(rig: SemaphoreRig) -> None:
     sem = rig.make(limit=1)
     blocker = take(sem, "blocker")
-    impatient = start_waiter(rig, sem, "impatient", timeout=0.3)
+    impatient = start_waiter(rig, sem, "impatient", timeout=1.0)
     patient = start_waiter(rig, sem, "patient")
     with pytest.raises(PermitTimeout):
         impatient.result()
@@ -298,7 +329,7 @@ def test_a_limit_that_is_not_a_whole_number_of_at_least_one_is_refused(
         sem.set_limit(bad)  # type: ignore[arg-type]
     assert sem.limit() == 1
     with pytest.raises(ValueError, match="at least 1"):
-        rig.make(limit=0)
+        rig.make(limit=bad)  # type: ignore[arg-type]
 
 
 # --- closing -------------------------------------------------------------------------------------
@@ -321,6 +352,16 @@ def test_close_wakes_waiters_with_permit_timeout_and_keeps_held_permits(
     with pytest.raises(PermitTimeout, match="closed"):
         take(sem, "after", timeout=60)  # at once, though a permit is free now
     sem.close()  # idempotent
+
+
+def test_a_closed_semaphore_gives_no_permit_back_even_to_its_holder(rig: SemaphoreRig) -> None:
+    # A repeated acquire normally returns a held permit; once closed, nothing is acquired.
+    sem = rig.make(limit=1)
+    lease = take(sem, "a")
+    sem.close()
+    with pytest.raises(PermitTimeout, match="closed"):
+        take(sem, "a")
+    assert lease.release() is True
 
 
 def test_a_closed_semaphore_still_answers_reads(rig: SemaphoreRig) -> None:

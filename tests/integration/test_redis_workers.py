@@ -1,4 +1,4 @@
-"""MonitorWiring registry and reaper against a real redis-server (I5 at the adapter level)."""
+"""Worker registry and reaper against a real redis-server (I5 at the adapter level)."""
 
 from __future__ import annotations
 

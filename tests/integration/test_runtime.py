@@ -3,7 +3,6 @@ every connection and of the worker registry."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -18,14 +17,7 @@ from taskmon.redis.semaphore import RedisSemaphore
 from taskmon.runtime import build_runtime
 from tests.support.timing import wait_for
 
-pytestmark = pytest.mark.redis
-
-
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.upper().startswith("TASKMON_"):
-            monkeypatch.delenv(name)
+pytestmark = [pytest.mark.redis, pytest.mark.usefixtures("clean_taskmon_env")]
 
 
 def clients_named(client: redis.Redis, worker_id: str) -> list[str]:

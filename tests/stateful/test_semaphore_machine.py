@@ -60,6 +60,10 @@ class Backend:
     def now(self) -> float:
         raise NotImplementedError
 
+    def waiting(self) -> int:
+        """How many acquires are queued (white-box: the port shows no queue)."""
+        raise NotImplementedError
+
     def sleep_until(self, when: float) -> None:
         raise NotImplementedError
 
@@ -73,6 +77,11 @@ class MemoryBackend(Backend):
     def __init__(self, limit: int) -> None:
         self.clock = FakeClock()
         self.sem = InMemorySemaphore(limit, lease_ttl_s=self.ttl, clock=self.clock)
+
+    def waiting(self) -> int:
+        assert isinstance(self.sem, InMemorySemaphore)
+        with self.sem._cond:
+            return len(self.sem._queue)
 
     def now(self) -> float:
         return self.clock()
@@ -95,6 +104,7 @@ class RedisBackend(Backend):
         ttl: float = 0.15,
     ) -> None:
         self.ttl = ttl
+        self.client = client
         self.keys = keys or Keys(prefix=f"m-{uuid.uuid4().hex[:12]}")
         self.sem = RedisSemaphore(
             client,
@@ -104,6 +114,9 @@ class RedisBackend(Backend):
             subscriber=subscriber,
             retry_interval_s=0.5,
         )
+
+    def waiting(self) -> int:
+        return int(self.client.zcard(self.keys.sem_queue))
 
     def now(self) -> float:
         return time.monotonic()
@@ -440,6 +453,7 @@ def test_concurrent_acquirers_never_exceed_the_limit(
         assert len(set(fencings)) == len(fencings), "a fencing token was granted twice"
         assert 1 <= most <= highest_limit
         assert first.sem.in_use() == 0
+        assert first.waiting() == 0, "every acquire that gave up or got a permit left the queue"
     finally:
         for backend in workers_sems:
             backend.close()

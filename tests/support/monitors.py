@@ -67,7 +67,12 @@ def _redis_worker(url: str, keys: Keys, closers: list[Callable[[], None]]) -> Ta
 
 def _memory_state(monitor: InMemoryTaskMonitor) -> object:
     with monitor._lock:
-        return dict(monitor._tasks), dict(monitor._keys), dict(monitor._in_state)
+        return (
+            dict(monitor._tasks),
+            dict(monitor._keys),
+            dict(monitor._key_deadlines),
+            dict(monitor._in_state),
+        )
 
 
 def redis_state(client: redis.Redis, keys: Keys) -> dict[str, Any]:

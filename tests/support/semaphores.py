@@ -13,6 +13,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -89,7 +90,8 @@ class _Store:
 class RedisRig:
     url: str
     kind = "redis"
-    short_ttl_s = 0.5
+    # Real time: every call a test makes on a short lease must fit in it on a busy machine.
+    short_ttl_s = 1.0
     wirings: list[SemaphoreWiring] = field(default_factory=list)
     stores: dict[int, _Store] = field(default_factory=dict)
     observer: redis.Redis | None = None
@@ -136,10 +138,21 @@ def take(sem: Semaphore, token: str, who: Holder | None = None, timeout: float =
 
 
 class Waiter:
-    """An acquire running in its own thread; read its outcome once `done` is set."""
+    """An acquire running in its own thread; read its outcome once `done` is set.
 
-    def __init__(self, sem: Semaphore, token: str, *, timeout: float = WAIT_S) -> None:
+    `on_grant` runs in that thread as soon as the permit is granted (to record grant order).
+    """
+
+    def __init__(
+        self,
+        sem: Semaphore,
+        token: str,
+        *,
+        timeout: float = WAIT_S,
+        on_grant: Callable[[Lease], None] | None = None,
+    ) -> None:
         self.token = token
+        self._on_grant = on_grant
         self.lease: Lease | None = None
         self.error: BaseException | None = None
         self.done = threading.Event()
@@ -151,6 +164,8 @@ class Waiter:
     def _run(self, sem: Semaphore, timeout: float) -> None:
         try:
             self.lease = take(sem, self.token, timeout=timeout)
+            if self._on_grant is not None:
+                self._on_grant(self.lease)
         except BaseException as exc:
             self.error = exc
         finally:
@@ -166,10 +181,15 @@ class Waiter:
 
 
 def start_waiter(
-    rig: SemaphoreRig, sem: Semaphore, token: str, *, timeout: float = WAIT_S
+    rig: SemaphoreRig,
+    sem: Semaphore,
+    token: str,
+    *,
+    timeout: float = WAIT_S,
+    on_grant: Callable[[Lease], None] | None = None,
 ) -> Waiter:
     """An acquire that is known to wait (queued, not granted) when this returns."""
-    waiter = Waiter(sem, token, timeout=timeout)
+    waiter = Waiter(sem, token, timeout=timeout, on_grant=on_grant)
     wait_for(lambda: token in rig.queued(sem) or waiter.done.is_set(), message=f"{token} to queue")
     assert not waiter.done.is_set(), f"expected the acquire of {token} to wait"
     return waiter

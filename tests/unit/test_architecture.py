@@ -67,6 +67,13 @@ ALLOWED: dict[str, set[str]] = {
 }
 
 
+# Where a part may take only some names of a module it may import: the web layer needs the
+# Runtime's type, not the adapters and wiring that runtime.py imports to build it.
+ONLY_NAMES: dict[tuple[str, str], set[str]] = {
+    ("taskmon.web", "taskmon.runtime"): {"Runtime"},
+}
+
+
 def module_name(path: Path) -> str:
     parts = path.relative_to(SRC.parent).with_suffix("").parts
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
@@ -77,24 +84,31 @@ def modules() -> dict[str, Path]:
     return {module_name(path): path for path in sorted(SRC.rglob("*.py"))}
 
 
-def imported(name: str) -> Iterator[str]:
-    """Every taskmon module that `name` imports, as a module (never a name inside one)."""
+def imports_of(name: str) -> Iterator[tuple[str, str | None]]:
+    """Every (taskmon module, name taken from it or None) that module `name` imports."""
     path = modules()[name]
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
-            targets = [alias.name for alias in node.names]
+            targets: list[tuple[str, str | None]] = [(alias.name, None) for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
             assert node.level == 0, f"{name}: absolute imports only"
             base = node.module or ""
-            # `from a import b` imports module a.b when there is one, else a name of a.
+            # `from a import b` imports module a.b when there is one, else the name b of a.
             targets = [
-                f"{base}.{a.name}" if f"{base}.{a.name}" in modules() else base for a in node.names
+                (f"{base}.{a.name}", None) if f"{base}.{a.name}" in modules() else (base, a.name)
+                for a in node.names
             ]
         else:
             continue
         for target in targets:
-            if target == PACKAGE or target.startswith(PACKAGE + "."):
+            if target[0] == PACKAGE or target[0].startswith(PACKAGE + "."):
                 yield target
+
+
+def imported(name: str) -> Iterator[str]:
+    """Every taskmon module that `name` imports, as a module (never a name inside one)."""
+    for target, _ in imports_of(name):
+        yield target
 
 
 def part_of(name: str) -> str:
@@ -147,6 +161,14 @@ def test_each_module_imports_only_what_its_layer_may(name: str) -> None:
         if part_of(target) != part and part_of(target) not in ALLOWED[part]
     )
     assert not refused, f"{name} may not import {refused} (see ALLOWED)"
+
+
+@pytest.mark.parametrize("name", sorted(modules()))
+def test_where_a_layer_may_take_only_some_names_it_takes_no_other(name: str) -> None:
+    for target, taken in imports_of(name):
+        allowed = ONLY_NAMES.get((part_of(name), part_of(target)))
+        if allowed is not None:
+            assert taken in allowed, f"{name} takes {taken or 'the module'} from {target}"
 
 
 def test_the_service_parts_are_private_to_the_service() -> None:

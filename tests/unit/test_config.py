@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import traceback
 from pathlib import Path
@@ -18,13 +17,7 @@ from taskmon.config import (
     load_settings,
 )
 
-
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Start every test from an environment with no TASKMON_ variable at all."""
-    for name in list(os.environ):
-        if name.upper().startswith("TASKMON_"):
-            monkeypatch.delenv(name)
+pytestmark = pytest.mark.usefixtures("clean_taskmon_env")
 
 
 def config_error(monkeypatch: pytest.MonkeyPatch, **env: str) -> str:

@@ -129,7 +129,8 @@ def test_parse_voice_rules() -> None:
     assert TaskRequest.parse({"text": "a", "voice": "v" * 64}).voice == "v" * 64
     assert TaskRequest.parse({"text": "a", "voice": "x"}).voice == "x"
     for bad in ["", "v" * 65, 5, ["low"], {"v": 1}, True]:
-        expect_invalid({"text": "a", "voice": bad}, "voice")
+        error = expect_invalid({"text": "a", "voice": bad}, "voice")
+        assert "a string of 1 to 64 characters" in str(error)
 
 
 # --- fingerprint --------------------------------------------------------------------------------
@@ -195,6 +196,7 @@ def test_check_task_id_rejects_malformed(task_id: str) -> None:
     with pytest.raises(InvalidInput) as caught:
         check_task_id(task_id)
     assert caught.value.field_name == "task_id"
+    assert "32 lowercase hexadecimal characters" in str(caught.value), "the 400 says the rule"
 
 
 @pytest.mark.parametrize("key", ["a", "x" * 255, "!~", "order-42:retry/1", "A.b_c=d"])
@@ -211,6 +213,7 @@ def test_check_idempotency_key_rejects(key: str) -> None:
     with pytest.raises(InvalidInput) as caught:
         check_idempotency_key(key)
     assert caught.value.field_name == "Idempotency-Key"
+    assert "1 to 255 visible ASCII characters" in str(caught.value), "the 400 says the rule"
 
 
 # --- Task.create and the state machine ----------------------------------------------------------

@@ -91,6 +91,21 @@ def test_every_key_and_argument_used_is_named_in_the_header_and_no_other(name: s
 
 
 @pytest.mark.parametrize("name", lua_names())
+def test_keys_argv_and_returns_form_one_block_that_ends_the_header(name: str) -> None:
+    header, _ = read(name)
+    first = next(i for i, line in enumerate(header) if re.match(r"^-- (KEYS|ARGV)[\[:]", line))
+    assert header[first - 1] == "--", f"{name}.lua: one blank comment line before KEYS"
+    block = header[first:]
+    returns = next(i for i, line in enumerate(block) if line.startswith("-- Returns: "))
+    for line in block[:returns]:
+        entry = _ENTRY.match(line) or re.match(r"^-- (KEYS|ARGV): none$", line)
+        continuation = re.match(r"^--\s{3,}\S", line)
+        assert entry or continuation, f"{name}.lua: {line!r} breaks the KEYS/ARGV block"
+    for line in block[returns + 1 :]:
+        assert re.match(r"^--\s{3,}\S", line), f"{name}.lua: {line!r} after Returns"
+
+
+@pytest.mark.parametrize("name", lua_names())
 def test_the_header_keys_are_the_adapter_table_and_attributes_of_keys(name: str) -> None:
     header, _ = read(name)
     keys = [m[4] for m in map(_ENTRY.match, header) if m is not None and m[1] == "KEYS"]
@@ -103,9 +118,15 @@ def test_scripts_never_build_key_names(name: str) -> None:
     # Every key comes in KEYS (so Cluster can route the script); a name glued together in Lua
     # would hide a key from the caller and from keys.py.
     _, code = read(name)
+    glued = [
+        r"(KEYS|ARGV)\[\d+\]\s*\.\.",  # a key or an argument, then `..`
+        r"\.\.\s*(KEYS|ARGV)\[",  # `..`, then a key or an argument
+        r"['\"][^'\"]*[:{}][^'\"]*['\"]\s*\.\.",  # a piece of a key name, then `..`
+        r"\.\.\s*['\"][^'\"]*[:{}]",  # `..`, then a piece of a key name
+    ]
     for line in code:
-        assert not re.search(r"KEYS\[\d+\]\s*\.\.|\.\.\s*KEYS\[", line), f"{name}.lua: {line}"
-        assert not re.search(r"['\"][^'\"]*:[^'\"]*['\"]\s*\.\.", line), f"{name}.lua: {line}"
+        for pattern in glued:
+            assert not re.search(pattern, line), f"{name}.lua glues a name together: {line}"
 
 
 @pytest.mark.parametrize("name", lua_names())

@@ -106,6 +106,72 @@ def test_a_key_expires_while_its_task_is_still_live(
     assert monitor.start(make_task("another", key="k")).outcome is StartOutcome.CREATED
 
 
+def test_the_finish_does_not_revive_a_key_that_already_expired(
+    monitor: InMemoryTaskMonitor, clock: FakeClock
+) -> None:
+    # Nothing reads the monitor between the key's expiry and the finish: the finish must not
+    # find the stale entry and renew it (Redis's key is simply gone by then).
+    task = make_task(key="k")
+    monitor.start(task)
+    clock.advance(150)
+    run_to(monitor, task, DONE)
+    clock.advance(10)
+    assert monitor.find_by_idempotency_key("k") is None
+    assert monitor.get(task.task_id) is not None, "the task itself is kept from its finish"
+
+
+def test_a_finish_at_the_instant_its_key_expires_does_not_renew_it(
+    monitor: InMemoryTaskMonitor, clock: FakeClock
+) -> None:
+    # Expired means at its deadline, for the finish as for every read.
+    task = make_task(key="k")
+    monitor.start(task)
+    running = run_to(monitor, task, RUNNING)
+    clock.advance(100)  # exactly the key's TTL, and nothing has read the monitor since
+    done = monitor.transition(task.task_id, expected_version=running.version, state=DONE, now=1)
+    assert done is not None
+    assert monitor.find_by_idempotency_key("k") is None
+
+
+def test_a_finish_renews_only_a_key_that_still_names_its_task(
+    monitor: InMemoryTaskMonitor, clock: FakeClock
+) -> None:
+    # The key of a long-running task expired and a new task took it: the old task's finish
+    # must not stretch the new task's retention.
+    old = make_task("old", key="k")
+    monitor.start(old)
+    running = run_to(monitor, old, RUNNING)
+    clock.advance(100)
+    new = make_task("new", key="k")
+    assert monitor.start(new).outcome is StartOutcome.CREATED
+    clock.advance(60)
+    finished = monitor.transition(old.task_id, expected_version=running.version, state=DONE, now=1)
+    assert finished is not None
+    clock.advance(40)  # the TTL after the new task's start, 40 s after the old one's finish
+    assert monitor.find_by_idempotency_key("k") is None
+    assert monitor.get(new.task_id) == new, "a live task stays; only its key expired"
+
+
+def test_expiry_leaves_nothing_behind(monitor: InMemoryTaskMonitor, clock: FakeClock) -> None:
+    # A worker in memory mode runs for weeks: what expired must not linger in any index.
+    for n in range(3):
+        task = make_task(f"task {n}", key=f"k{n}")
+        monitor.start(task)
+        clock.advance(30)
+        run_to(monitor, task, DONE)  # re-arms its key
+    clock.advance(100)
+    assert monitor.get(task.task_id) is None
+    with monitor._lock:
+        indexes = (
+            monitor._tasks,
+            monitor._keys,
+            monitor._key_deadlines,
+            monitor._task_expiry,
+            monitor._key_expiry,
+        )
+        assert [len(index) for index in indexes] == [0] * 5
+
+
 def test_an_expired_key_can_be_used_again(monitor: InMemoryTaskMonitor, clock: FakeClock) -> None:
     first = make_task("first", key="k")
     monitor.start(first)

@@ -10,7 +10,7 @@ import pytest
 
 from taskmon.memory import InMemorySemaphore
 from taskmon.ports import Holder, PermitTimeout
-from tests.support.semaphores import holder, take
+from tests.support.semaphores import MemoryRig, Waiter, holder, take
 from tests.support.timing import FakeClock
 
 TTL = 10.0
@@ -57,3 +57,18 @@ def test_holders_show_the_time_left_on_each_lease(clock: FakeClock) -> None:
     take(sem, "b", holder("b"))
     left = {info.token: info.expires_in_s for info in sem.holders()}
     assert left == {"a": pytest.approx(TTL - 4), "b": pytest.approx(TTL)}
+
+
+def test_a_zero_timeout_tries_once_and_never_waits(sem: InMemorySemaphore) -> None:
+    # Structural, not timed: an acquire that waits lets go of the lock and shows in the queue
+    # while it does; one that only tries holds the lock from its check to its PermitTimeout.
+    take(sem, "held")
+    rig = MemoryRig()
+    impatient = Waiter(sem, "impatient", timeout=0)
+    seen_waiting = False
+    while not impatient.done.wait(0.001):
+        seen_waiting = seen_waiting or "impatient" in rig.queued(sem)
+    with pytest.raises(PermitTimeout):
+        impatient.result()
+    assert not seen_waiting
+    assert rig.queued(sem) == []

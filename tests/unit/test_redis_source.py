@@ -1,4 +1,4 @@
-"""How the harness picks its Redis: the brief's order, the override, and the Docker probe.
+"""How the harness picks its Redis: its order, the override, and the Docker probe.
 
 The probe is run against real sockets: a port nobody listens on, a missing unix socket, and a
 small HTTP server that answers the two requests a Docker daemon's `ping` needs.

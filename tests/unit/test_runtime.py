@@ -25,14 +25,9 @@ from taskmon.runtime import Runtime, build_runtime, worker_identity
 from taskmon.service import ServiceClosed
 from tests.support.timing import wait_for
 
+pytestmark = pytest.mark.usefixtures("clean_taskmon_env")
+
 MakeSettings = Callable[..., Settings]
-
-
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.upper().startswith("TASKMON_"):
-            monkeypatch.delenv(name)
 
 
 @pytest.fixture

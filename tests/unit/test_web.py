@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import re
 import time
 import uuid
@@ -25,6 +24,8 @@ from taskmon.ports import Holder, Lease
 from taskmon.runtime import Runtime
 from tests.support.timing import WAIT_S, wait_for
 
+pytestmark = pytest.mark.usefixtures("clean_taskmon_env")
+
 PROBLEM = "application/problem+json"
 UNKNOWN_ID = "0" * 32
 STATUS_FIELDS = {
@@ -39,13 +40,6 @@ STATUS_FIELDS = {
     "result_url",
 }
 ACCEPTED_FIELDS = {"task_id", "state", "status_url", "stream_url", "result_url"}
-
-
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.upper().startswith("TASKMON_"):
-            monkeypatch.delenv(name)
 
 
 MakeApp = Callable[..., Flask]

@@ -1,8 +1,8 @@
 """redis-server in a Docker container (testcontainers), for machines whose daemon answers.
 
-The brief's second source of a test Redis, after TASKMON_TEST_REDIS_URL and before a local
-binary. The container publishes Redis on the host port `RedisServer` chose, so a restart keeps
-the URL, as the binary's does; that port was checked free on this machine, so with a remote
+The second source of a test Redis, after TASKMON_TEST_REDIS_URL and before a local binary.
+The container publishes Redis on the host port `RedisServer` chose, so a restart keeps the
+URL, as the binary's does; that port was checked free on this machine, so with a remote
 DOCKER_HOST a clash shows as a start-up error (set TASKMON_TEST_REDIS_SOURCE=binary there).
 The faults map onto the daemon:
 

@@ -1,4 +1,4 @@
-"""A real Redis for tests, load runs and chaos runs, found the way the brief orders:
+"""A real Redis for tests, load runs and chaos runs, found in this order:
 
 1. TASKMON_TEST_REDIS_URL: an external server (never started or stopped by us);
 2. a Docker container (testcontainers), when a Docker daemon answers `ping`;
@@ -113,7 +113,7 @@ class BinaryRunner:
 
 
 def choose_source(requested: str | None = None) -> str:
-    """`binary` or `container`, per TASKMON_TEST_REDIS_SOURCE (default `auto`, the brief's order).
+    """`binary` or `container`, per TASKMON_TEST_REDIS_SOURCE (default `auto`, the order above).
 
     Raises RuntimeError, saying what to install, when the requested source is not available.
     """

@@ -6,6 +6,7 @@ the bug taskmon exists to fix, and the harness uses it as the negative case of i
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import deque
@@ -103,7 +104,13 @@ class InMemoryTaskMonitor:
             if state.terminal:
                 self._task_expiry.append((self._clock() + self._ttl_s, task_id))
                 key = current.idempotency_key
-                if key is not None and self._keys.get(key) == task_id:
+                # Renewed only while it still names this task and has not expired (Redis's
+                # task_finish finds an expired key gone, or naming another task).
+                if (
+                    key is not None
+                    and self._keys.get(key) == task_id
+                    and self._key_deadlines.get(key, -math.inf) > self._clock()
+                ):
                     self._arm_key(key)
         self.hub.publish(TaskEvent(updated))
         return updated

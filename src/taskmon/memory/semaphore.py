@@ -15,7 +15,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from taskmon.ports import Holder, HolderInfo, Lease, PermitTimeout
+from taskmon.ports import Holder, HolderInfo, Lease, PermitTimeout, check_limit
 
 # Waiters re-check at least this often, so a lease that ends with nobody releasing it (its
 # holder died) frees a permit promptly even though no notify() announces it.
@@ -39,7 +39,7 @@ class InMemorySemaphore:
         lease_ttl_s: float,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        _check_limit(limit)
+        check_limit(limit)
         self.lease_ttl_s = lease_ttl_s
         self._limit = limit
         self._clock = clock
@@ -57,6 +57,8 @@ class InMemorySemaphore:
         token = token or uuid.uuid4().hex
         deadline = time.monotonic() + max(0.0, timeout)
         with self._cond:
+            if self._closed:
+                raise PermitTimeout("semaphore closed: the worker is shutting down")
             self._purge_expired()
             if token in self._grants:
                 return self._lease(token)
@@ -108,7 +110,7 @@ class InMemorySemaphore:
         return self._limit
 
     def set_limit(self, limit: int) -> None:
-        _check_limit(limit)
+        check_limit(limit)
         with self._cond:
             self._limit = limit
             self._cond.notify_all()
@@ -144,8 +146,3 @@ class InMemorySemaphore:
             del self._grants[token]
         if expired:
             self._cond.notify_all()
-
-
-def _check_limit(limit: int) -> None:
-    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-        raise ValueError("limit must be an integer of at least 1")

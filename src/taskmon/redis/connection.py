@@ -1,6 +1,6 @@
 """Redis clients for one worker: short timeouts and an explicit, small retry on the hot path.
 
-One pool per worker process, built in create_app after fork and closed at exit. A cut Redis
+One pool per worker process, built by taskmon.runtime after fork and closed at exit. A cut Redis
 costs a call at most about (retries + 1) x (timeout + backoff), about 1.7 s with the defaults,
 never the minute redis-py's defaults allow.
 """

@@ -44,7 +44,14 @@ from typing import Any
 
 import redis
 
-from taskmon.ports import BackendUnavailable, Holder, HolderInfo, Lease, PermitTimeout
+from taskmon.ports import (
+    BackendUnavailable,
+    Holder,
+    HolderInfo,
+    Lease,
+    PermitTimeout,
+    check_limit,
+)
 from taskmon.redis.errors import unavailable_as
 from taskmon.redis.keys import Keys
 from taskmon.redis.scripts import ScriptKeys, ScriptSet
@@ -123,8 +130,7 @@ class RedisSemaphore:
         waiters retry every `retry_interval_s`, and a background thread subscribes again at
         that pace until Redis answers (or the semaphore is closed).
         """
-        if default_limit < 1:
-            raise ValueError("default_limit must be at least 1")
+        check_limit(default_limit, "default_limit")
         if not math.isfinite(lease_ttl_s) or lease_ttl_s < 0.001:
             raise ValueError("lease_ttl_s must be at least 0.001 s")
         if not math.isfinite(retry_interval_s) or retry_interval_s < 0.001:
@@ -245,8 +251,7 @@ class RedisSemaphore:
         BackendUnavailable when Redis does not answer; the new cap may or may not be in force
         then (the reply can be lost after the write), and calling again is safe.
         """
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-            raise ValueError("limit must be an integer of at least 1")
+        check_limit(limit)
         self.do_set_limit(limit)
 
     def in_use(self) -> int:

@@ -4,7 +4,6 @@
 -- KEYS[2] state_index  the queued index: sorted set of queued task ids, by creation time
 -- KEYS[3] counters     hash: queued, running, done, failed
 -- KEYS[4] idempotency  only when the task has a key: string `<task_id> <fingerprint>`
---
 -- ARGV[1] task_id      the new task's id (member of KEYS[2])
 -- ARGV[2] op           a token unique to this call, kept in the task hash as field `op`
 -- ARGV[3] created_at   score in KEYS[2]
@@ -14,7 +13,6 @@
 -- ARGV[7] ttl_s        TTL of KEYS[4] in seconds ("" without a key)
 -- ARGV[8] stale        a claim of KEYS[4] whose task the caller found gone: treated as free
 -- ARGV[9..] fields     field, value pairs of the task hash
---
 -- Returns: {"created"} when written, or already written by this same call (a client retry
 --          after a lost reply finds its own `op`); {"claimed", <value of KEYS[4]>} when the key
 --          names another task; {"exists"} when KEYS[1] already holds another task, or the bar that

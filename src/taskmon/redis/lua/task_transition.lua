@@ -5,7 +5,6 @@
 -- KEYS[2] counters          hash: queued, running, done, failed
 -- KEYS[3] state_index       the index of the current state (sorted set of task ids)
 -- KEYS[4] state_index       the index of the new state
---
 -- ARGV[1] task_id           member of KEYS[3] and KEYS[4]
 -- ARGV[2] op                a token unique to this call, kept in the task hash as field `op`
 -- ARGV[3] expected_version  the version the caller read
@@ -15,7 +14,6 @@
 -- ARGV[7] channel           the task's pub/sub channel
 -- ARGV[8] event             the event JSON to publish on ARGV[7]
 -- ARGV[9..] changes         field, value pairs that change
---
 -- Returns: 1 when applied (or already applied by this same call: a client retry after a lost reply
 --          finds its own `op`), 0 when the task is gone or not at the expected version and state (a
 --          stale or repeated transition): then nothing is written or published.

@@ -1,11 +1,9 @@
 -- workers_expired: the workers whose heartbeat deadline has passed (Redis clock).
 --
 -- KEYS[1] workers       ZSET worker id -> heartbeat deadline (ms)
---
 -- ARGV[1] retention_ms  how long an expired worker stays listed: while it is, a task of its
 --                       that appears late (a start that sat at a hung Redis when the worker
 --                       died or left) is still reaped. Older entries are removed here.
---
 -- Returns: the ids of the expired workers still within the retention.
 
 local now = redis.call('TIME')
