@@ -1,4 +1,5 @@
-"""Sessions: `tests` (default, the full suite), `fast`, `lint`, `smoke`, `bench`, `mutation`."""
+"""Sessions: `tests` (default, the full suite), `loadtest`, `fast`, `lint`, `smoke`, `bench`,
+`mutation`."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ nox.options.sessions = ["tests"]
 
 PYPROJECT = nox.project.load_toml("pyproject.toml")
 PYTHON = "3.11"
-LINTED = ("src", "tests", "benchmarks", "noxfile.py")
+LINTED = ("src", "tests", "loadtests", "benchmarks", "noxfile.py")
 
 
 def _install(session: nox.Session, *groups: str) -> None:
@@ -31,6 +32,17 @@ def tests(session: nox.Session) -> None:
     """Run every test: unit, contract, integration, stateful, e2e (real Redis and gunicorn)."""
     _install(session, "test")
     session.run("pytest", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def loadtest(session: nox.Session) -> None:
+    """Put a real stack under Locust load and judge the invariants (`-- --help` for options)."""
+    _install(session, "load")
+    # On Ctrl-C the runner stops Locust, gunicorn and Redis (process groups of their own):
+    # nox must wait for that instead of killing it after its default fraction of a second.
+    session.run(
+        "python", "-m", "loadtests", *session.posargs, interrupt_timeout=60, terminate_timeout=30
+    )
 
 
 @nox.session(python=PYTHON)

@@ -92,6 +92,14 @@ class Settings(BaseSettings):
             raise ValueError("must start with redis://, rediss:// or unix://")
         return value
 
+    @field_validator("admin_token")
+    @classmethod
+    def _token_not_blank(cls, value: SecretStr | None) -> SecretStr | None:
+        # A blank token would enable the admin endpoints for an empty Bearer header.
+        if value is not None and not value.get_secret_value().strip():
+            raise ValueError("is blank: unset it to disable the admin endpoints, or set a token")
+        return value
+
     @field_validator("backend")
     @classmethod
     def _redis_needs_a_url(cls, value: BackendMode, info: ValidationInfo) -> BackendMode:

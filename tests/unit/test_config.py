@@ -242,3 +242,13 @@ def test_threads_are_validated_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TASKMON_THREADS", "abc")
     with pytest.raises(ConfigError, match="TASKMON_THREADS"):
         load_settings()
+
+
+@pytest.mark.parametrize("blank", ["", "   "])
+def test_a_blank_admin_token_is_refused_rather_than_enabling_the_admin_endpoints(
+    monkeypatch: pytest.MonkeyPatch, blank: str
+) -> None:
+    # Blank would match an empty `Authorization: Bearer ` header.
+    message = config_error(monkeypatch, TASKMON_ADMIN_TOKEN=blank)
+    assert "TASKMON_ADMIN_TOKEN" in message
+    assert "blank" in message

@@ -9,6 +9,7 @@ from __future__ import annotations
 import http.client
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +21,7 @@ class SSEMessage:
     event: str = "message"
     data: str = ""
     id: str | None = None
+    received_at: float = 0.0  # time.monotonic() when its blank line arrived
 
     def json(self) -> Any:
         return json.loads(self.data)
@@ -41,10 +43,13 @@ def read_stream(
     headers: dict[str, str] | None = None,
     timeout: float = 30.0,
     connection: http.client.HTTPConnection | None = None,
+    until: Callable[[SSEMessage], bool] | None = None,
 ) -> SSEStream:
-    """Read a stream until the server ends it or `timeout` passes.
+    """Read a stream until the server ends it, `timeout` passes, or `until(message)` is true.
 
-    Pass `connection` to reuse a kept-alive connection (and so reach a known worker).
+    Pass `connection` to reuse a kept-alive connection (and so reach a known worker); `until`
+    to leave early, as a client that reconnects later with Last-Event-ID does (the stream is
+    then not `ended`).
     """
     own = connection is None
     if connection is None:
@@ -64,7 +69,10 @@ def read_stream(
             if not raw:
                 result.ended = True
                 break
+            count = len(result.messages)
             parser.feed(raw.decode().rstrip("\r\n"))
+            if until is not None and len(result.messages) > count and until(result.messages[-1]):
+                break
         return result
     finally:
         if own:
@@ -83,6 +91,7 @@ class _Parser:
         if line == "":
             if self.data_lines or self.pending.id is not None:
                 self.pending.data = "\n".join(self.data_lines)
+                self.pending.received_at = time.monotonic()
                 self.result.messages.append(self.pending)
             self.pending, self.data_lines = SSEMessage(), []
         elif line.startswith(":"):
