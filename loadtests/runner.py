@@ -20,6 +20,7 @@ import threading
 import time
 import urllib.parse
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -89,9 +90,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 class Sampler(threading.Thread):
     """Reads every target's stats and permits every SAMPLE_EVERY_S, over fresh connections."""
 
-    def __init__(self, targets: list[str]) -> None:
+    def __init__(self, targets: list[str], *, permits: bool) -> None:
         super().__init__(name="loadtest-sampler", daemon=True)
         self.targets = targets
+        # The permit holders only judge I1 when there are no journals (--target): else they
+        # would be one more Redis read per sample on the service under load, for nothing.
+        self.permits = permits
         self.samples: list[Sample] = []
         self.stopping = threading.Event()
 
@@ -104,7 +108,11 @@ class Sampler(threading.Thread):
     def sample(self, base: str) -> Sample:
         t = time.monotonic()
         stats = call(base, "GET", "/api/monitor/stats", timeout=2).body
-        permits = call(base, "GET", "/api/monitor/permits", timeout=2).body
+        holders = None
+        if self.permits:
+            permits = call(base, "GET", "/api/monitor/permits", timeout=2).body
+            if permits.get("worker") == stats["worker"]:  # both answers from one worker
+                holders = permits["in_use"]
         return Sample(
             t=t,
             instance=base,
@@ -114,8 +122,12 @@ class Sampler(threading.Thread):
             running=stats["counts"]["running"],
             in_use=stats["concurrency"]["in_use"],
             limit=stats["concurrency"]["limit"],
-            holders=permits["in_use"] if permits.get("worker") == stats["worker"] else None,
+            holders=holders,
         )
+
+    def in_use(self) -> int | str:
+        """The permits in use at the latest sample, for the progress line."""
+        return self.samples[-1].in_use if self.samples else "?"
 
     def stop(self) -> None:
         self.stopping.set()
@@ -123,7 +135,7 @@ class Sampler(threading.Thread):
 
 
 def run_locust(
-    args: argparse.Namespace, targets: list[str], run_dir: Path, run_id: str
+    args: argparse.Namespace, targets: list[str], run_dir: Path, run_id: str, sampler: Sampler
 ) -> tuple[float, float, list[str]]:
     """Locust, headless, to the shape's end; (start, end) monotonic times and any trouble."""
     env = {
@@ -159,7 +171,7 @@ def run_locust(
                 trouble.append(f"Locust ran past its shape's {shape.duration_s:.0f} s; stopped")
                 break
             if time.monotonic() - last_line >= PROGRESS_EVERY_S:
-                print_progress(progress, started, shape.duration_s)
+                print_progress(progress, started, shape.duration_s, sampler.in_use())
                 last_line = time.monotonic()
             time.sleep(0.2)
     finally:
@@ -170,15 +182,13 @@ def run_locust(
 
 
 STOPPING = threading.Event()  # set on Ctrl-C: the sweep's threads give up at once
-IN_FLIGHT: list[int] = []  # the sampler's latest in_use, for the progress line
 
 
-def print_progress(progress: Path, started: float, duration_s: float) -> None:
+def print_progress(progress: Path, started: float, duration_s: float, in_flight: object) -> None:
     try:
         state = json.loads(progress.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         state = {}
-    in_flight = IN_FLIGHT[-1] if IN_FLIGHT else "?"
     print(
         f"  {time.monotonic() - started:5.0f}/{duration_s:.0f} s  users {state.get('users', 0):3}  "
         f"{state.get('rps', 0.0):6.1f} rps  {state.get('requests', 0):6} requests  "
@@ -298,15 +308,13 @@ def gather(  # noqa: PLR0917
             instances = stack.enter_context(running_stack(options, run_dir / "stack"))
             targets = [instance.base_url for instance in instances]
             evidence.journal_dir = run_dir / "stack" / "journal"
-        sampler = Sampler(targets)
+        sampler = Sampler(targets, permits=evidence.journal_dir is None)
         sampler.start()
         stack.callback(sampler.stop)
-        watcher = threading.Thread(target=_watch_in_flight, args=(sampler,), daemon=True)
-        watcher.start()
         evidence.started_at = time.monotonic()  # replaced by Locust's own start when it returns
         try:
             evidence.started_at, evidence.ended_at, problems = run_locust(
-                args, targets, run_dir, run_id
+                args, targets, run_dir, run_id, sampler
             )
             trouble.extend(problems)
             evidence.records = read_records(run_dir / "records")
@@ -317,12 +325,6 @@ def gather(  # noqa: PLR0917
             evidence.samples = sampler.samples
             evidence.ended_at = evidence.ended_at or time.monotonic()
     # The stack is stopped: every journal is complete.
-
-
-def _watch_in_flight(sampler: Sampler) -> None:
-    while not sampler.stopping.wait(1.0):
-        if sampler.samples:
-            IN_FLIGHT.append(sampler.samples[-1].in_use)
 
 
 def judge_and_report(
@@ -340,9 +342,7 @@ def judge_and_report(
     seconds = max(evidence.ended_at - evidence.started_at, 0.0)
     stats = endpoint_stats(evidence.records)
     accepted = evidence.accepted()
-    ends: dict[str, int] = {}
-    for result in (evidence.sweep or {}).values():
-        ends[result.state or "never found"] = ends.get(result.state or "never found", 0) + 1
+    ends = Counter(result.state or "never found" for result in (evidence.sweep or {}).values())
     peak = next((v.counts.get("peak") for v in verdicts if v.invariant == "I1"), None)
     plots: list[str] = []
     try:
@@ -361,7 +361,7 @@ def judge_and_report(
         "failures": sum(e.requests - e.ok for e in stats.values()),
         "rps": round(sum(e.requests for e in stats.values()) / seconds, 2) if seconds else None,
         "endpoints": {name: entry.summary(seconds) for name, entry in sorted(stats.items())},
-        "tasks": {"accepted": len(accepted), "ended": ends},
+        "tasks": {"accepted": len(accepted), "ended": dict(ends)},
         "concurrency": {"limit": evidence.limit, "peak": peak},
         "invariants": [v.to_dict() for v in verdicts],
         "service_levels": [c.to_dict() for c in checks],
