@@ -1,5 +1,5 @@
-"""Sessions: `tests` (default, the full suite), `loadtest`, `fast`, `lint`, `smoke`, `bench`,
-`mutation`."""
+"""Sessions: `tests` (default, the full suite), `loadtest`, `rehearsal`, `fast`, `lint`, `smoke`,
+`bench`, `mutation`."""
 
 from __future__ import annotations
 
@@ -43,6 +43,16 @@ def loadtest(session: nox.Session) -> None:
     session.run(
         "python", "-m", "loadtests", *session.posargs, interrupt_timeout=60, terminate_timeout=30
     )
+
+
+@nox.session(python=PYTHON)
+def rehearsal(session: nox.Session) -> None:
+    """Rehearse a gray release under load: two hosts from memory to Redis mode and back."""
+    _install(session, "load")
+    session.run(
+        "python", "-m", "loadtests.rehearsal", *session.posargs,
+        interrupt_timeout=90, terminate_timeout=30,
+    )  # fmt: skip
 
 
 @nox.session(python=PYTHON)

@@ -9,13 +9,14 @@ the Compose `loadtest` profile) for Locust's own web UI against a running servic
 import locust  # noqa: I001
 from locust import LoadTestShape, events
 
+import os
 import time
 from typing import Any
 
 import gevent
 
 from loadtests.recording import RECORDER
-from loadtests.shapes import shape_from_env
+from loadtests.shapes import STOP_FILE_ENV, shape_from_env
 from loadtests.users import IdempotencyStorm, MonitorReader, SubmitAndPoll, SubmitAndStream
 
 __all__ = ["IdempotencyStorm", "MonitorReader", "StagedShape", "SubmitAndPoll", "SubmitAndStream"]
@@ -25,13 +26,17 @@ PROGRESS_S = 1.0
 
 
 class StagedShape(LoadTestShape):
-    """The shape named by TASKMON_LOADTEST_SHAPE (loadtests/shapes.py), stage by stage."""
+    """The shape named by TASKMON_LOADTEST_SHAPE (loadtests/shapes.py), stage by stage, until
+    it ends or the file TASKMON_LOADTEST_STOP_FILE names appears."""
 
     def __init__(self) -> None:
         super().__init__()
         self.shape = shape_from_env()
+        self.stop_file = os.environ.get(STOP_FILE_ENV) or None
 
     def tick(self) -> tuple[int, float] | None:
+        if self.stop_file and os.path.exists(self.stop_file):
+            return None
         stage = self.shape.at(self.get_run_time())
         return None if stage is None else (stage.users, stage.spawn_rate)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
 import matplotlib
 
@@ -45,33 +46,43 @@ def in_flight_series(evidence: Evidence) -> tuple[list[float], list[int], str]:
     )
 
 
-def _shade(axes: Axes, shades: Sequence[Shade]) -> None:
+def _figure(shades: Sequence[Shade]) -> tuple[Figure, Axes]:
+    # Shaded phases get their legend below the plot, where it hides no data.
+    figure, axes = plt.subplots(figsize=(9, 3.5 + 0.22 * len(shades)))
     for number, (start, end, label) in enumerate(shades):
         axes.axvspan(start, end, alpha=0.12, color=f"C{number % 10}", label=label)
+    return figure, axes
+
+
+def _legend(
+    axes: Axes, shades: Sequence[Shade], loc: Literal["upper right", "upper left"] = "upper right"
+) -> None:
+    if shades:
+        axes.legend(loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=2, fontsize="small")
+    else:
+        axes.legend(loc=loc, fontsize="small")
 
 
 def plot_in_flight(evidence: Evidence, path: Path, shades: Sequence[Shade] = ()) -> None:
     times, counts, source = in_flight_series(evidence)
-    figure, axes = plt.subplots(figsize=(9, 3.5))
-    _shade(axes, shades)
+    figure, axes = _figure(shades)
     axes.step(times, counts, where="post", label=f"in flight ({source})", color="C0")
     axes.axhline(evidence.limit, color="C3", linestyle="--", label=f"limit {evidence.limit}")
     axes.set(xlabel="seconds into the run", ylabel="syntheses", title="Syntheses in flight")
-    axes.legend(loc="upper right", fontsize="small")
+    _legend(axes, shades)
     _save(figure, path)
 
 
 def plot_queue(evidence: Evidence, path: Path, shades: Sequence[Shade] = ()) -> None:
-    figure, axes = plt.subplots(figsize=(9, 3.5))
-    _shade(axes, shades)
+    figure, axes = _figure(shades)
     by_instance: dict[str, list[tuple[float, int]]] = defaultdict(list)
     for sample in evidence.samples:
         by_instance[sample.instance].append((sample.t - evidence.started_at, sample.queued))
     for instance, points in sorted(by_instance.items()):
         axes.plot(*zip(*points, strict=True), label=f"queued, as {instance} reports", lw=1)
     axes.set(xlabel="seconds into the run", ylabel="tasks", title="Queue depth (tasks queued)")
-    if by_instance:
-        axes.legend(loc="upper right", fontsize="small")
+    if by_instance or shades:
+        _legend(axes, shades)
     _save(figure, path)
 
 
@@ -94,8 +105,7 @@ def latency_windows(
 
 def plot_latency(evidence: Evidence, path: Path, shades: Sequence[Shade] = ()) -> None:
     mids, series, rps = latency_windows(evidence)
-    figure, axes = plt.subplots(figsize=(9, 3.5))
-    _shade(axes, shades)
+    figure, axes = _figure(shades)
     for p, values in series.items():
         axes.plot(mids, [v if v is not None else float("nan") for v in values], label=f"p{p}")
     axes.set(
@@ -108,7 +118,7 @@ def plot_latency(evidence: Evidence, path: Path, shades: Sequence[Shade] = ()) -
     twin.set_ylabel("requests/s")
     axes.set_zorder(twin.get_zorder() + 1)
     axes.patch.set_visible(False)
-    axes.legend(loc="upper left", fontsize="small")
+    _legend(axes, shades, loc="upper left")
     _save(figure, path)
 
 

@@ -23,6 +23,7 @@ import uuid
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
@@ -38,7 +39,7 @@ from loadtests.report import (
     verdict_table,
     write_junit,
 )
-from loadtests.shapes import SHAPES, TASK_DEADLINE_S
+from loadtests.shapes import SHAPES, STOP_FILE_ENV, TASK_DEADLINE_S
 from loadtests.slo import endpoint_stats, judge_slo, load_slo
 from loadtests.stack import StackOptions, running_stack
 from loadtests.verdicts import judge_all
@@ -49,6 +50,7 @@ ROOT = Path(__file__).resolve().parent.parent
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 SAMPLE_EVERY_S = 0.5
 PROGRESS_EVERY_S = 5.0
+STOPPING = threading.Event()  # set on Ctrl-C: Locust, the sweep and its threads give up at once
 EXIT_CODES = "0 pass, 1 invariant broken, 2 service level breached, 3 unknown or harness trouble"
 
 
@@ -134,23 +136,35 @@ class Sampler(threading.Thread):
         self.join(5)
 
 
+@dataclass(frozen=True)
+class LoadPlan:
+    """What Locust runs: a shape, rescaled, and a file whose creation ends it early."""
+
+    shape: str
+    users: int | None = None
+    duration_s: float | None = None
+    stop_file: Path | None = None
+
+
 def run_locust(
-    args: argparse.Namespace, targets: list[str], run_dir: Path, run_id: str, sampler: Sampler
+    plan: LoadPlan, targets: list[str], run_dir: Path, run_id: str, sampler: Sampler
 ) -> tuple[float, float, list[str]]:
     """Locust, headless, to the shape's end; (start, end) monotonic times and any trouble."""
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
         "TASKMON_LOADTEST_TARGETS": ",".join(targets),
-        "TASKMON_LOADTEST_SHAPE": args.shape,
+        "TASKMON_LOADTEST_SHAPE": plan.shape,
         "TASKMON_LOADTEST_RECORD_DIR": str(run_dir / "records"),
         "TASKMON_LOADTEST_RUN_ID": run_id,
     }
-    if args.users:
-        env["TASKMON_LOADTEST_USERS"] = str(args.users)
-    if args.duration:
-        env["TASKMON_LOADTEST_DURATION_S"] = str(args.duration)
-    shape = SHAPES[args.shape].scaled(args.users, args.duration)
+    if plan.users:
+        env["TASKMON_LOADTEST_USERS"] = str(plan.users)
+    if plan.duration_s:
+        env["TASKMON_LOADTEST_DURATION_S"] = str(plan.duration_s)
+    if plan.stop_file:
+        env[STOP_FILE_ENV] = str(plan.stop_file)
+    shape = SHAPES[plan.shape].scaled(plan.users, plan.duration_s)
     progress = run_dir / "progress.json"
     argv = [
         sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless",
@@ -166,12 +180,14 @@ def run_locust(
     try:
         deadline = started + shape.duration_s + TASK_DEADLINE_S + 60
         last_line = 0.0
-        while locust.alive():
+        while locust.alive() and not STOPPING.is_set():
             if time.monotonic() > deadline:
                 trouble.append(f"Locust ran past its shape's {shape.duration_s:.0f} s; stopped")
                 break
             if time.monotonic() - last_line >= PROGRESS_EVERY_S:
-                print_progress(progress, started, shape.duration_s, sampler.in_use())
+                # A plan that ends on its stop file has no length to show, only a bound.
+                planned = None if plan.stop_file else shape.duration_s
+                print_progress(progress, started, planned, sampler.in_use())
                 last_line = time.monotonic()
             time.sleep(0.2)
     finally:
@@ -181,16 +197,16 @@ def run_locust(
     return started, time.monotonic(), trouble
 
 
-STOPPING = threading.Event()  # set on Ctrl-C: the sweep's threads give up at once
-
-
-def print_progress(progress: Path, started: float, duration_s: float, in_flight: object) -> None:
+def print_progress(
+    progress: Path, started: float, duration_s: float | None, in_flight: object
+) -> None:
     try:
         state = json.loads(progress.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         state = {}
     print(
-        f"  {time.monotonic() - started:5.0f}/{duration_s:.0f} s  users {state.get('users', 0):3}  "
+        f"  {time.monotonic() - started:5.0f}{'' if duration_s is None else f'/{duration_s:.0f}'} s"
+        f"  users {state.get('users', 0):3}  "
         f"{state.get('rps', 0.0):6.1f} rps  {state.get('requests', 0):6} requests  "
         f"{state.get('failures', 0):4} failures  in flight {in_flight}",
         flush=True,
@@ -313,8 +329,9 @@ def gather(  # noqa: PLR0917
         stack.callback(sampler.stop)
         evidence.started_at = time.monotonic()  # replaced by Locust's own start when it returns
         try:
+            plan = LoadPlan(args.shape, args.users, args.duration)
             evidence.started_at, evidence.ended_at, problems = run_locust(
-                args, targets, run_dir, run_id, sampler
+                plan, targets, run_dir, run_id, sampler
             )
             trouble.extend(problems)
             evidence.records = read_records(run_dir / "records")

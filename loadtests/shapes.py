@@ -3,10 +3,12 @@
 - smoke: a short, gentle run for CI (about a minute with the stack's start and the sweep);
 - average: a steady, ordinary day;
 - spike: a quiet base, a sudden crowd, and the way back;
-- soak: a long, steady run that shows slow leaks and retention at work.
+- soak: a long, steady run that shows slow leaks and retention at work;
+- steady: constant users until told to stop (the gray-release rehearsal's load).
 
 The shapes name peak users and length; TASKMON_LOADTEST_USERS and TASKMON_LOADTEST_DURATION_S
-rescale a shape without changing its form.
+rescale a shape without changing its form. When TASKMON_LOADTEST_STOP_FILE names a file, the
+shape ends as soon as that file exists: the rehearsal stops the load when its steps are done.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from dataclasses import dataclass
 # A status poll or a stream gives up after this (the final sweep then judges the task); Locust
 # lets a stopped user finish its task for a little longer.
 TASK_DEADLINE_S = 30.0
+STOP_FILE_ENV = "TASKMON_LOADTEST_STOP_FILE"
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,8 @@ SHAPES = {
         "spike", (Stage(30, 10, 5), Stage(60, 80, 40), Stage(90, 80, 40), Stage(150, 10, 20))
     ),
     "soak": Shape("soak", (Stage(60, 20, 2), Stage(1800, 20, 2))),
+    # Long enough for any rehearsal: it ends on its stop file, not its clock.
+    "steady": Shape("steady", (Stage(3600, 12, 4),)),
 }
 
 

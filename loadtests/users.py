@@ -257,10 +257,14 @@ class IdempotencyStorm(TaskmonUser):
         round_no = int((time.monotonic() - self.started) / STORM_ROUND_S)
         key = f"storm-{RUN_ID}-{round_no}"
         payload = f"storm round {round_no} of run {RUN_ID}"
+        sent = now()
         accepted = self.submit(payload, key)
-        RECORDER.write("idem", key=key, same=True, task=accepted["task_id"] if accepted else None)
+        RECORDER.write(
+            "idem", t=sent, key=key, same=True, task=accepted["task_id"] if accepted else None
+        )
         if accepted is not None and self.rng.random() < 0.2:
             # The key is taken now: another payload under it must be refused, never run.
+            sent = now()
             outcome = request(
                 self.environment,
                 "/api/tts (conflicting key)",
@@ -274,6 +278,7 @@ class IdempotencyStorm(TaskmonUser):
             body = outcome.answer.body if outcome.answer is not None else None
             RECORDER.write(
                 "idem",
+                t=sent,
                 key=key,
                 same=False,
                 status=outcome.status,

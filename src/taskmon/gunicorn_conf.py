@@ -3,6 +3,8 @@
 gthread workers, because a sync worker blocks on each SSE stream and is killed at `timeout`;
 each open stream holds one thread, so TASKMON_THREADS bounds the streams one worker serves.
 The app is not preloaded: every worker builds its own Redis pool and threads after fork.
+With TASKMON_ENV_FILE set, the master applies that file now and again at every SIGHUP, before
+the new workers fork: that is how a live host changes settings (taskmon.env_file).
 """
 
 from __future__ import annotations
@@ -14,6 +16,9 @@ import tempfile
 from typing import Any
 
 from taskmon.config import ConfigError, Settings, load_settings
+from taskmon.env_file import EnvFileError, env_file_from_environment
+
+_ENV_FILE = env_file_from_environment()
 
 
 def _settings() -> Settings:
@@ -22,6 +27,13 @@ def _settings() -> Settings:
     try:
         return load_settings()
     except ConfigError as exc:
+        raise SystemExit(f"taskmon: {exc}") from None
+
+
+if _ENV_FILE is not None:
+    try:
+        _ENV_FILE.apply(load_settings)
+    except EnvFileError as exc:
         raise SystemExit(f"taskmon: {exc}") from None
 
 
@@ -56,6 +68,26 @@ def on_starting(server: Any) -> None:
         for entry in os.scandir(os.environ["PROMETHEUS_MULTIPROC_DIR"]):
             if entry.name.endswith(".db"):
                 os.unlink(entry.path)
+
+
+def on_reload(server: Any) -> None:
+    # Called by the master between reading its config again and forking the new workers.
+    if _ENV_FILE is None:
+        return
+    try:
+        changed = _ENV_FILE.apply(load_settings)
+    except EnvFileError as exc:
+        server.log.error(
+            "taskmon: %s. The new workers keep the settings the old ones had; fix the file "
+            "and send SIGHUP again",
+            exc,
+        )
+        return
+    shown = {k: "<hidden>" if k in _SECRET_VARIABLES else v for k, v in changed.items()}
+    server.log.info("taskmon: %s applied; changed: %s", _ENV_FILE.path, shown or "nothing")
+
+
+_SECRET_VARIABLES = {"TASKMON_REDIS_URL", "TASKMON_ADMIN_TOKEN"}
 
 
 def pre_fork(server: Any, worker: Any) -> None:

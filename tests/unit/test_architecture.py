@@ -25,6 +25,7 @@ PACKAGE = "taskmon"
 ALLOWED: dict[str, set[str]] = {
     "taskmon.domain": set(),
     "taskmon.config": set(),
+    "taskmon.env_file": {"taskmon.config"},
     "taskmon.metrics": set(),
     "taskmon.ports": {"taskmon.domain"},
     "taskmon.subscription": {"taskmon.domain"},
@@ -61,7 +62,7 @@ ALLOWED: dict[str, set[str]] = {
     },
     "taskmon.app": {"taskmon.config", "taskmon.runtime", "taskmon.web"},
     "taskmon.wsgi": {"taskmon.app"},
-    "taskmon.gunicorn_conf": {"taskmon.config", "taskmon.web"},
+    "taskmon.gunicorn_conf": {"taskmon.config", "taskmon.env_file", "taskmon.web"},
     "taskmon.cli": {"taskmon", "taskmon.config"},
     "taskmon.harness": {"taskmon.config", "taskmon.domain", "taskmon.journal"},
 }

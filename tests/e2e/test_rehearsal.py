@@ -1,0 +1,64 @@
+"""`python -m loadtests.rehearsal` end to end, short: two real instances switched from memory
+to Redis mode and back under Locust load, by SIGHUP and TASKMON_ENV_FILE, with no failed call.
+`nox -s rehearsal` runs the same with longer holds and four workers per instance."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from loadtests.report import EXIT_OK
+
+from taskmon.harness.processes import ManagedProcess
+
+pytestmark = [pytest.mark.e2e, pytest.mark.redis]
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_the_gray_release_and_its_rollback_pass_without_a_failed_call(tmp_path: Path) -> None:
+    out = tmp_path / "reports"
+    argv = [sys.executable, "-m", "loadtests.rehearsal", "--hold", "5", "--users", "8",
+            "--workers", "2", "--out", str(out)]  # fmt: skip
+    process = ManagedProcess(
+        argv, log_path=tmp_path / "rehearsal.log", cwd=ROOT, env=os.environ.copy()
+    )
+    try:
+        code = process.process.wait(300)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the rehearsal did not finish:\n" + process.log_tail())
+    finally:
+        process.stop()
+    (run_dir,) = out.iterdir()
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert code == EXIT_OK, process.log_tail(60)
+    assert summary["exit_code"] == EXIT_OK
+    rules = {rule["invariant"]: rule for rule in summary["rules"]}
+    assert {name: rule["status"] for name, rule in rules.items()} == dict.fromkeys(
+        ("R1", "R2", "R3", "I1", "I2", "I3", "I4"), "pass"
+    )
+    assert rules["R1"]["counts"]["calls"] > 100
+    timeline = summary["timeline"]
+    assert [p["name"] for p in timeline["phases"] if p["switching"] is None] == [
+        "both memory",
+        "mixed: canary redis, second memory",
+        "both redis",
+        "mixed: canary redis, second memory",
+        "both memory",
+    ]
+    assert all(s["settled"] is not None and s["trouble"] is None for s in timeline["switches"])
+    # Six generations of workers, each pid in one only, on the backend of its step.
+    generations = timeline["generations"]
+    assert [(g["instance"], g["backend"]) for g in generations] == [
+        (0, "memory"), (1, "memory"), (0, "redis"), (1, "redis"), (1, "memory"), (0, "memory"),
+    ]  # fmt: skip
+    pids = [pid for g in generations for pid in g["pids"]]
+    assert len(pids) == len(set(pids)) == 12
+    assert all(row["failed"] == 0 for row in summary["phases"])
+    assert summary["cap_by_phase"]
+    for plot in ("in_flight.png", "queue_depth.png", "latency.png"):
+        assert (run_dir / plot).stat().st_size > 10_000
+    assert (run_dir / "junit.xml").exists()
