@@ -31,6 +31,14 @@ from pathlib import Path
 
 import redis
 
+from loadtests.driving import (
+    STOPPING,
+    LoadPlan,
+    Sampler,
+    interrupts_as_keyboard,
+    run_locust,
+    sweep,
+)
 from loadtests.evidence import Evidence, SweepResult, read_records
 from loadtests.rehearsal_judge import report_rehearsal
 from loadtests.rehearsal_timeline import (
@@ -45,14 +53,6 @@ from loadtests.rehearsal_timeline import (
     pid_of,
 )
 from loadtests.report import EXIT_UNKNOWN
-from loadtests.runner import (
-    STOPPING,
-    LoadPlan,
-    Sampler,
-    interrupts_as_keyboard,
-    run_locust,
-    sweep,
-)
 from loadtests.stack import StackOptions, instance_env
 from taskmon.harness.client import TERMINAL
 from taskmon.harness.redis_server import RedisServer

@@ -11,25 +11,18 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import http.client
 import json
-import os
-import signal
 import sys
-import threading
 import time
 import urllib.parse
 import uuid
 from collections import Counter
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
-from loadtests.evidence import Evidence, Sample, SweepResult, read_records
+from loadtests.driving import LoadPlan, Sampler, interrupts_as_keyboard, run_locust, sweep
+from loadtests.evidence import Evidence, read_records
 from loadtests.report import (
     EXIT_UNKNOWN,
     compare,
@@ -39,18 +32,11 @@ from loadtests.report import (
     verdict_table,
     write_junit,
 )
-from loadtests.shapes import SHAPES, STOP_FILE_ENV, TASK_DEADLINE_S
+from loadtests.shapes import SHAPES
 from loadtests.slo import endpoint_stats, judge_slo, load_slo
 from loadtests.stack import StackOptions, running_stack
 from loadtests.verdicts import judge_all
-from taskmon.harness.client import TERMINAL, call
-from taskmon.harness.processes import ManagedProcess
 
-ROOT = Path(__file__).resolve().parent.parent
-LOCUSTFILE = Path(__file__).with_name("locustfile.py")
-SAMPLE_EVERY_S = 0.5
-PROGRESS_EVERY_S = 5.0
-STOPPING = threading.Event()  # set on Ctrl-C: Locust, the sweep and its threads give up at once
 EXIT_CODES = "0 pass, 1 invariant broken, 2 service level breached, 3 unknown or harness trouble"
 
 
@@ -87,181 +73,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         if value is not None and value <= 0:
             parser.error(f"--{name} must be positive")
     return args
-
-
-class Sampler(threading.Thread):
-    """Reads every target's stats and permits every SAMPLE_EVERY_S, over fresh connections."""
-
-    def __init__(self, targets: list[str], *, permits: bool) -> None:
-        super().__init__(name="loadtest-sampler", daemon=True)
-        self.targets = targets
-        # The permit holders only judge I1 when there are no journals (--target): else they
-        # would be one more Redis read per sample on the service under load, for nothing.
-        self.permits = permits
-        self.samples: list[Sample] = []
-        self.stopping = threading.Event()
-
-    def run(self) -> None:
-        while not self.stopping.wait(SAMPLE_EVERY_S):
-            for base in self.targets:
-                with contextlib.suppress(OSError, KeyError, TypeError, ValueError):
-                    self.samples.append(self.sample(base))
-
-    def sample(self, base: str) -> Sample:
-        t = time.monotonic()
-        stats = call(base, "GET", "/api/monitor/stats", timeout=2).body
-        holders = None
-        if self.permits:
-            permits = call(base, "GET", "/api/monitor/permits", timeout=2).body
-            if permits.get("worker") == stats["worker"]:  # both answers from one worker
-                holders = permits["in_use"]
-        return Sample(
-            t=t,
-            instance=base,
-            worker=stats["worker"],
-            backend=stats["backend"],
-            queued=stats["counts"]["queued"],
-            running=stats["counts"]["running"],
-            in_use=stats["concurrency"]["in_use"],
-            limit=stats["concurrency"]["limit"],
-            holders=holders,
-        )
-
-    def in_use(self) -> int | str:
-        """The permits in use at the latest sample, for the progress line."""
-        return self.samples[-1].in_use if self.samples else "?"
-
-    def stop(self) -> None:
-        self.stopping.set()
-        self.join(5)
-
-
-@dataclass(frozen=True)
-class LoadPlan:
-    """What Locust runs: a shape, rescaled, and a file whose creation ends it early."""
-
-    shape: str
-    users: int | None = None
-    duration_s: float | None = None
-    stop_file: Path | None = None
-
-
-def run_locust(
-    plan: LoadPlan, targets: list[str], run_dir: Path, run_id: str, sampler: Sampler
-) -> tuple[float, float, list[str]]:
-    """Locust, headless, to the shape's end; (start, end) monotonic times and any trouble."""
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-        "TASKMON_LOADTEST_TARGETS": ",".join(targets),
-        "TASKMON_LOADTEST_SHAPE": plan.shape,
-        "TASKMON_LOADTEST_RECORD_DIR": str(run_dir / "records"),
-        "TASKMON_LOADTEST_RUN_ID": run_id,
-    }
-    if plan.users:
-        env["TASKMON_LOADTEST_USERS"] = str(plan.users)
-    if plan.duration_s:
-        env["TASKMON_LOADTEST_DURATION_S"] = str(plan.duration_s)
-    if plan.stop_file:
-        env[STOP_FILE_ENV] = str(plan.stop_file)
-    shape = SHAPES[plan.shape].scaled(plan.users, plan.duration_s)
-    progress = run_dir / "progress.json"
-    argv = [
-        sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless",
-        "--host", targets[0], "--csv", str(run_dir / "locust"), "--csv-full-history",
-        "--html", str(run_dir / "locust.html"), "--only-summary", "--exit-code-on-error", "0",
-        # Users finish the task they are on (a poll, a stream) when the shape ends them.
-        "--stop-timeout", str(int(TASK_DEADLINE_S) + 10),
-        "--loglevel", "WARNING", "--taskmon-progress", str(progress),
-    ]  # fmt: skip
-    trouble: list[str] = []
-    started = time.monotonic()
-    locust = ManagedProcess(argv, env=env, log_path=run_dir / "locust.log", cwd=ROOT)
-    try:
-        deadline = started + shape.duration_s + TASK_DEADLINE_S + 60
-        last_line = 0.0
-        while locust.alive() and not STOPPING.is_set():
-            if time.monotonic() > deadline:
-                trouble.append(f"Locust ran past its shape's {shape.duration_s:.0f} s; stopped")
-                break
-            if time.monotonic() - last_line >= PROGRESS_EVERY_S:
-                # A plan that ends on its stop file has no length to show, only a bound.
-                planned = None if plan.stop_file else shape.duration_s
-                print_progress(progress, started, planned, sampler.in_use())
-                last_line = time.monotonic()
-            time.sleep(0.2)
-    finally:
-        code = locust.stop()
-    if code not in (0, None) and not trouble:
-        trouble.append(f"Locust exited {code}: see {run_dir / 'locust.log'}\n{locust.log_tail(15)}")
-    return started, time.monotonic(), trouble
-
-
-def print_progress(
-    progress: Path, started: float, duration_s: float | None, in_flight: object
-) -> None:
-    try:
-        state = json.loads(progress.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        state = {}
-    print(
-        f"  {time.monotonic() - started:5.0f}{'' if duration_s is None else f'/{duration_s:.0f}'} s"
-        f"  users {state.get('users', 0):3}  "
-        f"{state.get('rps', 0.0):6.1f} rps  {state.get('requests', 0):6} requests  "
-        f"{state.get('failures', 0):4} failures  in flight {in_flight}",
-        flush=True,
-    )
-
-
-def sweep(targets: list[str], task_ids: list[str], drain_s: float) -> dict[str, SweepResult]:
-    """Every accepted task, read until it is done or failed or the drain ends (I5)."""
-    deadline = time.monotonic() + drain_s
-    results = {task_id: SweepResult(task_id, None, None) for task_id in task_ids}
-
-    def settle(index_and_id: tuple[int, str]) -> None:
-        index, task_id = index_and_id
-        found = results[task_id]
-        turn = index
-        while time.monotonic() < deadline and not STOPPING.is_set():
-            base = targets[turn % len(targets)]
-            turn += 1
-            try:
-                answer = call(base, "GET", f"/api/task/status/{task_id}", timeout=5)
-            except (OSError, http.client.HTTPException, ValueError):
-                time.sleep(0.2)
-                continue
-            found.statuses.append(answer.status)
-            if answer.status == 200:
-                found.state, found.worker = answer.body["state"], answer.body["worker"]
-                if found.state in TERMINAL:
-                    return
-            time.sleep(0.1 if answer.status == 404 else 0.3)
-
-    pool = ThreadPoolExecutor(max_workers=16)
-    try:
-        list(pool.map(settle, enumerate(task_ids)))
-    finally:
-        pool.shutdown(wait=True, cancel_futures=STOPPING.is_set())
-    return results
-
-
-@contextlib.contextmanager
-def interrupts_as_keyboard() -> Iterator[None]:
-    """Ctrl-C and SIGTERM (a CI runner's cancel) interrupt the run once; while the teardown
-    that follows stops the processes, further signals are ignored so it can finish."""
-
-    def raise_once(signum: int, frame: FrameType | None) -> None:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        STOPPING.set()
-        raise KeyboardInterrupt
-
-    previous = {sig: signal.signal(sig, raise_once) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 def main(argv: list[str] | None = None) -> int:

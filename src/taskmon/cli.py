@@ -4,29 +4,53 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
+from pathlib import Path
 
 from taskmon import __version__
 from taskmon.config import ConfigError, load_settings
+from taskmon.env_file import env_file_from_environment
+
+
+def _check_settings() -> None:
+    """Validate what the workers will run with: the environment, and the settings file over
+    it when TASKMON_ENV_FILE names one. Raises ConfigError (a refused file is one too)."""
+    env_file = env_file_from_environment()
+    if env_file is None:
+        load_settings()
+        return
+    saved = dict(os.environ)
+    try:
+        env_file.apply(load_settings)
+    finally:
+        # The master applies the file itself: it must start from the environment as it is.
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def _gunicorn() -> list[str]:
+    """How to start gunicorn so that a USR2 re-exec works: its console script. Started as
+    `python -m gunicorn`, a re-exec runs gunicorn/__main__.py as a script, whose folder then
+    shadows the standard library (gunicorn has an `http` package), and the new master fails."""
+    script = Path(sys.executable).with_name("gunicorn")
+    found = str(script) if script.exists() else shutil.which("gunicorn")
+    return [sys.executable, found] if found else [sys.executable, "-m", "gunicorn"]
 
 
 def _serve(args: argparse.Namespace) -> int:
     try:
-        load_settings()  # fail here, once, with the message, rather than in every worker
+        _check_settings()  # fail here, once, with the message, rather than in every worker
     except ConfigError as exc:
         print(f"taskmon: {exc}", file=sys.stderr)
         return 2
-    argv = [
-        sys.executable,
-        "-m",
-        "gunicorn",
-        "--config",
-        "python:taskmon.gunicorn_conf",
-        "--workers",
-        str(args.workers),
-        "--bind",
-        args.bind,
-    ]
+    argv = [*_gunicorn(), "--config", "python:taskmon.gunicorn_conf"]
+    # Left out unless given: the config reads WEB_CONCURRENCY and TASKMON_BIND itself, after
+    # the settings file, which may set them.
+    if args.workers is not None:
+        argv += ["--workers", str(args.workers)]
+    if args.bind is not None:
+        argv += ["--bind", args.bind]
     if args.threads:
         argv += ["--threads", str(args.threads)]
     argv.append("taskmon.wsgi:app")
@@ -45,14 +69,14 @@ def main(argv: list[str] | None = None) -> int:
         "--workers",
         "-w",
         type=int,
-        default=int(os.environ.get("WEB_CONCURRENCY", "4")),
-        help="worker processes (default 4)",
+        default=None,
+        help="worker processes (default WEB_CONCURRENCY, else 4)",
     )
     serve.add_argument(
         "--bind",
         "-b",
-        default=os.environ.get("TASKMON_BIND", "127.0.0.1:8000"),
-        help="HOST:PORT to listen on (default 127.0.0.1:8000)",
+        default=None,
+        help="HOST:PORT to listen on (default TASKMON_BIND, else 127.0.0.1:8000)",
     )
     serve.add_argument(
         "--threads",

@@ -16,7 +16,7 @@ import tempfile
 from typing import Any
 
 from taskmon.config import ConfigError, Settings, load_settings
-from taskmon.env_file import EnvFileError, env_file_from_environment
+from taskmon.env_file import EnvFileError, env_file_from_environment, shown
 
 _ENV_FILE = env_file_from_environment()
 
@@ -58,7 +58,14 @@ proc_name = "taskmon"
 
 
 def on_starting(server: Any) -> None:
+    if _ENV_FILE is not None and set(_ENV_FILE.applied) & set(server.cfg.env or {}):
+        clash = ", ".join(sorted(set(_ENV_FILE.applied) & set(server.cfg.env)))
+        raise SystemExit(
+            f"taskmon: {_ENV_FILE.path}: {clash} is also set by gunicorn's -e/raw_env, which "
+            "every worker applies after fork, over the file: set it in one place"
+        )
     # Workers inherit the environment at fork: tell them how many share this host's cap.
+    server._taskmon_set_workers = "TASKMON_WORKERS" not in os.environ
     os.environ.setdefault("TASKMON_WORKERS", str(server.cfg.workers))
     if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="taskmon-metrics-")
@@ -75,19 +82,29 @@ def on_reload(server: Any) -> None:
     if _ENV_FILE is None:
         return
     try:
-        changed = _ENV_FILE.apply(load_settings)
-    except EnvFileError as exc:
+        changed = _ENV_FILE.apply(load_settings, reloading=True, fixed=server.cfg.env or {})
+    except Exception as exc:  # whatever it is, the master must keep serving
         server.log.error(
             "taskmon: %s. The new workers keep the settings the old ones had; fix the file "
             "and send SIGHUP again",
             exc,
         )
         return
-    shown = {k: "<hidden>" if k in _SECRET_VARIABLES else v for k, v in changed.items()}
-    server.log.info("taskmon: %s applied; changed: %s", _ENV_FILE.path, shown or "nothing")
+    server.log.info("taskmon: %s applied; changed: %s", _ENV_FILE.path, shown(changed) or "nothing")
 
 
-_SECRET_VARIABLES = {"TASKMON_REDIS_URL", "TASKMON_ADMIN_TOKEN"}
+def pre_exec(server: Any) -> None:
+    # USR2: the new master starts from cfg.env_orig, a copy of this master's environment
+    # taken at its last reload. Give it the environment this master started with instead:
+    # it applies the file itself, and makes its own metrics directory (this one's is removed
+    # when this master exits).
+    environ = server.cfg.env_orig
+    if _ENV_FILE is not None:
+        _ENV_FILE.restore_into(environ)
+    if getattr(server, "_taskmon_metrics_dir", None):
+        environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    if getattr(server, "_taskmon_set_workers", False):
+        environ.pop("TASKMON_WORKERS", None)
 
 
 def pre_fork(server: Any, worker: Any) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from taskmon.harness.processes import ManagedProcess, free_port, wait_until
+from taskmon.harness.processes import ManagedProcess, children_of, free_port, wait_until
 from taskmon.harness.stack import http_get
 
 pytestmark = pytest.mark.e2e
@@ -66,3 +66,57 @@ def test_serve_refuses_a_bad_setting_naming_the_variable(tmp_path: Path) -> None
     )
     assert result.returncode == 2
     assert "TASKMON_CONCURRENCY_LIMIT" in result.stderr
+
+
+def test_serve_with_a_settings_file_survives_sighup_and_a_usr2_upgrade(tmp_path: Path) -> None:
+    """SIGHUP applies the file; a USR2 re-exec starts the new master from the environment the
+    old one started with (a key dropped from the file falls back), with metrics of its own."""
+    port = free_port()
+    env_file = tmp_path / "taskmon.env"
+    env_file.write_text("TASKMON_CONCURRENCY_LIMIT=3\n", encoding="utf-8")
+    env = {**os.environ, "TASKMON_ENGINE": "tone", "TASKMON_RESULT_DIR": str(tmp_path / "r"),
+           "TASKMON_ENV_FILE": str(env_file), "TASKMON_BACKEND": "memory"}  # fmt: skip
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)  # the master makes (and removes) its own
+    server = ManagedProcess(
+        [*_taskmon(), "serve", "--workers", "1", "--bind", f"127.0.0.1:{port}"],
+        env=env,
+        log_path=tmp_path / "serve.log",
+    )
+    base = f"http://127.0.0.1:{port}"
+
+    def limit_is(expected: int) -> bool:
+        try:
+            status, _, body = http_get(base, "/api/monitor/stats")
+        except OSError:
+            return False
+        return status == 200 and json.loads(body)["concurrency"]["limit"] == expected
+
+    try:
+        wait_until(lambda: limit_is(3), timeout=60, what="the file's limit")
+        server.process.send_signal(signal.SIGHUP)  # a reload: gunicorn's env_orig now holds 3
+        wait_until(lambda: "applied; changed: nothing" in server.log_tail(50), timeout=30,
+                   what="the reload")  # fmt: skip
+        old_master = server.pid
+        old_workers = set(children_of(old_master))
+        server.process.send_signal(signal.SIGUSR2)
+
+        def new_master() -> int | None:
+            for pid in set(children_of(old_master)) - old_workers:
+                if children_of(pid):  # a master with a worker of its own
+                    return pid
+            return None
+
+        wait_until(lambda: new_master() is not None, timeout=60, what="the new master")
+        master = new_master()
+        assert master is not None
+        server.process.send_signal(signal.SIGTERM)  # the old master goes, the new one stays
+        server.process.wait(40)
+        wait_until(lambda: limit_is(3), timeout=30, what="the new master serving")
+        assert http_get(base, "/metrics")[0] == 200, "the new master lost its metrics directory"
+
+        env_file.write_text("", encoding="utf-8")  # dropped: back to the default of 4
+        os.kill(master, signal.SIGHUP)
+        wait_until(lambda: limit_is(4), timeout=60, what="the dropped key falling back")
+        assert http_get(base, "/metrics")[0] == 200
+    finally:
+        server.stop()  # the new master is in the same process group

@@ -63,7 +63,7 @@ ALLOWED: dict[str, set[str]] = {
     "taskmon.app": {"taskmon.config", "taskmon.runtime", "taskmon.web"},
     "taskmon.wsgi": {"taskmon.app"},
     "taskmon.gunicorn_conf": {"taskmon.config", "taskmon.env_file", "taskmon.web"},
-    "taskmon.cli": {"taskmon", "taskmon.config"},
+    "taskmon.cli": {"taskmon", "taskmon.config", "taskmon.env_file"},
     "taskmon.harness": {"taskmon.config", "taskmon.domain", "taskmon.journal"},
 }
 
