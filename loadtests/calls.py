@@ -20,9 +20,8 @@ from typing import Any
 from locust.env import Environment
 
 from loadtests.recording import RECORDER
+from loadtests.shapes import CALL_TIMEOUT_S
 from taskmon.harness.client import Answer, call
-
-CALL_TIMEOUT_S = 10.0
 
 
 @dataclass(frozen=True)

@@ -22,8 +22,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
-from loadtests.evidence import Sample, SweepResult
+from loadtests.evidence import ProbeFailure, Sample, SweepResult
 from loadtests.shapes import SHAPES, STOP_FILE_ENV, TASK_DEADLINE_S
 from taskmon.harness.client import TERMINAL, call
 from taskmon.harness.processes import ManagedProcess
@@ -35,30 +36,55 @@ PROGRESS_EVERY_S = 5.0
 STOPPING = threading.Event()  # set on Ctrl-C: Locust, the sweep and its threads give up at once
 
 
-class Sampler(threading.Thread):
-    """Reads every target's stats and permits every SAMPLE_EVERY_S, over fresh connections."""
+class ServerError(Exception):
+    """A probe answered with a 5xx."""
 
-    def __init__(self, targets: list[str], *, permits: bool) -> None:
+
+class Sampler(threading.Thread):
+    """Reads every target's stats and permits every SAMPLE_EVERY_S, over fresh connections.
+
+    A probe the service fails (no connection, a timeout, a 5xx) is kept in `failures`; an
+    answer that is not the stats (a 4xx, a body of another shape) is only skipped.
+    """
+
+    def __init__(self, targets: list[str], *, permits: bool, timeout_s: float = 2.0) -> None:
         super().__init__(name="loadtest-sampler", daemon=True)
         self.targets = targets
         # The permit holders only judge I1 when there are no journals (--target): else they
         # would be one more Redis read per sample on the service under load, for nothing.
         self.permits = permits
+        self.timeout_s = timeout_s
         self.samples: list[Sample] = []
+        self.failures: list[ProbeFailure] = []
         self.stopping = threading.Event()
 
     def run(self) -> None:
         while not self.stopping.wait(SAMPLE_EVERY_S):
             for base in self.targets:
-                with contextlib.suppress(OSError, KeyError, TypeError, ValueError):
+                t = time.monotonic()
+                try:
                     self.samples.append(self.sample(base))
+                except TimeoutError as exc:
+                    self.failures.append(ProbeFailure(t, base, "timeout", str(exc)))
+                except (OSError, http.client.HTTPException) as exc:
+                    self.failures.append(ProbeFailure(t, base, "connection", repr(exc)))
+                except ServerError as exc:
+                    self.failures.append(ProbeFailure(t, base, "server error", str(exc)))
+                except (KeyError, TypeError, ValueError, AttributeError):
+                    continue
+
+    def _get(self, base: str, path: str) -> Any:
+        answer = call(base, "GET", path, timeout=self.timeout_s)
+        if answer.status >= 500:
+            raise ServerError(f"{path} answered {answer.status} from {answer.worker}")
+        return answer.body
 
     def sample(self, base: str) -> Sample:
         t = time.monotonic()
-        stats = call(base, "GET", "/api/monitor/stats", timeout=2).body
+        stats = self._get(base, "/api/monitor/stats")
         holders = None
         if self.permits:
-            permits = call(base, "GET", "/api/monitor/permits", timeout=2).body
+            permits = self._get(base, "/api/monitor/permits")
             if permits.get("worker") == stats["worker"]:  # both answers from one worker
                 holders = permits["in_use"]
         return Sample(

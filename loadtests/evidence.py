@@ -31,6 +31,16 @@ class Sample:
     holders: int | None = None  # from /api/monitor/permits
 
 
+@dataclass(frozen=True)
+class ProbeFailure:
+    """A sample the service did not answer: no connection, no answer in time, or a 5xx."""
+
+    t: float
+    instance: str
+    kind: str  # connection | timeout | server error
+    detail: str
+
+
 @dataclass
 class SweepResult:
     """What the final sweep found of one accepted task."""
@@ -45,6 +55,7 @@ class SweepResult:
 class Evidence:
     records: list[Record] = field(default_factory=list)
     samples: list[Sample] = field(default_factory=list)
+    probe_failures: list[ProbeFailure] = field(default_factory=list)  # samples not answered
     sweep: dict[str, SweepResult] | None = None  # None: the run ended before its sweep
     journal_dir: Path | None = None
     limit: int = 0

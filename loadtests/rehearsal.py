@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import http.client
 import os
 import signal
 import sys
@@ -48,11 +49,13 @@ from loadtests.rehearsal_timeline import (
     STEPS,
     Generation,
     Phase,
+    Step,
     SwitchRecord,
     Timeline,
     pid_of,
 )
 from loadtests.report import EXIT_UNKNOWN
+from loadtests.shapes import CALL_TIMEOUT_S
 from loadtests.stack import StackOptions, instance_env
 from taskmon.harness.client import TERMINAL
 from taskmon.harness.redis_server import RedisServer
@@ -107,7 +110,11 @@ def wait_for_generation(
     host: Host, backend: str, old: frozenset[int], sampler: Sampler, deadline: float
 ) -> tuple[frozenset[int], float]:
     """Until no old worker is left and every new one answered with `backend`: (pids, when
-    the old ones were all gone). Raises TimeoutError at `deadline`."""
+    the old ones were all gone). Raises TimeoutError at `deadline`.
+
+    Its own probes are not evidence: the judge reads only the sampler thread's samples, so a
+    switch that settled here is still checked against what the workers said meanwhile.
+    """
     workers = host.instance.workers
     old_gone: float | None = None
     answered: dict[int, str] = {}
@@ -115,75 +122,109 @@ def wait_for_generation(
         pids = frozenset(host.instance.worker_pids())
         if old_gone is None and len(pids) == workers and not pids & old:
             old_gone = time.monotonic()
-        with contextlib.suppress(OSError, KeyError, TypeError, ValueError):
+        with contextlib.suppress(
+            OSError, http.client.HTTPException, KeyError, TypeError, ValueError
+        ):
             sample = sampler.sample(host.instance.base_url)
-            sampler.samples.append(sample)  # the judge checks these too
             pid = pid_of(sample.worker)
             if pid is not None and sample.backend is not None:
                 answered[pid] = sample.backend
         if old_gone is not None and all(answered.get(pid) == backend for pid in pids):
             return pids, old_gone
         time.sleep(0.05)
+    if STOPPING.is_set():
+        raise KeyboardInterrupt
     raise TimeoutError(
         f"the {host.name} instance: workers {sorted(host.instance.worker_pids())} not all on "
         f"{backend} within {SWITCH_TIMEOUT_S:.0f} s (answers: {answered})"
     )
 
 
-def hold(timeline: Timeline, backends: list[str], start: float, seconds: float) -> None:
-    """Keep the load on for `seconds`; the phase is recorded even when Ctrl-C cuts it."""
-    try:
-        if STOPPING.wait(seconds):
-            raise KeyboardInterrupt
-    finally:
-        timeline.phases.append(
-            Phase(_hold_name(backends), start, time.monotonic(), tuple(backends))
-        )
+class Rehearsal:
+    """The holds and switches, each written into the timeline as it happens. Phases share
+    their boundaries: a hold ends at the instant its switch begins, and the next hold begins
+    at the instant the switch settled."""
 
+    def __init__(self, hosts: list[Host], sampler: Sampler, timeline: Timeline) -> None:
+        self.hosts = hosts
+        self.sampler = sampler
+        self.timeline = timeline
+        self.backends = [MEMORY] * len(hosts)
+        self.current = {g.instance: g for g in timeline.generations}
 
-def rehearse(
-    hosts: list[Host], sampler: Sampler, timeline: Timeline, args: argparse.Namespace
-) -> None:
-    """The holds and switches, each recorded in the timeline as it happens."""
-    backends = [MEMORY] * len(hosts)
-    generations = {host.index: timeline.generations[host.index] for host in hosts}
-    start = time.monotonic()
-    for step in STEPS:
-        hold(timeline, backends, start, args.hold)
-        host = hosts[step.instance]
-        print(f"  {step.name}: rewriting {host.env_file.name}, SIGHUP", flush=True)
-        old = generations[step.instance]
-        record = SwitchRecord(step.name, step.instance, step.backend, time.monotonic())
-        timeline.switches.append(record)
+    def run(self, hold_s: float) -> None:
+        start = time.monotonic()
+        for step in STEPS:
+            end = self.hold(start, hold_s)
+            self.timeline.phases.append(self._hold_phase(start, end))
+            start = self.switch(step, end)
+        end = self.hold(start, hold_s)
+        self.timeline.phases.append(self._hold_phase(start, end))
+
+    def hold(self, start: float, seconds: float) -> float:
+        """Keep the load on until `start + seconds`, watching for workers gunicorn replaces
+        on its own (a crash, a timeout): they join their instance's current generation and
+        are reported. The hold's end; a Ctrl-C records the hold cut short, then raises."""
+        deadline = start + seconds
+        while True:
+            self._adopt_unplanned_workers()
+            now = time.monotonic()
+            if now >= deadline:
+                return now
+            if STOPPING.wait(min(0.25, deadline - now)):
+                self.timeline.phases.append(self._hold_phase(start, time.monotonic()))
+                raise KeyboardInterrupt
+
+    def switch(self, step: Step, hold_end: float) -> float:
+        host = self.hosts[step.instance]
+        old = self.current[step.instance]
+        record = SwitchRecord(step.name, step.instance, step.backend, hold_end)
+        self.timeline.switches.append(record)
         host.write_backend(step.backend)
         host.hang_up()
+        print(f"  {step.name}: {host.env_file.name} rewritten, SIGHUP sent", flush=True)
+        switching = tuple(self.backends)
         try:
             pids, record.old_gone = wait_for_generation(
-                host, step.backend, old.pids, sampler, record.signalled + SWITCH_TIMEOUT_S
+                host, step.backend, old.pids, self.sampler, hold_end + SWITCH_TIMEOUT_S
             )
         except BaseException as exc:
             record.trouble = f"{type(exc).__name__}: {exc}"
             # Whatever was forked by now is this step's: the judge must know whose pids they are.
             forked = frozenset(host.instance.worker_pids()) - old.pids
-            timeline.generations.append(
-                Generation(step.instance, step.backend, forked, record.signalled)
+            self.timeline.generations.append(
+                Generation(step.instance, step.backend, forked, hold_end)
+            )
+            self.timeline.phases.append(
+                Phase(step.name, hold_end, time.monotonic(), switching, step.instance)
             )
             raise
-        finally:
-            timeline.phases.append(
-                Phase(step.name, record.signalled, time.monotonic(), tuple(backends), step.instance)
-            )
-        record.settled = start = time.monotonic()
+        record.settled = time.monotonic()
+        self.timeline.phases.append(
+            Phase(step.name, hold_end, record.settled, switching, step.instance)
+        )
         old.gone = record.old_gone
-        backends[step.instance] = step.backend
-        generations[step.instance] = Generation(step.instance, step.backend, pids, record.signalled)
-        timeline.generations.append(generations[step.instance])
+        self.backends[step.instance] = step.backend
+        self.current[step.instance] = Generation(step.instance, step.backend, pids, hold_end)
+        self.timeline.generations.append(self.current[step.instance])
         print(
-            f"  {step.name}: done in {record.settled - record.signalled:.1f} s "
-            f"(old workers gone after {record.old_gone - record.signalled:.1f} s)",
+            f"  {step.name}: done in {record.settled - hold_end:.1f} s "
+            f"(old workers gone after {record.old_gone - hold_end:.1f} s)",
             flush=True,
         )
-    hold(timeline, backends, start, args.hold)
+        return record.settled
+
+    def _hold_phase(self, start: float, end: float) -> Phase:
+        return Phase(_hold_name(self.backends), start, end, tuple(self.backends))
+
+    def _adopt_unplanned_workers(self) -> None:
+        for host in self.hosts:
+            generation = self.current[host.index]
+            known = {pid for g in self.timeline.generations for pid in g.pids}
+            for pid in set(host.instance.worker_pids()) - known:
+                generation.pids = generation.pids | {pid}
+                self.timeline.unplanned.append((time.monotonic(), host.index, pid))
+                print(f"  the {host.name} instance replaced a worker on its own: pid {pid}")
 
 
 def _hold_name(backends: list[str]) -> str:
@@ -266,7 +307,8 @@ def gather(  # noqa: PLR0917
     with running_hosts(args, run_dir / "stack") as (hosts, redis_url, prefix, journal_dir):
         evidence.journal_dir = journal_dir
         targets = timeline.urls = [host.instance.base_url for host in hosts]
-        sampler = Sampler(targets, permits=False)
+        # Probes wait as long as the users' calls do: a switch makes both wait for new workers.
+        sampler = Sampler(targets, permits=False, timeout_s=CALL_TIMEOUT_S)
         now = time.monotonic()
         for host in hosts:
             pids, _ = wait_for_generation(
@@ -287,35 +329,65 @@ def gather(  # noqa: PLR0917
         evidence.started_at = time.monotonic()
         locust.start()
         try:
-            rehearse(hosts, sampler, timeline, args)
+            Rehearsal(hosts, sampler, timeline).run(args.hold)
         finally:
+            # Load, then sampler, stopped before the stack, even when Ctrl-C lands in here.
             stop_file.touch()
-            locust.join()
+            wait_out(locust)
             sampler.stop()
-            evidence.samples = sampler.samples
+            evidence.samples, evidence.probe_failures = sampler.samples, sampler.failures
         _, evidence.ended_at, problems = outcome.get(
             "locust", (evidence.started_at, time.monotonic(), ["Locust did not report"])
         )
         trouble.extend(problems)
         evidence.records = read_records(run_dir / "records")
-        by_backend: dict[str, list[str]] = {MEMORY: [], REDIS: []}
-        alive = {g.instance: g for g in timeline.generations if g.gone is None}
-        per_instance: dict[int, list[str]] = {host.index: [] for host in hosts}
-        for task_id, first in evidence.accepted().items():
-            generation = timeline.generation_of(first["worker"])
-            if generation is None:
-                continue  # the judge names such a task: its worker is no generation's
-            by_backend[generation.backend].append(task_id)
-            if generation.backend == MEMORY and alive.get(generation.instance) is generation:
-                per_instance[generation.instance].append(task_id)
-        print(
-            f"  load over; reading {len(by_backend[REDIS])} Redis-mode tasks from Redis and "
-            f"sweeping {sum(map(len, per_instance.values()))} of the live memory workers",
-            flush=True,
-        )
-        evidence.sweep = read_from_redis(redis_url, prefix, by_backend[REDIS], args.drain)
-        for index, task_ids in per_instance.items():
-            evidence.sweep.update(sweep([hosts[index].instance.base_url], task_ids, args.drain))
+        evidence.sweep = read_every_end(hosts, timeline, evidence, redis_url, prefix, args.drain)
+
+
+def wait_out(thread: threading.Thread) -> None:
+    """Join `thread`; a Ctrl-C meanwhile (STOPPING is then set, so it ends soon) is held back
+    until it has ended, and raised then."""
+    interrupted = False
+    while thread.is_alive():
+        try:
+            thread.join()
+        except KeyboardInterrupt:
+            interrupted = True
+    if interrupted:
+        raise KeyboardInterrupt
+
+
+def read_every_end(  # noqa: PLR0917
+    hosts: list[Host],
+    timeline: Timeline,
+    evidence: Evidence,
+    redis_url: str,
+    prefix: str,
+    drain_s: float,
+) -> dict[str, SweepResult] | None:
+    """Every accepted task's end where it can still be read: Redis-mode tasks in Redis,
+    memory-mode ones on their instance if their worker lives. None when interrupted first:
+    a partial sweep would read as tasks that never ended."""
+    redis_tasks: list[str] = []
+    alive = {g.instance: g for g in timeline.generations if g.gone is None}
+    per_instance: dict[int, list[str]] = {host.index: [] for host in hosts}
+    for task_id, first in evidence.accepted().items():
+        generation = timeline.generation_of(first["worker"])
+        if generation is None:
+            continue  # the judge names such a task: its worker is no generation's
+        if generation.backend == REDIS:
+            redis_tasks.append(task_id)
+        elif alive.get(generation.instance) is generation:
+            per_instance[generation.instance].append(task_id)
+    print(
+        f"  load over; reading {len(redis_tasks)} Redis-mode tasks from Redis and sweeping "
+        f"{sum(map(len, per_instance.values()))} of the live memory workers",
+        flush=True,
+    )
+    found = read_from_redis(redis_url, prefix, redis_tasks, drain_s)
+    for index, task_ids in per_instance.items():
+        found.update(sweep([hosts[index].instance.base_url], task_ids, drain_s))
+    return None if STOPPING.is_set() else found
 
 
 def main(argv: list[str] | None = None) -> int:

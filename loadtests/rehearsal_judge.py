@@ -1,33 +1,43 @@
 """The rehearsal's verdict, from the records, the journals, the samples and its timeline.
 
-- R1 no failed request: no 5xx, no connection error, no timeout, in any phase or switch.
+- R1 no failed call: no 5xx, no connection error, no timeout, in any phase or switch: the
+  users' calls and streams, the runner's own stats probes, the final sweep.
 - R2 tasks end: every accepted task ends done or failed, and stays readable while its worker
   lives. A Redis-mode task must end in Redis (read there after the load); a memory-mode task
-  must be seen ended while its worker lived, or by the sweep if it still lives. A memory-mode
-  task whose worker left before anyone read its end is counted and shown, not failed: memory
-  mode keeps a task in its worker only, which is what the rehearsal moves away from.
-- R3 backend follows the steps: every worker that answered the stats (what the monitor page
-  shows) reported the backend its generation was started with, on its own instance.
-- I1-I4 (verdicts.py), judged on the evidence of the hold where both instances run Redis mode.
+  must be seen ended while its worker lived, or by the sweep if it still lives, or have its
+  synthesis end in the journal. One with none of these is unknown (memory mode keeps a task in
+  its worker only); a 404 from the worker that must know the task fails the rule.
+- R3 backend follows the steps: every answer of the sampler (the stats, what the monitor page
+  shows) came from a worker of its instance with the backend its generation was started with;
+  every generation was heard; no worker was replaced outside a switch.
+- I1-I4 (verdicts.py): I1-I3 on the hold where both instances run Redis mode, I4 on every key
+  that only Redis-mode workers answered.
 
-The cap in the other phases is measured, not judged: in the mixed phases it is not global
-(the Redis-mode instance shares the limit among its workers, the memory-mode one applies it
-per worker), and the report says with figures what that does.
+The cap in the other phases is measured, not judged (rehearsal_figures.py): in the mixed
+phases it is not global (the Redis-mode instance shares the limit among its workers, the
+memory-mode one applies it per worker), and the report says with figures what that does.
 """
 
 from __future__ import annotations
 
 import json
 from argparse import Namespace
-from collections import Counter, defaultdict
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 from loadtests.evidence import Evidence, Record, read_records
+from loadtests.rehearsal_figures import (
+    calls_of,
+    cap_figures,
+    is_failed,
+    phase_keys,
+    phase_table,
+    placed_at,
+    requests_by_phase,
+)
 from loadtests.rehearsal_timeline import INSTANCE_NAMES, MEMORY, REDIS, Phase, Timeline
 from loadtests.report import exit_code, machine_facts, verdict_table, write_junit
-from loadtests.slo import percentile
 from loadtests.verdicts import (
     FAIL,
     MAX_EXAMPLES,
@@ -44,73 +54,17 @@ from taskmon.harness.journal_check import read_events
 EXIT_CODES = "0 pass, 1 a rule broken, 3 unknown or harness trouble"
 
 
-def _failed(record: Record) -> bool:
-    status = record.get("status")
-    return (status is not None and status >= 500) or record.get("outcome") in (
-        "connection",
-        "timeout",
-    )
-
-
-def _calls(evidence: Evidence) -> list[Record]:
-    """Every HTTP call and every stream, a stream Locust stopped excepted."""
-    streams = [r for r in evidence.of("stream") if r.get("outcome") != "stopped"]
-    return [*evidence.of("req"), *streams]
-
-
-def requests_by_phase(evidence: Evidence, timeline: Timeline) -> list[dict[str, Any]]:
-    """Per phase (and the wind-down after the last): calls, failed ones, statuses, latency."""
-    # Names repeat (two mixed holds, two "both memory"): number them in order.
-    keyed = _phase_keys(timeline)
-    rows: dict[str, dict[str, Any]] = {
-        key: {"phase": key, "switch": not phase.hold, "seconds": round(phase.end - phase.start, 1)}
-        for key, phase in keyed
-    }
-    rows["wind-down"] = {"phase": "wind-down", "switch": False, "seconds": None}
-    calls_in: dict[str, list[Record]] = {key: [] for key in rows}
-    for record in _calls(evidence):
-        key = next((k for k, phase in keyed if phase.contains(record["t"])), "wind-down")
-        calls_in[key].append(record)
-    table = []
-    for key, row in rows.items():
-        calls = calls_in[key]
-        statuses = Counter(str(r.get("status") or r.get("outcome")) for r in calls)
-        latencies = [r["ms"] for r in calls if "ms" in r and r.get("status") is not None]
-        table.append(
-            {
-                **row,
-                "requests": len(calls),
-                "failed": sum(1 for r in calls if _failed(r)),
-                "server_errors": sum(1 for r in calls if (r.get("status") or 0) >= 500),
-                "connection_errors": sum(1 for r in calls if r.get("outcome") == "connection"),
-                "timeouts": sum(1 for r in calls if r.get("outcome") == "timeout"),
-                "not_found": statuses.get("404", 0),
-                "refused_busy": statuses.get("429", 0),
-                "p50_ms": percentile(latencies, 50),
-                "p99_ms": percentile(latencies, 99),
-            }
-        )
-    return table
-
-
-def _phase_keys(timeline: Timeline) -> list[tuple[str, Phase]]:
-    keyed = []
-    for number, phase in enumerate(timeline.phases, 1):
-        kind = "hold" if phase.hold else "switch"
-        keyed.append((f"{number}. {kind}: {phase.name}", phase))
-    return keyed
-
-
 def judge_no_failed_request(evidence: Evidence, timeline: Timeline) -> Verdict:
     rule = "no 5xx, no connection error, no timeout, through every switch and hold"
-    calls = _calls(evidence)
-    failed = [r for r in calls if _failed(r)]
+    calls = calls_of(evidence)
+    failed = [r for r in calls if is_failed(r)]
     counts = {"calls": len(calls), "failed": len(failed)}
     examples = []
     for record in failed[:MAX_EXAMPLES]:
-        phase = timeline.phase_at(record["t"])
+        at = placed_at(record)
+        phase = timeline.phase_at(at)
         examples.append(
-            f"{record.get('name', 'SSE stream')} at {record['t'] - evidence.started_at:+.2f}s "
+            f"{record.get('name', 'SSE stream')} at {at - evidence.started_at:+.2f}s "
             f"({phase.name if phase else 'wind-down'}): {record.get('status')} "
             f"{record.get('outcome')} from {record.get('worker')}"
         )
@@ -141,6 +95,8 @@ def judge_tasks_end(evidence: Evidence, timeline: Timeline) -> Verdict:
             counts[f"{backend}_{swept}"] += 1
         elif backend == MEMORY and task_id in seen_ending:
             counts[f"{backend}_{seen_ending[task_id]}"] += 1
+        elif readable and (found is None or not found.statuses):
+            counts["unread_by_the_sweep"] += 1  # no answer within the drain: no verdict
         elif readable:
             where = "in Redis" if backend == REDIS else "on its instance"
             problems.append(
@@ -170,10 +126,11 @@ def judge_tasks_end(evidence: Evidence, timeline: Timeline) -> Verdict:
     note = (
         "a memory-mode task lives in its worker only: one that nobody read ended before a "
         "switch replaced its worker is judged by the journal's end of its synthesis; "
-        f"{unread} had neither (queued at the switch: the worker's shutdown fails them, "
-        "unseen from outside)"
+        f"{unread} had neither (queued at the switch, failed by the worker's shutdown where "
+        "nobody can read it), so their end is unknown"
     )
-    status = FAIL if problems else (UNKNOWN if not accepted else PASS)
+    unknown = not accepted or unread or counts["unread_by_the_sweep"]
+    status = FAIL if problems else (UNKNOWN if unknown else PASS)
     return Verdict(
         "R2", "tasks end", status, rule, measured, "0", dict(counts), problems[:MAX_EXAMPLES], note
     )
@@ -220,9 +177,20 @@ def _forgotten(evidence: Evidence, timeline: Timeline, accepted: dict[str, Recor
 
 
 def judge_backend_follows(evidence: Evidence, timeline: Timeline, urls: list[str]) -> Verdict:
-    rule = "each worker reports the backend its instance was switched to, from its first answer"
-    problems = []
+    """R3 from the sampler's answers alone (the switch's own probes are not evidence): each
+    worker, on its own instance, with its generation's backend; every generation heard from;
+    no worker replaced outside a switch."""
+    rule = (
+        "each worker reports the backend its instance was switched to; workers change only "
+        "at a switch"
+    )
+    problems = [
+        f"the {INSTANCE_NAMES[index]} instance forked pid {pid} outside a switch at "
+        f"{t - evidence.started_at:+.2f}s (a worker died)"
+        for t, index, pid in timeline.unplanned
+    ]
     workers: set[str] = set()
+    heard: set[int] = set()
     for sample in evidence.samples:
         workers.add(sample.worker)
         generation = timeline.generation_of(sample.worker)
@@ -232,58 +200,81 @@ def judge_backend_follows(evidence: Evidence, timeline: Timeline, urls: list[str
             problems.append(
                 f"{sample.worker} answered on {sample.instance} at {at}: not its worker"
             )
-        elif sample.backend != generation.backend:
+            continue
+        heard.add(id(generation))
+        if sample.backend != generation.backend:
             problems.append(
                 f"{sample.worker} ({INSTANCE_NAMES[generation.instance]}, started "
                 f"{generation.backend}) reported {sample.backend} at {at}"
             )
+    unheard = [g for g in timeline.generations if id(g) not in heard]
     counts = {
         "samples": len(evidence.samples),
         "workers": len(workers),
         "generations": len(timeline.generations),
+        "generations_unheard": len(unheard),
+        "unplanned_workers": len(timeline.unplanned),
         "violations": len(problems),
     }
     measured = (
         f"{len(problems)} wrong of {len(evidence.samples)} answers from {len(workers)} workers "
-        f"in {len(timeline.generations)} generations"
+        f"in {len(timeline.generations)} generations ({len(unheard)} never sampled)"
     )
-    status = FAIL if problems else (UNKNOWN if not evidence.samples else PASS)
-    return Verdict("R3", "backend follows", status, rule, measured, "0", counts, problems[:5])
+    note = ""
+    if unheard:
+        note = "never sampled: " + ", ".join(
+            f"{INSTANCE_NAMES[g.instance]} {g.backend} pids {sorted(g.pids)}" for g in unheard
+        )
+    status = FAIL if problems else (UNKNOWN if unheard or not evidence.samples else PASS)
+    return Verdict("R3", "backend follows", status, rule, measured, "0", counts, problems[:5], note)
 
 
 def windowed(evidence: Evidence, timeline: Timeline, phase: Phase) -> Evidence:
-    """The evidence of one hold: tasks accepted in Redis mode, the reads and streams made in
-    the hold, and the idempotency keys used in it alone."""
+    """The evidence I2-I4 are judged on: tasks accepted in Redis mode; the reads and streams
+    of them made in `phase` (the both-Redis hold); and every idempotency key whose posts were
+    all answered by Redis-mode workers (a post that got no answer only inside `phase`), since
+    Redis-mode workers share their keys whatever the other instance runs."""
     redis_tasks = {
         task_id
         for task_id, first in evidence.accepted().items()
         if timeline.backend_of(first["worker"]) == REDIS
     }
-    keyed = [
-        r for r in evidence.records if r.get("key") and r["k"] in ("accepted", "unsure", "idem")
-    ]
-    outside = {r["key"] for r in keyed if not phase.contains(r.get("t", -1.0))}
+    keys_elsewhere: set[str] = set()
+    for record in evidence.records:
+        key, kind = record.get("key"), record["k"]
+        if not key or kind not in ("accepted", "unsure", "idem"):
+            continue
+        if kind == "unsure":
+            answered_by_redis = phase.contains(record["t"])  # who got it is unknown
+        elif kind == "idem" and (record["same"] or record.get("status") is None):
+            continue  # the accepted record speaks for it, or nothing answered
+        else:
+            answered_by_redis = timeline.backend_of(record.get("worker")) == REDIS
+        if not answered_by_redis:
+            keys_elsewhere.add(key)
     kept: list[Record] = []
     for record in evidence.records:
-        kind = record["k"]
-        if kind == "accepted" and record["task"] in redis_tasks:
-            if not record.get("key") or record["key"] not in outside:
-                kept.append(record)
+        kind, key = record["k"], record.get("key")
+        if key and kind in ("accepted", "unsure", "idem"):
+            keep = key not in keys_elsewhere
+        elif kind == "accepted":
+            keep = record["task"] in redis_tasks
         elif kind in ("read", "stream"):
-            if record["task"] in redis_tasks and phase.contains(record["t"]):
-                kept.append(record)
-        elif kind in ("unsure", "idem") and record.get("key") and record["key"] not in outside:
+            keep = record["task"] in redis_tasks and phase.contains(record["t"])
+        else:
+            keep = False
+        if keep:
             kept.append(record)
     return replace(evidence, records=kept)
 
 
-def judge_cap_in(evidence: Evidence, phase: Phase | None) -> Verdict:
+def judge_cap_in(evidence: Evidence, timeline: Timeline, phase: Phase | None) -> Verdict:
     """I1 over one hold: the journals replayed to its start, the peak inside it."""
     rule = "syntheses running at once, both instances, never above the limit (both in Redis mode)"
     limit = f"<= {evidence.limit}"
     if phase is None or evidence.journal_dir is None:
         return Verdict("I1", "cap", UNKNOWN, rule, "no both-Redis hold", limit)
-    peaks = cap_figures(evidence, None, [phase])
+    peaks = cap_figures(evidence, timeline, [phase])
     row = peaks[0]
     counts = {"syntheses_started": row["syntheses_started"], "peak": row["peak"]}
     measured = f"peak {row['peak']} in flight ({row['syntheses_started']} syntheses started)"
@@ -295,99 +286,29 @@ def judge_cap_in(evidence: Evidence, phase: Phase | None) -> Verdict:
     return Verdict("I1", "cap", PASS, rule, measured, limit, counts)
 
 
-def cap_figures(
-    evidence: Evidence, timeline: Timeline | None, phases: list[Phase]
-) -> list[dict[str, Any]]:
-    """Per phase: the most syntheses in flight (all, and per instance when the timeline says
-    whose pid is whose), and how long the total stayed above the limit."""
-    if evidence.journal_dir is None:
-        return []
-    events, _ = read_events(evidence.journal_dir)
-    events.sort(key=lambda e: (e[0], e[1]))
-    rows = []
-    for phase in phases:
-        start_ns, end_ns = phase.start * 1e9, phase.end * 1e9
-        running: set[tuple[str, str, str]] = set()
-        peak, started, over_ns = 0, 0, 0.0
-        per_instance: dict[str, int] = defaultdict(int)
-        last = start_ns
-        for stamp, delta, synthesis in events:
-            if stamp >= end_ns:
-                break
-            if stamp >= start_ns and len(running) > evidence.limit:
-                over_ns += stamp - max(last, start_ns)
-            last = stamp
-            if delta > 0:
-                running.add(synthesis)
-                started += stamp >= start_ns
-            else:
-                running.discard(synthesis)
-            if stamp >= start_ns:
-                peak = max(peak, len(running))
-                _peak_per_instance(running, timeline, per_instance)
-        if len(running) > evidence.limit:
-            over_ns += end_ns - max(last, start_ns)
-        peak = max(peak, len(running))
-        _peak_per_instance(running, timeline, per_instance)
-        rows.append(
-            {
-                "phase": phase.name,
-                "peak": peak,
-                "per_instance_peak": dict(per_instance),
-                "syntheses_started": started,
-                "seconds_over_limit": round(over_ns / 1e9, 2),
-                "share_over_limit": round(over_ns / max(end_ns - start_ns, 1.0), 3),
-            }
-        )
-    return rows
-
-
-def _peak_per_instance(
-    running: set[tuple[str, str, str]], timeline: Timeline | None, peaks: dict[str, int]
-) -> None:
-    if timeline is None:
-        return
-    now: Counter[str] = Counter()
-    for pid, _, _ in running:
-        index = timeline.instance_of_pid(int(pid)) if pid.isdigit() else None
-        now[INSTANCE_NAMES[index] if index is not None else "unknown"] += 1
-    for name, count in now.items():
-        peaks[name] = max(peaks.get(name, 0), count)
-
-
 def judge_rehearsal(evidence: Evidence, timeline: Timeline, urls: list[str]) -> list[Verdict]:
     both = timeline.both_redis()
     window = (
         windowed(evidence, timeline, both) if both is not None else replace(evidence, records=[])
     )
-    note = "judged on the hold where both instances run Redis mode"
-    judged = [judge_visibility(window), judge_monotonic(window), judge_idempotency(window)]
+    hold = "judged on the reads and streams of the hold where both instances run Redis mode"
+    keys = "judged on every key all of whose posts Redis-mode workers answered"
+    judged = [
+        _noted(judge_visibility(window), hold),
+        _noted(judge_monotonic(window), hold),
+        _noted(judge_idempotency(window), keys),
+    ]
     return [
         judge_no_failed_request(evidence, timeline),
         judge_tasks_end(evidence, timeline),
         judge_backend_follows(evidence, timeline, urls),
-        judge_cap_in(evidence, both),
-        *[replace(v, note=v.note or note) for v in judged],
+        judge_cap_in(evidence, timeline, both),
+        *judged,
     ]
 
 
-def phase_table(rows: list[dict[str, Any]], caps: dict[str, dict[str, Any]], limit: int) -> str:
-    lines = [
-        f"{'phase':52} {'s':>5} {'calls':>6} {'failed':>6} {'404':>5} {'p99 ms':>7}  in flight"
-    ]
-    for row in rows:
-        cap = caps.get(row["phase"])
-        flight = ""
-        if cap is not None:
-            split = ", ".join(f"{k} {v}" for k, v in sorted(cap["per_instance_peak"].items()))
-            flight = f"peak {cap['peak']}/{limit} ({split}), {cap['share_over_limit']:.0%} over"
-        p99 = "-" if row["p99_ms"] is None else f"{row['p99_ms']:.0f}"
-        seconds = "-" if row["seconds"] is None else f"{row['seconds']:.0f}"
-        lines.append(
-            f"{row['phase'][:52]:52} {seconds:>5} {row['requests']:6} {row['failed']:6} "
-            f"{row['not_found']:5} {p99:>7}  {flight}"
-        )
-    return "\n".join(lines)
+def _noted(verdict: Verdict, note: str) -> Verdict:
+    return replace(verdict, note=f"{verdict.note}; {note}" if verdict.note else note)
 
 
 def report_rehearsal(
@@ -399,7 +320,7 @@ def report_rehearsal(
     verdicts = judge_rehearsal(evidence, timeline, timeline.urls)
     code = exit_code(verdicts, [], trouble)
     rows = requests_by_phase(evidence, timeline)
-    keyed = _phase_keys(timeline)
+    keyed = phase_keys(timeline)
     caps = {
         key: row
         for (key, _), row in zip(

@@ -83,6 +83,8 @@ class Timeline:
     generations: list[Generation] = field(default_factory=list)
     switches: list[SwitchRecord] = field(default_factory=list)
     urls: list[str] = field(default_factory=list)  # per instance, canary first
+    # Workers gunicorn forked outside a switch (it replaced one that died): (t, instance, pid).
+    unplanned: list[tuple[float, int, int]] = field(default_factory=list)
 
     def generation_of(self, worker: str | None) -> Generation | None:
         """The generation a worker id (`host:pid`) belongs to, or None for a stranger."""
@@ -119,6 +121,7 @@ class Timeline:
             "generations": [{**asdict(g), "pids": sorted(g.pids)} for g in self.generations],
             "switches": [asdict(switch) for switch in self.switches],
             "urls": self.urls,
+            "unplanned_workers": self.unplanned,
         }
 
 

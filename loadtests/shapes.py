@@ -20,6 +20,8 @@ from dataclasses import dataclass
 # A status poll or a stream gives up after this (the final sweep then judges the task); Locust
 # lets a stopped user finish its task for a little longer.
 TASK_DEADLINE_S = 30.0
+# How long one HTTP call of a user waits for its answer (a timeout is "may have happened").
+CALL_TIMEOUT_S = 10.0
 STOP_FILE_ENV = "TASKMON_LOADTEST_STOP_FILE"
 
 

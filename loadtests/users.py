@@ -210,6 +210,7 @@ class SubmitAndStream(TaskmonUser):
             RECORDER.write(
                 "stream",
                 t=opened,
+                t_end=now(),
                 obs=observer,
                 task=task_id,
                 worker=None if stream is None else stream.headers.get("X-Worker-Id"),
@@ -260,7 +261,11 @@ class IdempotencyStorm(TaskmonUser):
         sent = now()
         accepted = self.submit(payload, key)
         RECORDER.write(
-            "idem", t=sent, key=key, same=True, task=accepted["task_id"] if accepted else None
+            "idem",
+            t=sent,
+            key=key,
+            same=True,
+            task=accepted["task_id"] if accepted else None,
         )
         if accepted is not None and self.rng.random() < 0.2:
             # The key is taken now: another payload under it must be refused, never run.
@@ -284,6 +289,7 @@ class IdempotencyStorm(TaskmonUser):
                 status=outcome.status,
                 outcome=outcome.kind,
                 task=body.get("task_id") if isinstance(body, dict) else None,
+                worker=None if outcome.answer is None else outcome.answer.worker,
             )
 
 

@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_the_gray_release_and_its_rollback_pass_without_a_failed_call(tmp_path: Path) -> None:
     out = tmp_path / "reports"
-    argv = [sys.executable, "-m", "loadtests.rehearsal", "--hold", "5", "--users", "8",
+    argv = [sys.executable, "-m", "loadtests.rehearsal", "--hold", "6", "--users", "8",
             "--workers", "2", "--out", str(out)]  # fmt: skip
     process = ManagedProcess(
         argv, log_path=tmp_path / "rehearsal.log", cwd=ROOT, env=os.environ.copy()
@@ -41,6 +41,11 @@ def test_the_gray_release_and_its_rollback_pass_without_a_failed_call(tmp_path: 
         ("R1", "R2", "R3", "I1", "I2", "I3", "I4"), "pass"
     )
     assert rules["R1"]["counts"]["calls"] > 100
+    # The both-Redis verdicts rest on data: syntheses, reads on other workers, contested keys.
+    assert rules["I1"]["counts"]["syntheses_started"] > 0
+    assert rules["I2"]["counts"]["on_other_workers"] > 0
+    assert rules["I4"]["counts"]["keys_posted_more_than_once"] > 0
+    assert rules["R3"]["counts"]["generations_unheard"] == 0
     timeline = summary["timeline"]
     assert [p["name"] for p in timeline["phases"] if p["switching"] is None] == [
         "both memory",

@@ -8,15 +8,14 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from loadtests.evidence import Evidence, Sample, SweepResult
+from loadtests.evidence import Evidence, ProbeFailure, Sample, SweepResult
+from loadtests.rehearsal_figures import cap_figures, requests_by_phase
 from loadtests.rehearsal_judge import (
-    cap_figures,
     judge_backend_follows,
     judge_cap_in,
     judge_no_failed_request,
     judge_rehearsal,
     judge_tasks_end,
-    requests_by_phase,
     windowed,
 )
 from loadtests.rehearsal_timeline import MEMORY, REDIS, Generation, Phase, Timeline, pid_of
@@ -103,7 +102,11 @@ def test_failed_calls_are_counted_in_their_phase() -> None:
 
 
 def sweep(**states: str | None) -> dict[str, SweepResult]:
-    return {task: SweepResult(task, state, None, [200]) for task, state in states.items()}
+    """The sweep's findings: a state read (200), or None for a task it got 404 for."""
+    return {
+        task: SweepResult(task, state, None, [200 if state else 404])
+        for task, state in states.items()
+    }
 
 
 def test_r2_redis_tasks_must_end_in_redis_and_live_memory_ones_on_their_instance(
@@ -116,28 +119,31 @@ def test_r2_redis_tasks_must_end_in_redis_and_live_memory_ones_on_their_instance
         read("m-live", "h:11", 2, state="done"),
         accepted("m-gone", SECOND_MEM, 19),  # its worker left before anyone read its end
     ]
-    passing = Evidence(records=records, sweep=sweep(r1="done"))
-    verdict = judge_tasks_end(passing, line)
-    assert verdict.status == PASS, verdict
+    unread = Evidence(records=records, sweep=sweep(r1="done"))
+    verdict = judge_tasks_end(unread, line)
+    assert verdict.status == UNKNOWN, verdict  # m-gone: no read, no journal: its end unknown
     assert verdict.counts["memory_gone_unread"] == 1
     assert verdict.counts["redis_done"] == 1
 
     ran = Evidence(
-        records=[*records, accepted("m-ran", SECOND_MEM, 19)],
+        records=records,
         sweep=sweep(r1="done"),
-        journal_dir=journal(tmp_path, [(19.1, "start", 31, "m-ran"), (19.5, "end", 31, "m-ran")]),
+        journal_dir=journal(tmp_path, [(19.1, "start", 31, "m-gone"), (19.5, "end", 31, "m-gone")]),
     )
     verdict = judge_tasks_end(ran, line)
-    assert verdict.status == PASS
+    assert verdict.status == PASS, verdict
     assert verdict.counts["memory_gone_ended_in_journal"] == 1
-    assert verdict.counts["memory_gone_unread"] == 1
+    assert verdict.counts.get("memory_gone_unread", 0) == 0
 
-    still_running = Evidence(records=records, sweep=sweep(r1="running"))
+    never_answered = replace(ran, sweep={"r1": SweepResult("r1", None, None, [])})
+    assert judge_tasks_end(never_answered, line).status == UNKNOWN  # no answer in the drain
+
+    still_running = replace(ran, sweep=sweep(r1="running"))
     verdict = judge_tasks_end(still_running, line)
     assert verdict.status == FAIL
     assert "r1" in verdict.examples[0]
     assert "in Redis" in verdict.examples[0]
-    assert judge_tasks_end(Evidence(records=records, sweep={}), line).status == FAIL
+    assert judge_tasks_end(replace(ran, sweep=sweep(r1=None)), line).status == FAIL  # a 404
 
 
 def test_r2_a_task_forgotten_by_its_own_worker_or_by_redis_fails() -> None:
@@ -183,9 +189,22 @@ def sample(t: float, instance: str, worker: str, backend: str) -> Sample:
 
 def test_r3_each_worker_reports_its_generations_backend_on_its_own_instance() -> None:
     line = timeline()
-    good = [sample(1, CANARY_URL, "h:11", MEMORY), sample(12, CANARY_URL, CANARY_REDIS, REDIS)]
+    good = [
+        sample(1, CANARY_URL, "h:11", MEMORY),
+        sample(2, SECOND_URL, SECOND_MEM, MEMORY),
+        sample(12, CANARY_URL, CANARY_REDIS, REDIS),
+        sample(22, SECOND_URL, SECOND_REDIS, REDIS),
+    ]
     assert judge_backend_follows(Evidence(samples=good), line, line.urls).status == PASS
     assert judge_backend_follows(Evidence(), line, line.urls).status == UNKNOWN
+    # A generation never sampled: what it reported is not known.
+    verdict = judge_backend_follows(Evidence(samples=good[:3]), line, line.urls)
+    assert verdict.status == UNKNOWN
+    assert "second redis pids [41, 42]" in verdict.note
+    # A worker gunicorn forked outside a switch: a worker died.
+    line.unplanned.append((15.0, 1, 33))
+    assert judge_backend_follows(Evidence(samples=good), line, line.urls).status == FAIL
+    line.unplanned.clear()
     for bad in (
         sample(12, CANARY_URL, CANARY_REDIS, MEMORY),  # a Redis worker saying memory
         sample(12, SECOND_URL, CANARY_REDIS, REDIS),  # on the wrong instance
@@ -219,7 +238,7 @@ def test_i1_is_judged_inside_the_both_redis_hold_only(tmp_path: Path) -> None:
         (26, "end", 21, "m0"),
     ]
     evidence = Evidence(journal_dir=journal(tmp_path / "ok", lines), limit=4)
-    verdict = judge_cap_in(evidence, line.both_redis())
+    verdict = judge_cap_in(evidence, line, line.both_redis())
     assert verdict.status == PASS, verdict
     assert verdict.counts["peak"] == 4
     mixed = cap_figures(evidence, line, [line.phases[1]])[0]
@@ -235,11 +254,20 @@ def test_i1_is_judged_inside_the_both_redis_hold_only(tmp_path: Path) -> None:
         (24, "end", 42, "r4"),
     ]
     verdict = judge_cap_in(
-        Evidence(journal_dir=journal(tmp_path / "over", over), limit=4), line.both_redis()
+        Evidence(journal_dir=journal(tmp_path / "over", over), limit=4), line, line.both_redis()
     )
     assert verdict.status == FAIL
     assert verdict.counts["peak"] == 6
-    assert judge_cap_in(evidence, None).status == UNKNOWN
+    assert judge_cap_in(evidence, line, None).status == UNKNOWN
+
+    # A synthesis whose worker was killed mid-way (no end line) stops counting when its worker
+    # is gone (31: gone at 20), instead of running on into the both-Redis hold.
+    killed = [*lines, (19, "start", 31, "cut")]  # with it, five would run at 21.2
+    verdict = judge_cap_in(
+        Evidence(journal_dir=journal(tmp_path / "killed", killed), limit=4), line, line.both_redis()
+    )
+    assert verdict.status == PASS, verdict
+    assert verdict.counts["peak"] == 4
 
 
 def test_the_window_keeps_redis_tasks_reads_in_the_hold_and_keys_used_only_there() -> None:
@@ -250,24 +278,45 @@ def test_the_window_keeps_redis_tasks_reads_in_the_hold_and_keys_used_only_there
         accepted("r", CANARY_REDIS, 12),  # a Redis task from the mixed hold, read in the hold
         read("r", SECOND_REDIS, 23, state="done", version=3),
         read("r", SECOND_MEM, 13, 404),  # in the mixed hold: not judged here
-        accepted("k-early", CANARY_REDIS, 18, key="early"),  # a key also used before
-        accepted("k-early-2", SECOND_REDIS, 21, key="early"),
+        accepted("k-early", CANARY_REDIS, 18, key="early"),  # Redis workers, both: judged
+        accepted("k-early", SECOND_REDIS, 21, key="early"),
+        accepted("k-mem", SECOND_MEM, 18, key="mixed"),  # a memory worker answered: not judged
+        accepted("k-mem-2", SECOND_REDIS, 21, key="mixed"),
+        {"k": "unsure", "t": 12, "key": "lost", "outcome": "timeout"},  # unknown who got it
+        accepted("k-lost", SECOND_REDIS, 21, key="lost"),
         accepted("k1", CANARY_REDIS, 21, key="in"),
         accepted("k1", SECOND_REDIS, 22, key="in"),
-        {"k": "idem", "t": 22.5, "key": "in", "same": False, "status": 422, "task": None},
-    ]
+        {"k": "idem", "t": 22.5, "key": "in", "same": False, "status": 422, "task": None,
+         "worker": CANARY_REDIS},
+    ]  # fmt: skip
     window = windowed(Evidence(records=records, workers=8), line, line.phases[2])
     tasks = {(r["k"], r["task"]) for r in window.records if r.get("task")}
     assert ("read", "m") not in tasks
     assert ("read", "r") in tasks
-    assert ("accepted", "k-early-2") not in tasks
+    assert ("accepted", "k-early") in tasks
+    assert ("accepted", "k-mem-2") not in tasks
+    assert ("accepted", "k-lost") not in tasks
     verdicts = {
         v.invariant: v
         for v in judge_rehearsal(Evidence(records=records, workers=8), line, line.urls)
     }
     assert verdicts["I2"].status == PASS, verdicts["I2"]
     assert verdicts["I4"].status == PASS, verdicts["I4"]
-    assert verdicts["I4"].counts["keys"] == 1
+    assert verdicts["I4"].counts["keys"] == 2
+    # Two tasks under a key that only Redis-mode workers answered, in the mixed hold or not.
+    split = [*records, accepted("k-early-3", CANARY_REDIS, 19, key="early")]
+    verdicts = {
+        v.invariant: v for v in judge_rehearsal(Evidence(records=split, workers=8), line, line.urls)
+    }
+    assert verdicts["I4"].status == FAIL
+    # Another payload under a taken key, answered 202 by a Redis-mode worker.
+    conflict = {"k": "idem", "t": 23, "key": "in", "same": False, "status": 202, "task": "x",
+                "worker": SECOND_REDIS}  # fmt: skip
+    verdicts = {
+        v.invariant: v
+        for v in judge_rehearsal(Evidence(records=[*records, conflict], workers=8), line, line.urls)
+    }
+    assert verdicts["I4"].status == FAIL
 
     two_tasks = [*records, accepted("k2", SECOND_REDIS, 23, key="in")]
     verdicts = {
@@ -287,3 +336,27 @@ def test_without_a_both_redis_hold_i1_to_i4_are_unknown() -> None:
     line.phases = line.phases[:2]
     verdicts = {v.invariant: v.status for v in judge_rehearsal(Evidence(), line, line.urls)}
     assert {verdicts[name] for name in ("I1", "I2", "I3", "I4")} == {UNKNOWN}
+
+
+def test_r1_counts_the_runners_own_probes_and_the_sweep_and_files_a_failure_where_it_ended() -> (
+    None
+):
+    line = timeline()
+    calm = Evidence(records=[req(1, 200)])
+    assert judge_no_failed_request(calm, line).status == PASS
+    for failure in ("connection", "timeout", "server error"):
+        probed = replace(calm, probe_failures=[ProbeFailure(15, CANARY_URL, failure, "x")])
+        assert judge_no_failed_request(probed, line).status == FAIL, failure
+    swept = replace(calm, sweep={"t": SweepResult("t", "done", None, [503, 200])})
+    assert judge_no_failed_request(swept, line).status == FAIL
+    # Opened in the first hold, cut at 10.5 by the switch that began at 10: the switch's.
+    cut = {"k": "stream", "t": 8.0, "t_end": 10.5, "status": 200, "outcome": "connection",
+           "events": []}  # fmt: skip
+    slow = {**req(9.0, None, "timeout"), "ms": 2500.0}  # gave up at 11.5
+    rows = {
+        row["phase"]: row
+        for row in requests_by_phase(Evidence(records=[cut, slow, req(9.5, 200)]), line)
+    }
+    assert rows["1. hold: both memory"]["failed"] == 0
+    assert rows["1. hold: both memory"]["requests"] == 1
+    assert rows["2. hold: mixed: canary redis, second memory"]["failed"] == 2
