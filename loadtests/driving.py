@@ -61,17 +61,29 @@ class Sampler(threading.Thread):
     def run(self) -> None:
         while not self.stopping.wait(SAMPLE_EVERY_S):
             for base in self.targets:
-                t = time.monotonic()
-                try:
-                    self.samples.append(self.sample(base))
-                except TimeoutError as exc:
-                    self.failures.append(ProbeFailure(t, base, "timeout", str(exc)))
-                except (OSError, http.client.HTTPException) as exc:
-                    self.failures.append(ProbeFailure(t, base, "connection", repr(exc)))
-                except ServerError as exc:
-                    self.failures.append(ProbeFailure(t, base, "server error", str(exc)))
-                except (KeyError, TypeError, ValueError, AttributeError):
-                    continue
+                if self.stopping.is_set():
+                    return
+                self._probe(base)
+
+    def _probe(self, base: str) -> None:
+        t = time.monotonic()
+        try:
+            sample = self.sample(base)
+        except TimeoutError as exc:
+            failure = ProbeFailure(t, base, "timeout", str(exc), time.monotonic())
+        except (OSError, http.client.HTTPException) as exc:
+            failure = ProbeFailure(t, base, "connection", repr(exc), time.monotonic())
+        except ServerError as exc:
+            failure = ProbeFailure(t, base, "server error", str(exc), time.monotonic())
+        except (KeyError, TypeError, ValueError, AttributeError):
+            return
+        else:
+            if not self.stopping.is_set():
+                self.samples.append(sample)
+            return
+        # A probe cut by the teardown that follows stop() says nothing of the service.
+        if not self.stopping.is_set():
+            self.failures.append(failure)
 
     def _get(self, base: str, path: str) -> Any:
         answer = call(base, "GET", path, timeout=self.timeout_s)
@@ -104,8 +116,10 @@ class Sampler(threading.Thread):
         return self.samples[-1].in_use if self.samples else "?"
 
     def stop(self) -> None:
+        """Stop sampling; returns once the thread is done (a probe in flight is waited for,
+        and whatever it finds is dropped)."""
         self.stopping.set()
-        self.join(5)
+        self.join(self.timeout_s * (2 if self.permits else 1) + 1)
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,7 @@ class ProbeFailure:
     instance: str
     kind: str  # connection | timeout | server error
     detail: str
+    t_end: float  # when it failed: a timeout belongs to the phase it ran out in
 
 
 @dataclass

@@ -36,6 +36,7 @@ from loadtests.driving import (
     STOPPING,
     LoadPlan,
     Sampler,
+    ServerError,
     interrupts_as_keyboard,
     run_locust,
     sweep,
@@ -122,8 +123,10 @@ def wait_for_generation(
         pids = frozenset(host.instance.worker_pids())
         if old_gone is None and len(pids) == workers and not pids & old:
             old_gone = time.monotonic()
+        # A failed probe here only means "not settled yet": the sampler thread's own probes
+        # are the evidence (R1, R3), and they run meanwhile.
         with contextlib.suppress(
-            OSError, http.client.HTTPException, KeyError, TypeError, ValueError
+            OSError, http.client.HTTPException, ServerError, KeyError, TypeError, ValueError
         ):
             sample = sampler.sample(host.instance.base_url)
             pid = pid_of(sample.worker)
@@ -171,7 +174,11 @@ class Rehearsal:
             now = time.monotonic()
             if now >= deadline:
                 return now
-            if STOPPING.wait(min(0.25, deadline - now)):
+            try:
+                stopped = STOPPING.wait(min(0.25, deadline - now))
+            except KeyboardInterrupt:  # the signal handler raises from inside the wait
+                stopped = True
+            if stopped:
                 self.timeline.phases.append(self._hold_phase(start, time.monotonic()))
                 raise KeyboardInterrupt
 
@@ -333,9 +340,12 @@ def gather(  # noqa: PLR0917
         finally:
             # Load, then sampler, stopped before the stack, even when Ctrl-C lands in here.
             stop_file.touch()
-            wait_out(locust)
-            sampler.stop()
-            evidence.samples, evidence.probe_failures = sampler.samples, sampler.failures
+            try:
+                wait_out(locust)
+            finally:
+                sampler.stop()
+                evidence.samples = list(sampler.samples)
+                evidence.probe_failures = list(sampler.failures)
         _, evidence.ended_at, problems = outcome.get(
             "locust", (evidence.started_at, time.monotonic(), ["Locust did not report"])
         )

@@ -34,7 +34,8 @@ def calls_of(evidence: Evidence) -> list[Record]:
     for failure in evidence.probe_failures:
         server_error = failure.kind == "server error"
         probes.append(
-            {"k": "probe", "t": failure.t, "name": "GET /api/monitor/stats (runner's probe)",
+            {"k": "probe", "t": failure.t, "t_end": failure.t_end,
+             "name": "GET /api/monitor/stats (runner's probe)",
              "status": 500 if server_error else None, "detail": failure.detail,
              "outcome": "unexpected" if server_error else failure.kind, "worker": failure.instance}
         )  # fmt: skip

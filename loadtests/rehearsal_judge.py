@@ -49,7 +49,7 @@ from loadtests.verdicts import (
     judge_visibility,
 )
 from taskmon.harness.client import TERMINAL
-from taskmon.harness.journal_check import read_events
+from taskmon.harness.journal_check import abandoned_tasks, read_events
 
 EXIT_CODES = "0 pass, 1 a rule broken, 3 unknown or harness trouble"
 
@@ -78,6 +78,7 @@ def judge_tasks_end(evidence: Evidence, timeline: Timeline) -> Verdict:
     accepted = evidence.accepted()
     seen_ending = _endings_seen(evidence)
     synthesis_ended = _journal_ended_tasks(evidence)
+    abandoned = abandoned_tasks(evidence.journal_dir) if evidence.journal_dir else set()
     problems: list[str] = []
     counts: Counter[str] = Counter()
     for task_id, first in accepted.items():
@@ -105,6 +106,8 @@ def judge_tasks_end(evidence: Evidence, timeline: Timeline) -> Verdict:
             )
         elif task_id in synthesis_ended:
             counts["memory_gone_ended_in_journal"] += 1
+        elif task_id in abandoned:
+            counts["memory_gone_abandoned_in_journal"] += 1  # failed as abandoned at shutdown
         else:
             counts["memory_gone_unread"] += 1
     forgotten = _forgotten(evidence, timeline, accepted)
@@ -117,17 +120,21 @@ def judge_tasks_end(evidence: Evidence, timeline: Timeline) -> Verdict:
         )  # fmt: skip
     problems.extend(forgotten)
     counts["forgotten_reads"] = sum(1 for p in problems if "forgot" in p)
-    journal_only, unread = counts["memory_gone_ended_in_journal"], counts["memory_gone_unread"]
+    ran, dropped = (
+        counts["memory_gone_ended_in_journal"],
+        counts["memory_gone_abandoned_in_journal"],
+    )
+    unread = counts["memory_gone_unread"]
     measured = (
         f"{len(accepted)} accepted ({counts[f'{REDIS}_accepted']} in Redis mode): "
-        f"{len(problems)} not ended or forgotten; {journal_only + unread} memory-mode tasks "
-        f"unreadable once their worker left ({journal_only} ended per the synthesis journal)"
+        f"{len(problems)} not ended or forgotten; {ran + dropped + unread} memory-mode tasks "
+        f"unreadable once their worker left: {ran} synthesized, {dropped} abandoned at its "
+        f"shutdown (per the journal), {unread} unknown"
     )
     note = (
         "a memory-mode task lives in its worker only: one that nobody read ended before a "
-        "switch replaced its worker is judged by the journal's end of its synthesis; "
-        f"{unread} had neither (queued at the switch, failed by the worker's shutdown where "
-        "nobody can read it), so their end is unknown"
+        "switch replaced its worker is judged by the journal (its synthesis's end line, or the "
+        "`abandoned` line the shutdown writes when it fails a task); one with neither is unknown"
     )
     unknown = not accepted or unread or counts["unread_by_the_sweep"]
     status = FAIL if problems else (UNKNOWN if unknown else PASS)

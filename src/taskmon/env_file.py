@@ -143,9 +143,11 @@ class EnvFile:
         return {key: after[key] or "" for key in before if after[key] != before[key]}
 
     def restore_into(self, environ: MutableMapping[str, str]) -> None:
-        """Put back, in `environ`, what the master started with for every key the file set:
-        the environment a re-executed master (USR2) must start from."""
-        for key in self.applied:
+        """Put back, in `environ`, what the master started with for every variable a file may
+        set (not only those of the latest file: gunicorn's env_orig is copied at a reload
+        before the file is applied, so it can hold an earlier file's values): the environment
+        a re-executed master (USR2) must start from."""
+        for key in file_variables() | self.applied.keys():
             if key in self._base:
                 environ[key] = self._base[key]
             else:

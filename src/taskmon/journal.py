@@ -1,7 +1,9 @@
 """The synthesis journal: the independent witness for the global cap (invariant I1).
 
 With TASKMON_JOURNAL_DIR set, each worker appends one line when a synthesis starts and one when
-it ends, to its own file, stamped with CLOCK_MONOTONIC (one clock for every process of a host).
+it ends, to its own file, stamped with CLOCK_MONOTONIC (one clock for every process of a host),
+and one `abandoned` line when its shutdown fails a task it never finished: in memory mode that
+failure is stored in the worker alone, and the line is what tells of it once the worker is gone.
 The checker (taskmon.harness.journal_check) rebuilds how many syntheses ran at each instant from
 these lines alone, without trusting the semaphore's own bookkeeping.
 
@@ -39,7 +41,8 @@ class SynthesisJournal:
         return self._file is not None
 
     def record(self, event: str, task_id: str, fencing: int) -> None:
-        """Append `start` or `end` for one synthesis. Thread-safe; never raises."""
+        """Append `start` or `end` for one synthesis, or `abandoned` (fencing 0) for a task the
+        shutdown failed. Thread-safe; never raises."""
         if self._file is None:
             return
         line = json.dumps(

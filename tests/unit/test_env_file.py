@@ -161,6 +161,13 @@ def test_a_re_executed_master_starts_from_the_start_environment(tmp_path: Path) 
     snapshot = dict(environ)  # what gunicorn copies into cfg.env_orig at a reload
     env_file.restore_into(snapshot)
     assert snapshot == {"TASKMON_BACKEND": "memory"}
+    # gunicorn copies env_orig before on_reload applies the file: after a reload that
+    # dropped the limit, the copy still holds it, and it must not survive into a new master.
+    write(path, "TASKMON_BACKEND=redis\n")
+    stale = dict(environ)
+    env_file.apply(lambda: None)
+    env_file.restore_into(stale)
+    assert stale == {"TASKMON_BACKEND": "memory"}
 
 
 def test_secrets_are_hidden_in_what_is_logged() -> None:

@@ -135,6 +135,13 @@ def test_r2_redis_tasks_must_end_in_redis_and_live_memory_ones_on_their_instance
     assert verdict.counts["memory_gone_ended_in_journal"] == 1
     assert verdict.counts.get("memory_gone_unread", 0) == 0
 
+    dropped = replace(
+        ran, journal_dir=journal(tmp_path / "j2", [(19.6, "abandoned", 31, "m-gone")])
+    )
+    verdict = judge_tasks_end(dropped, line)
+    assert verdict.status == PASS, verdict  # failed at its worker's shutdown, per the journal
+    assert verdict.counts["memory_gone_abandoned_in_journal"] == 1
+
     never_answered = replace(ran, sweep={"r1": SweepResult("r1", None, None, [])})
     assert judge_tasks_end(never_answered, line).status == UNKNOWN  # no answer in the drain
 
@@ -345,7 +352,7 @@ def test_r1_counts_the_runners_own_probes_and_the_sweep_and_files_a_failure_wher
     calm = Evidence(records=[req(1, 200)])
     assert judge_no_failed_request(calm, line).status == PASS
     for failure in ("connection", "timeout", "server error"):
-        probed = replace(calm, probe_failures=[ProbeFailure(15, CANARY_URL, failure, "x")])
+        probed = replace(calm, probe_failures=[ProbeFailure(15, CANARY_URL, failure, "x", 15.5)])
         assert judge_no_failed_request(probed, line).status == FAIL, failure
     swept = replace(calm, sweep={"t": SweepResult("t", "done", None, [503, 200])})
     assert judge_no_failed_request(swept, line).status == FAIL

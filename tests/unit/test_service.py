@@ -15,7 +15,7 @@ from prometheus_client import REGISTRY
 
 from taskmon.domain import ErrorCode, InvalidInput, Task, TaskError, TaskRequest, TaskState
 from taskmon.engines import Engine, EngineError, ToneEngine
-from taskmon.harness.journal_check import check_cap, read_events
+from taskmon.harness.journal_check import abandoned_tasks, check_cap, read_events
 from taskmon.journal import SynthesisJournal
 from taskmon.memory import InMemorySemaphore, InMemoryTaskMonitor
 from taskmon.ports import BackendUnavailable, Holder
@@ -683,9 +683,10 @@ def close_in_background(service: TaskService) -> threading.Thread:
     return closer
 
 
-def test_close_abandons_tasks_that_never_started(make_service: MakeService) -> None:
+def test_close_abandons_tasks_that_never_started(make_service: MakeService, tmp_path: Path) -> None:
     engine = GatedEngine()
-    service = make_service(engine, limit=1, threads=1)
+    journal = tmp_path / "journal"
+    service = make_service(engine, limit=1, threads=1, journal=SynthesisJournal(journal))
     running = service.submit({"text": "running"}).task
     engine.wait_entered(1)
     waiting = [service.submit({"text": f"waiting {n}"}).task for n in range(2)]
@@ -701,6 +702,9 @@ def test_close_abandons_tasks_that_never_started(make_service: MakeService) -> N
         assert task.error == TaskError("abandoned", "worker shut down before the task ran")
     assert wait_terminal(service, running.task_id).state is TaskState.DONE
     assert engine.entered == 1, "an abandoned task never reaches the engine"
+    # Their witness beyond the store (which, in memory mode, dies with the worker).
+    assert abandoned_tasks(journal) == {t.task_id for t in waiting}
+    assert check_cap(journal).syntheses == 1, "an abandoned line is no synthesis"
     assert service.pending() == 0
     with pytest.raises(ServiceClosed):
         service.submit({"text": "too late"})

@@ -51,12 +51,29 @@ def read_events(directory: Path) -> tuple[list[tuple[int, int, Synthesis]], int]
                 continue
             try:
                 entry = json.loads(line)
+                if entry["event"] == "abandoned":
+                    continue  # a task failed at shutdown: no synthesis, no part of the cap
                 delta = {"start": 1, "end": -1}[entry["event"]]
                 who = (str(entry.get("pid")), str(entry["task"]), str(entry.get("fencing")))
                 events.append((int(entry["t"]), delta, who))
             except (ValueError, KeyError) as exc:
                 raise ValueError(f"{path}:{number}: not a journal line ({exc})") from None
     return events, len(files)
+
+
+def abandoned_tasks(directory: Path) -> set[str]:
+    """The tasks a worker's shutdown failed as abandoned, by the journals' `abandoned` lines."""
+    found: set[str] = set()
+    for path in sorted(directory.glob("journal-*.jsonl")):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if '"abandoned"' in line:
+                try:
+                    entry = json.loads(line)
+                except ValueError:
+                    continue
+                if entry.get("event") == "abandoned":
+                    found.add(str(entry["task"]))
+    return found
 
 
 def check_cap(directory: Path) -> CapReport:

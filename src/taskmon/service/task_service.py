@@ -409,5 +409,7 @@ class TaskService:
             known=current,
         )
         if failed is not None:  # else it moved meanwhile: the next round looks again
+            # A witness outside the store: in memory mode the store dies with this worker.
+            self._journal.record("abandoned", task.task_id, 0)
             self._count_failure(task.task_id, error)
             self._unreserve(task.task_id)
