@@ -156,6 +156,7 @@ def judge_monotonic(evidence: Evidence) -> Verdict:
     for record in evidence.of("stream"):
         if record.get("status") == 200:
             streams[record["obs"]].append(record)
+    resumed = resumed_to_the_end = 0
     for observer, parts in streams.items():
         observers += 1
         seen = [(event[0], event[1]) for part in parts for event in part["events"]]
@@ -163,8 +164,20 @@ def judge_monotonic(evidence: Evidence) -> Verdict:
         check = stream_violations if complete else monotonic_violations
         for problem in check(seen):
             problems.append(f"{observer} on task {parts[0]['task']}: {problem}")
-    counts = {"observers": observers, "violations": len(problems)}
-    measured = f"{len(problems)} steps back in {observers} observers"
+        if len(parts) > 1:  # left after its first event, came back with Last-Event-ID
+            resumed += 1
+            last = parts[-1]["events"]
+            resumed_to_the_end += bool(complete and last and last[-1][1] in ("done", "failed"))
+    counts = {
+        "observers": observers,
+        "violations": len(problems),
+        "resumed_streams": resumed,
+        "resumed_to_the_end": resumed_to_the_end,
+    }
+    measured = (
+        f"{len(problems)} steps back in {observers} observers ({resumed} streams resumed with "
+        f"Last-Event-ID, {resumed_to_the_end} of them to their end with no version repeated)"
+    )
     if problems:
         return Verdict(
             "I3", "monotonic", FAIL, rule, measured, "0", counts, problems[:MAX_EXAMPLES]

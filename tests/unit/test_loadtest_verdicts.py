@@ -332,3 +332,15 @@ def test_a_target_the_client_cannot_reach_is_refused_up_front(
     with pytest.raises(SystemExit):
         parse_args(["--target", url])
     assert "http://HOST:PORT" in capsys.readouterr().err
+
+
+def test_a_stream_resumed_with_last_event_id_must_not_repeat_and_must_reach_its_end() -> None:
+    first = {**stream("t1", A, [[1, "queued", 2.1, A, None]], ended=False), "left_early": True}
+    rest = {**stream("t1", B, [[3, "done", 2.9, A, 2.8]]), "resumed_from": "1"}
+    verdict = judge_monotonic(evidence(first, rest))
+    assert verdict.status == PASS
+    assert (verdict.counts["resumed_streams"], verdict.counts["resumed_to_the_end"]) == (1, 1)
+    repeated = {**rest, "events": [[1, "queued", 2.5, A, None], [3, "done", 2.9, A, 2.8]]}
+    assert judge_monotonic(evidence(first, repeated)).status == FAIL  # version 1 twice
+    endless = {**rest, "events": [[2, "running", 2.5, A, None]]}  # ended, but not at the end
+    assert judge_monotonic(evidence(first, endless)).status == FAIL
