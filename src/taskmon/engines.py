@@ -9,6 +9,7 @@ Unknown voices are refused up front by `check_voice` with domain.InvalidInput.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import os
 import re
@@ -27,6 +28,8 @@ from typing import Protocol
 
 from taskmon.config import ConfigError, EngineName, Settings
 from taskmon.domain import MAX_VOICE_CHARS, InvalidInput
+
+log = logging.getLogger(__name__)
 
 # Listing voices is a quick local call; a hang here means espeak-ng is broken, not busy.
 _LIST_TIMEOUT_S = 10.0
@@ -81,14 +84,38 @@ def _atomic_temp(dest: Path) -> Iterator[Path]:
             tmp.unlink()
 
 
+def death_tied_launcher() -> list[str]:
+    """A prefix that makes a child process die with the thread that started it: util-linux's
+    `setpriv --pdeathsig KILL` (Linux's PR_SET_PDEATHSIG, set after fork and kept across exec).
+
+    Without it, the espeak-ng child of a SIGKILLed worker runs on after the worker's permit has
+    returned to the pool, so one more synthesis runs than the cap allows. setpriv does it with
+    no Python code between fork and exec (a preexec_fn is unsafe in a threaded worker). Where
+    setpriv is missing (not Linux, no util-linux), the prefix is empty and the engine says so
+    once at start.
+    """
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", "KILL", "--"] if setpriv else []
+
+
 class EspeakEngine:
-    """espeak-ng run as a subprocess with a fixed argument list; the text goes in on stdin."""
+    """espeak-ng run as a subprocess with a fixed argument list; the text goes in on stdin.
+
+    The process dies with its worker (death_tied_launcher), so a killed worker leaves no
+    synthesis running past its permit.
+    """
 
     name = "espeak"
 
     def __init__(self, *, binary: str = "espeak-ng", timeout_s: float = 120.0) -> None:
         self._binary = binary
         self._timeout_s = timeout_s
+        self._launcher = death_tied_launcher()
+        if not self._launcher:
+            log.warning(
+                "setpriv (util-linux) not found: an espeak-ng process may outlive a killed "
+                "worker and run past its permit; install util-linux to tie it to the worker"
+            )
         self._lock = threading.Lock()
         # accepted lowercase name -> the value passed to -v; None until a listing succeeds.
         self._table: dict[str, str] | None = None
@@ -141,7 +168,9 @@ class EspeakEngine:
         voice = (self._load() or {}).get(voice.lower(), voice)
         with _atomic_temp(dest) as tmp:
             # -b 1: the input is UTF-8 whatever the locale; --stdin: no text is ever an option.
-            cmd = [self._binary, "-b", "1", "-v", voice, "-w", str(tmp), "--stdin"]
+            cmd = [
+                *self._launcher, self._binary, "-b", "1", "-v", voice, "-w", str(tmp), "--stdin"
+            ]  # fmt: skip
             try:
                 proc = subprocess.run(
                     cmd, input=data, capture_output=True, timeout=self._timeout_s, check=False
@@ -152,6 +181,10 @@ class EspeakEngine:
             except OSError as exc:
                 raise EngineError(f"espeak-ng could not be started ({exc.strerror})") from None
             reason = _first_line(proc.stderr, scrub=(str(tmp), str(dest.parent)))
+            if self._launcher and proc.stderr.startswith(b"setpriv: failed to execute"):
+                # The launcher ran, espeak-ng did not: as an OSError from exec would say.
+                why = reason.rsplit(": ", 1)[-1] if ": " in reason else f"exit {proc.returncode}"
+                raise EngineError(f"espeak-ng could not be started ({why})")
             if proc.returncode != 0:
                 raise EngineError(f"espeak-ng failed: {reason or f'exit {proc.returncode}'}")
             # espeak-ng exits 0 even when it cannot write the file, so the file is the verdict.
