@@ -55,7 +55,7 @@ class Runtime:
     `monitor` and `semaphore` are the ports the service runs on; `backend_target` says where
     they keep their state (the Redis URL without its password, or "in-process"). `degraded`
     is true while the worker runs on its fallback instead of the backend it was configured
-    for (always false until run-time failover exists).
+    for: today when auto mode found Redis away at start (run-time failover is not built yet).
     """
 
     settings: Settings
@@ -135,6 +135,8 @@ class Backend:
     closers: list[Callable[[], None]] = field(default_factory=list)
     target: str = "in-process"
     reaper: Reaper | None = None
+    # Running on memory although Redis was configured (auto mode, Redis away at start).
+    degraded: bool = False
 
 
 def _memory_backend(settings: Settings) -> Backend:
@@ -176,7 +178,9 @@ def select_backend(settings: Settings, worker_id: str) -> Backend:
             url,
             exc,
         )
-        return _memory_backend(settings)
+        fallback = _memory_backend(settings)
+        fallback.degraded = True
+        return fallback
 
 
 def _warn_on_eviction(client: redis.Redis, target: str) -> None:
@@ -295,4 +299,5 @@ def _assemble(
         service,
         closers=[*backend.closers, journal.close],
         backend_target=backend.target,
+        degraded=backend.degraded,
     )

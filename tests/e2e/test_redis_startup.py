@@ -11,7 +11,7 @@ import redis
 from taskmon.harness.client import call
 from taskmon.harness.processes import free_port
 from taskmon.harness.redis_server import RedisServer
-from taskmon.harness.stack import GunicornInstance
+from taskmon.harness.stack import GunicornInstance, http_get
 
 pytestmark = [pytest.mark.e2e, pytest.mark.redis]
 
@@ -39,8 +39,11 @@ def test_auto_without_redis_falls_back_to_memory_with_one_clear_warning(tmp_path
     env = {**BASE_ENV, "TASKMON_BACKEND": "auto", "TASKMON_REDIS_URL": url}
     with GunicornInstance(workers=2, env=env, workdir=tmp_path) as host:
         stats = host.stats()
+        ready = json.loads(http_get(host.base_url, "/readyz")[2])
         log = host.log_tail(500)
     assert stats["backend"] == "memory"
+    assert stats["degraded"] is True
+    assert (ready["backend"], ready["degraded"]) == ("memory", True)
     warnings = [line for line in log.splitlines() if "does not answer" in line]
     assert len(warnings) == 2, "one WARNING per worker"
     assert all("WARNING" in line and ":***@" in line for line in warnings)

@@ -101,6 +101,7 @@ def test_auto_without_a_url_is_memory_with_one_warning(
         rt = build_runtime(settings(backend="auto"))
     runtimes.append(rt)
     assert rt.monitor.backend == "memory"
+    assert not rt.degraded, "memory is what this configuration asks for"
     warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(warnings) == 1
     assert "TASKMON_REDIS_URL is not set" in warnings[0].getMessage()
@@ -114,6 +115,7 @@ def test_auto_with_an_unreachable_redis_is_memory_with_a_warning_that_hides_the_
         rt = build_runtime(settings(backend="auto", redis_url=url))
     runtimes.append(rt)
     assert (rt.monitor.backend, rt.backend_target) == ("memory", "in-process")
+    assert rt.degraded, "configured for Redis, running on memory"
     warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(warnings) == 1
     assert "does not answer" in warnings[0]
