@@ -47,6 +47,7 @@ class ErrorCode(StrEnum):
     ABANDONED = "abandoned"
     PERMIT_TIMEOUT = "permit_timeout"
     STORAGE_ERROR = "storage_error"
+    LEASE_LOST = "lease_lost"
 
 
 class InvalidInput(ValueError):

@@ -40,6 +40,14 @@ class EngineError(RuntimeError):
     """Synthesis failed; the message is safe to show a client (no paths, no stderr dumps)."""
 
 
+class EngineCancelled(EngineError):
+    """The synthesis was stopped from outside (its permit's lease ended); no output was left."""
+
+
+# How often a running synthesis looks at its cancel event: the bound on "stops at once".
+CANCEL_POLL_S = 0.05
+
+
 class Engine(Protocol):
     # Read-only properties so implementations may use plain attributes or computed values.
     @property
@@ -54,8 +62,14 @@ class Engine(Protocol):
     def check_voice(self, voice: str | None) -> str:
         """The canonical voice for `voice` (None means the default); InvalidInput if unknown."""
 
-    def synthesize(self, text: str, voice: str, dest: Path) -> None:
-        """Write a complete WAV file at dest, or raise EngineError and leave dest untouched."""
+    def synthesize(
+        self, text: str, voice: str, dest: Path, *, cancel: threading.Event | None = None
+    ) -> None:
+        """Write a complete WAV file at dest, or raise EngineError and leave dest untouched.
+
+        Once `cancel` is set the synthesis stops (its process killed) within about
+        CANCEL_POLL_S and raises EngineCancelled, leaving nothing at dest.
+        """
 
     def available(self) -> bool:
         """Whether the engine can run now (for /readyz)."""
@@ -161,7 +175,9 @@ class EspeakEngine:
     def available(self) -> bool:
         return shutil.which(self._binary) is not None and self._load() is not None
 
-    def synthesize(self, text: str, voice: str, dest: Path) -> None:
+    def synthesize(
+        self, text: str, voice: str, dest: Path, *, cancel: threading.Event | None = None
+    ) -> None:
         # Lone surrogates can arrive through JSON; espeak would only read them as noise anyway.
         data = text.encode("utf-8", "replace")
         # Callers may pass the voice as the client spelt it; espeak-ng rejects printed names.
@@ -171,25 +187,49 @@ class EspeakEngine:
             cmd = [
                 *self._launcher, self._binary, "-b", "1", "-v", voice, "-w", str(tmp), "--stdin"
             ]  # fmt: skip
-            try:
-                proc = subprocess.run(
-                    cmd, input=data, capture_output=True, timeout=self._timeout_s, check=False
-                )
-            except subprocess.TimeoutExpired:
-                # subprocess.run has already killed and reaped the child.
-                raise EngineError(f"espeak-ng timed out after {self._timeout_s:g} s") from None
-            except OSError as exc:
-                raise EngineError(f"espeak-ng could not be started ({exc.strerror})") from None
-            reason = _first_line(proc.stderr, scrub=(str(tmp), str(dest.parent)))
-            if self._launcher and proc.stderr.startswith(b"setpriv: failed to execute"):
+            returncode, stderr = self._run(cmd, data, cancel)
+            reason = _first_line(stderr, scrub=(str(tmp), str(dest.parent)))
+            if self._launcher and stderr.startswith(b"setpriv: failed to execute"):
                 # The launcher ran, espeak-ng did not: as an OSError from exec would say.
-                why = reason.rsplit(": ", 1)[-1] if ": " in reason else f"exit {proc.returncode}"
+                why = reason.rsplit(": ", 1)[-1] if ": " in reason else f"exit {returncode}"
                 raise EngineError(f"espeak-ng could not be started ({why})")
-            if proc.returncode != 0:
-                raise EngineError(f"espeak-ng failed: {reason or f'exit {proc.returncode}'}")
+            if returncode != 0:
+                raise EngineError(f"espeak-ng failed: {reason or f'exit {returncode}'}")
             # espeak-ng exits 0 even when it cannot write the file, so the file is the verdict.
             if not _valid_wav(tmp):
                 raise EngineError(f"espeak-ng produced no audio{f': {reason}' if reason else ''}")
+
+    def _run(
+        self, cmd: list[str], data: bytes, cancel: threading.Event | None
+    ) -> tuple[int, bytes]:
+        """espeak-ng to its end: (exit code, stderr). Killed, and reaped, on timeout or cancel."""
+        try:
+            proc = subprocess.Popen(
+                cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+            )
+        except OSError as exc:
+            raise EngineError(f"espeak-ng could not be started ({exc.strerror})") from None
+        deadline = time.monotonic() + self._timeout_s
+        pending: bytes | None = data  # communicate() sends the input on its first call only
+        with proc:
+            while True:
+                try:
+                    _, stderr = proc.communicate(pending, timeout=CANCEL_POLL_S)
+                    return proc.returncode, stderr
+                except subprocess.TimeoutExpired:
+                    pending = None
+                if cancel is not None and cancel.is_set():
+                    _kill(proc)
+                    raise EngineCancelled("the synthesis was stopped: its permit's lease ended")
+                if time.monotonic() >= deadline:
+                    _kill(proc)
+                    raise EngineError(f"espeak-ng timed out after {self._timeout_s:g} s")
+
+
+def _kill(proc: subprocess.Popen[bytes]) -> None:
+    proc.kill()
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.communicate(timeout=5)
 
 
 def parse_voice_list(listing: str) -> dict[str, str]:
@@ -287,19 +327,36 @@ class ToneEngine:
     def available(self) -> bool:
         return True
 
-    def synthesize(self, text: str, voice: str, dest: Path) -> None:
+    def synthesize(
+        self, text: str, voice: str, dest: Path, *, cancel: threading.Event | None = None
+    ) -> None:
         shift = _TONE_VOICES.get(voice.lower())
         if shift is None:
             raise EngineError(f"unknown voice {voice[:MAX_VOICE_CHARS]!r}")
-        self._sleep(len(text) * self._ms_per_char / 1000)
+        self._work(len(text) * self._ms_per_char / 1000, cancel)
         frames = b"".join(
             _tone_bytes(0.0 if c.isspace() else (220 + (ord(c) % 48) * 15) * shift) for c in text
         )
-        with _atomic_temp(dest) as tmp, wave.open(str(tmp), "wb") as wav:
-            wav.setnchannels(1)
-            wav.setsampwidth(2)
-            wav.setframerate(TONE_RATE)
-            wav.writeframes(frames)
+        with _atomic_temp(dest) as tmp:
+            with wave.open(str(tmp), "wb") as wav:
+                wav.setnchannels(1)
+                wav.setsampwidth(2)
+                wav.setframerate(TONE_RATE)
+                wav.writeframes(frames)
+            if cancel is not None and cancel.is_set():  # stopped while writing: leave nothing
+                raise EngineCancelled("the synthesis was stopped: its permit's lease ended")
+
+    def _work(self, seconds: float, cancel: threading.Event | None) -> None:
+        """The modelled cost of a synthesis, cut short when `cancel` is set."""
+        if cancel is None:
+            self._sleep(seconds)
+        elif self._sleep is time.sleep:
+            if cancel.wait(seconds):
+                raise EngineCancelled("the synthesis was stopped: its permit's lease ended")
+        else:  # an injected clock (tests): sleep through it, then look
+            self._sleep(seconds)
+            if cancel.is_set():
+                raise EngineCancelled("the synthesis was stopped: its permit's lease ended")
 
 
 def make_engine(settings: Settings) -> Engine:

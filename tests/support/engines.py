@@ -38,13 +38,15 @@ class FakeEngine:
     def available(self) -> bool:
         return True
 
-    def synthesize(self, text: str, voice: str, dest: Path) -> None:
+    def synthesize(
+        self, text: str, voice: str, dest: Path, *, cancel: threading.Event | None = None
+    ) -> None:
         with self._calls_lock:
             self.calls.append(text)
         failure = self.failures.get(text)
         if failure is not None:
             raise failure
-        self._tone.synthesize(text, voice, dest)
+        self._tone.synthesize(text, voice, dest, cancel=cancel)
 
 
 class GatedEngine(FakeEngine):
@@ -58,7 +60,9 @@ class GatedEngine(FakeEngine):
         self.max_active = 0
         self.entered = 0
 
-    def synthesize(self, text: str, voice: str, dest: Path) -> None:
+    def synthesize(
+        self, text: str, voice: str, dest: Path, *, cancel: threading.Event | None = None
+    ) -> None:
         with self._cond:
             self.active += 1
             self.entered += 1
@@ -68,7 +72,7 @@ class GatedEngine(FakeEngine):
             # Bounded, so a test that forgets to open the gate fails instead of hanging.
             if not self.gate.wait(WAIT_S * 3):
                 raise EngineError("the test never opened the gate")
-            super().synthesize(text, voice, dest)
+            super().synthesize(text, voice, dest, cancel=cancel)
         finally:
             with self._cond:
                 self.active -= 1

@@ -15,7 +15,7 @@ import pytest
 
 from taskmon.config import ConfigError, Settings
 from taskmon.domain import InvalidInput
-from taskmon.engines import EngineError, EspeakEngine, ToneEngine, make_engine
+from taskmon.engines import EngineCancelled, EngineError, EspeakEngine, ToneEngine, make_engine
 
 SENTENCE = "The quick brown fox jumps over the lazy dog."
 
@@ -279,3 +279,36 @@ def test_make_engine_espeak_not_on_path(tmp_path: Path, monkeypatch: pytest.Monk
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(ConfigError, match="TASKMON_ENGINE"):
         make_engine(settings)
+
+
+# --- cancel: a synthesis stopped from outside -------------------------------------------------
+
+
+def cancel_after(seconds: float) -> threading.Event:
+    cancel = threading.Event()
+    threading.Timer(seconds, cancel.set).start()
+    return cancel
+
+
+def test_tone_stops_when_cancelled_and_leaves_nothing(tmp_path: Path) -> None:
+    engine = ToneEngine(ms_per_char=10)  # 3000 characters: 30 s unless stopped
+    with pytest.raises(EngineCancelled, match="lease ended"):
+        engine.synthesize("x" * 3000, "default", tmp_path / "out.wav", cancel=cancel_after(0.1))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_tone_finishes_when_never_cancelled(tmp_path: Path) -> None:
+    engine = ToneEngine(ms_per_char=0)
+    engine.synthesize("hello", "default", tmp_path / "out.wav", cancel=threading.Event())
+    assert read_wav(tmp_path / "out.wav")[0].nframes > 0
+
+
+@pytest.mark.espeak
+def test_espeak_is_killed_when_cancelled_and_leaves_nothing(tmp_path: Path) -> None:
+    engine = EspeakEngine(timeout_s=120)
+    cancel = cancel_after(0.2)
+    with pytest.raises(EngineCancelled):
+        engine.synthesize("a long sentence to speak. " * 4000, "en", tmp_path / "out.wav",
+                          cancel=cancel)  # fmt: skip
+    assert list(tmp_path.iterdir()) == []
+    assert cancel.is_set()

@@ -117,3 +117,34 @@ def test_close_stops_renewing() -> None:
         assert thread is not None
         thread.join(10)
         assert not thread.is_alive()
+
+
+def test_a_lost_lease_calls_its_holder_back(keeper: LeaseKeeper) -> None:
+    clock = FakeClock()
+    sem = InMemorySemaphore(1, lease_ttl_s=TTL, clock=clock)
+    lease = sem.acquire(Holder("w", "t"), timeout=0)
+    lost = threading.Event()
+    with keeper.keep(lease, on_lost=lost.set):
+        clock.advance(TTL)
+        assert lost.wait(5), "on_lost was never called"
+    kept = sem.acquire(Holder("w", "u"), timeout=0)
+    called = threading.Event()
+    with keeper.keep(kept, on_lost=called.set):
+        clock.advance(TTL * 0.5)
+        wait_for(lambda: sem.holders()[0].expires_in_s == pytest.approx(TTL), message="renewal")
+    assert not called.is_set(), "a lease renewed in time is not lost"
+    assert kept.release() is True
+
+
+def test_a_lease_not_renewed_for_a_whole_ttl_has_expired_locally() -> None:
+    stalled = LeaseKeeper(interval_s=60)  # never gets round to renewing within the test
+    sem = InMemorySemaphore(1, lease_ttl_s=0.05)
+    lease = sem.acquire(Holder("w", "t"), timeout=0)
+    try:
+        with stalled.keep(lease):
+            assert not stalled.expired_locally(lease)
+            wait_for(lambda: stalled.expired_locally(lease), message="a TTL without renewal")
+        assert stalled.expired_locally(lease), "a lease it no longer keeps counts as expired"
+    finally:
+        stalled.close()
+        lease.release()

@@ -23,7 +23,7 @@ from taskmon.results import ResultStore
 from taskmon.service import IdempotencyConflict, QueueFull, ServiceClosed, TaskService
 from tests.support.engines import FakeEngine, GatedEngine
 from tests.support.outages import OutageMonitor, OutageSemaphore
-from tests.support.timing import WAIT_S, run_threads, wait_for
+from tests.support.timing import WAIT_S, FakeClock, run_threads, wait_for
 
 WORKER = "test-host:1"
 
@@ -876,3 +876,75 @@ def test_never_more_than_limit_syntheses_at_once(make_service: MakeService) -> N
     assert engine.max_active == limit
     wait_idle(service)
     assert service.monitor.counts().done == 12
+
+
+# -- a permit lost mid-synthesis ---------------------------------------------------------------
+
+
+class CancelBlindEngine(FakeEngine):
+    """An engine that never looks at its cancel event: it finishes once `gate` opens."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = threading.Event()
+        self.entered = threading.Event()
+
+    def synthesize(
+        self, text: str, voice: str, dest: Path, *, cancel: threading.Event | None = None
+    ) -> None:
+        self.entered.set()
+        if not self.gate.wait(WAIT_S * 3):
+            raise EngineError("the test never opened the gate")
+        super().synthesize(text, voice, dest)  # cancel not passed on: it runs to its end
+
+
+def test_a_synthesis_whose_permit_is_lost_stops_at_once_and_leaves_no_result(
+    make_service: MakeService,
+) -> None:
+    clock = FakeClock()
+    semaphore = InMemorySemaphore(1, lease_ttl_s=0.3, clock=clock)  # renewed every 0.1 s
+    # Thirty seconds of work: only a synthesis that is stopped ends within the wait below.
+    service = make_service(ToneEngine(ms_per_char=10), semaphore=semaphore)
+    task = service.submit({"text": "x" * 3000}).task
+    wait_for(lambda: semaphore.in_use() == 1, message="the synthesis to start")
+    clock.advance(1.0)  # the lease ends unrenewed, as for a worker stalled past its TTL
+    ended = wait_terminal(service, task.task_id)
+    assert ended.state is TaskState.FAILED
+    assert ended.error is not None
+    assert ended.error.code == ErrorCode.LEASE_LOST
+    assert not service.results.path_for(task.task_id).exists()
+
+
+def test_an_engine_that_ignores_the_cancel_still_records_no_result_under_a_lost_permit(
+    make_service: MakeService,
+) -> None:
+    clock = FakeClock()
+    semaphore = InMemorySemaphore(1, lease_ttl_s=0.3, clock=clock)
+    engine = CancelBlindEngine()
+    service = make_service(engine, semaphore=semaphore)
+    task = service.submit({"text": "finished too late"}).task
+    assert engine.entered.wait(WAIT_S)
+    before = REGISTRY.get_sample_value("taskmon_permits_lost_total") or 0.0
+    clock.advance(1.0)
+    wait_for(
+        lambda: (REGISTRY.get_sample_value("taskmon_permits_lost_total") or 0.0) > before,
+        message="the keeper to find the permit gone",
+    )
+    engine.gate.set()  # the engine writes its file anyway
+    ended = wait_terminal(service, task.task_id)
+    assert ended.error is not None
+    assert ended.error.code == ErrorCode.LEASE_LOST
+    assert not service.results.path_for(task.task_id).exists(), "its output was removed"
+
+
+def test_a_permit_kept_to_the_end_records_the_result(make_service: MakeService) -> None:
+    clock = FakeClock()
+    semaphore = InMemorySemaphore(1, lease_ttl_s=0.3, clock=clock)
+    engine = CancelBlindEngine()
+    service = make_service(engine, semaphore=semaphore)
+    task = service.submit({"text": "in time"}).task
+    assert engine.entered.wait(WAIT_S)
+    clock.advance(0.2)  # within the TTL: the keeper renews, nothing is lost
+    engine.gate.set()
+    assert wait_terminal(service, task.task_id).state is TaskState.DONE
+    assert service.results.path_for(task.task_id).exists()

@@ -2,15 +2,19 @@
 
 A synthesis may outlast a lease (long texts, a slow engine); the keeper renews each held lease
 every third of its TTL, so two renewals can fail in a row before the permit is lost. A renewal
-that reports the permit lost is logged and counted: the synthesis goes on (its output is still
-valid), but the cap may have been exceeded for that moment, which the operator must know.
+that reports the permit lost is logged and counted, and calls the holder's `on_lost`: the
+service stops that synthesis at once and records no result, since another worker may hold the
+permit now. `expired_locally` tells a holder whose keeper could not look in time (the worker
+was stalled) that its lease may have ended: the service then asks the semaphore before it
+records a result.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from taskmon import metrics
@@ -23,15 +27,21 @@ class LeaseKeeper:
     def __init__(self, interval_s: float) -> None:
         self._interval_s = interval_s
         self._leases: dict[str, Lease] = {}
+        self._on_lost: dict[str, Callable[[], None]] = {}
+        self._renewed_at: dict[str, float] = {}  # when the last good renewal was sent
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     @contextmanager
-    def keep(self, lease: Lease) -> Iterator[Lease]:
-        """Renew `lease` in the background for the duration of the block."""
+    def keep(self, lease: Lease, on_lost: Callable[[], None] | None = None) -> Iterator[Lease]:
+        """Renew `lease` in the background for the duration of the block; call `on_lost`
+        (from the keeper's thread) if a renewal finds the permit gone."""
         with self._lock:
             self._leases[lease.token] = lease
+            self._renewed_at[lease.token] = time.monotonic()
+            if on_lost is not None:
+                self._on_lost[lease.token] = on_lost
             if self._thread is None:
                 self._thread = threading.Thread(
                     target=self._run, name="taskmon-lease-keeper", daemon=True
@@ -42,6 +52,15 @@ class LeaseKeeper:
         finally:
             with self._lock:
                 self._leases.pop(lease.token, None)
+                self._on_lost.pop(lease.token, None)
+                self._renewed_at.pop(lease.token, None)
+
+    def expired_locally(self, lease: Lease) -> bool:
+        """Whether a whole TTL has passed since the last renewal that was sent and succeeded
+        (the lease may have ended unseen, e.g. while this worker was stopped)."""
+        with self._lock:
+            renewed_at = self._renewed_at.get(lease.token)
+        return renewed_at is None or time.monotonic() - renewed_at >= lease.ttl_s
 
     def held(self) -> int:
         with self._lock:
@@ -55,6 +74,7 @@ class LeaseKeeper:
             with self._lock:
                 leases = list(self._leases.values())
             for lease in leases:
+                sent = time.monotonic()
                 try:
                     renewed = lease.renew()
                 except Exception:
@@ -65,18 +85,25 @@ class LeaseKeeper:
                         exc_info=True,
                     )
                     continue
-                if not renewed:
+                if renewed:
                     with self._lock:
-                        # Released (or re-registered) while we renewed: not a loss.
-                        still_held = self._leases.get(lease.token) is lease
-                        if still_held:
-                            self._leases.pop(lease.token, None)
-                    if not still_held:
-                        continue
-                    metrics.PERMITS_LOST.inc()
-                    log.error(
-                        "permit of task %s was lost before renewal (lease ended); the global "
-                        "cap may have been exceeded: look for worker stalls longer than "
-                        "TASKMON_LEASE_TTL_MS",
-                        lease.holder.task_id,
-                    )
+                        if lease.token in self._renewed_at:
+                            self._renewed_at[lease.token] = sent
+                    continue
+                with self._lock:
+                    # Released (or re-registered) while we renewed: not a loss.
+                    still_held = self._leases.get(lease.token) is lease
+                    if still_held:
+                        self._leases.pop(lease.token, None)
+                    on_lost = self._on_lost.pop(lease.token, None) if still_held else None
+                if not still_held:
+                    continue
+                metrics.PERMITS_LOST.inc()
+                log.error(
+                    "permit of task %s was lost before renewal (lease ended); its synthesis "
+                    "is stopped, but the global cap may have been exceeded meanwhile: look "
+                    "for worker stalls longer than TASKMON_LEASE_TTL_MS",
+                    lease.holder.task_id,
+                )
+                if on_lost is not None:
+                    on_lost()

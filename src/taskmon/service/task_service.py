@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -29,7 +30,7 @@ from taskmon.domain import (
     check_idempotency_key,
     idempotency_outcome,
 )
-from taskmon.engines import Engine, EngineError
+from taskmon.engines import Engine, EngineCancelled, EngineError
 from taskmon.journal import SynthesisJournal
 from taskmon.ports import (
     BackendUnavailable,
@@ -46,6 +47,11 @@ from taskmon.service.ledger import Ledger, LedgerClosed, Mark
 from taskmon.service.retries import acquire_permit, store_call
 
 log = logging.getLogger(__name__)
+
+_LEASE_LOST_MESSAGE = (
+    "the permit's lease ended before the synthesis did (the worker stalled or lost its store); "
+    "submit the task again"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,12 +229,13 @@ class TaskService:
             self._fail(task, code, str(exc))
             return
         metrics.PERMIT_WAIT_SECONDS.observe(time.monotonic() - waited_from)
-        with lease, self._keeper.keep(lease):
+        lost = threading.Event()  # set by the keeper when a renewal finds the permit gone
+        with lease, self._keeper.keep(lease, on_lost=lost.set):
             running = self._record(task, TaskState.RUNNING, worker=self.worker_id)
             if running is None:
                 log.warning("task %s changed under us before it ran; skipping", task.task_id)
                 return
-            self._synthesize(running, lease)
+            self._synthesize(running, lease, lost)
 
     def _store_call(self, *, patient: bool = False) -> Retrying:
         """A monitor call that rides out store outages of up to `record_retry_s` (or, when
@@ -250,7 +257,7 @@ class TaskService:
             log.info("task %s: its start never reached the store; dropped", task.task_id)
         return landed
 
-    def _synthesize(self, task: Task, lease: Lease) -> None:
+    def _synthesize(self, task: Task, lease: Lease, lost: threading.Event) -> None:
         started = time.monotonic()
         metrics.SYNTHESES_RUNNING.inc()
         self._journal.record("start", task.task_id, lease.fencing)
@@ -259,7 +266,11 @@ class TaskService:
                 task.text,
                 task.voice or self.engine.default_voice,
                 self.results.path_for(task.task_id),
+                cancel=lost,
             )
+        except EngineCancelled:
+            self._fail(task, ErrorCode.LEASE_LOST, _LEASE_LOST_MESSAGE)
+            return
         except EngineError as exc:
             self._fail(task, ErrorCode.ENGINE_ERROR, str(exc))
             return
@@ -280,9 +291,30 @@ class TaskService:
         elapsed = time.monotonic() - started
         metrics.SYNTHESIS_SECONDS.observe(elapsed)
         self._mean_synthesis_s = 0.8 * self._mean_synthesis_s + 0.2 * elapsed
+        if self._lease_lost(lease, lost):
+            # Another holder may have run meanwhile: no result under a permit we lost.
+            with contextlib.suppress(FileNotFoundError):
+                self.results.path_for(task.task_id).unlink()
+            self._fail(task, ErrorCode.LEASE_LOST, _LEASE_LOST_MESSAGE)
+            return
         done = self._record(task, TaskState.DONE)
         if done is not None:
             metrics.TASKS_FINISHED.labels("done", "").inc()
+
+    def _lease_lost(self, lease: Lease, lost: threading.Event) -> bool:
+        """Whether the permit was lost before the synthesis ended: the keeper saw it, or
+        could not look for a whole TTL (a stalled worker) and the semaphore now says so.
+        With the store away the answer is unknown, and the result is kept."""
+        if lost.is_set():
+            return True
+        if not self._keeper.expired_locally(lease):
+            return False
+        try:
+            return not lease.renew()
+        except Exception as exc:  # the store away or closing: unknown, so keep the result
+            log.warning("task %s: could not confirm its permit (%s); keeping the result",
+                        lease.holder.task_id, exc)  # fmt: skip
+            return False
 
     def _fail(self, task: Task, code: ErrorCode, message: str) -> None:
         error = TaskError(code.value, message)
