@@ -19,6 +19,7 @@ from taskmon.harness.journal_check import read_events
 from taskmon.harness.processes import wait_until
 from taskmon.harness.redis_server import RedisServer
 from taskmon.harness.stack import GunicornInstance
+from tests.support.stacks import redis_mode_env
 
 pytestmark = [pytest.mark.e2e, pytest.mark.redis]
 STALL_S = 2.5
@@ -27,15 +28,7 @@ STALL_S = 2.5
 def test_a_holder_stalled_past_its_lease_stops_and_keeps_no_result(tmp_path: Path) -> None:
     journal = tmp_path / "journal"
     with RedisServer(workdir=tmp_path / "redis") as server:
-        env = {
-            "TASKMON_BACKEND": "redis",
-            "TASKMON_REDIS_URL": server.url,
-            "TASKMON_ENGINE": "tone",
-            "TASKMON_TONE_MS_PER_CHAR": "10",
-            "TASKMON_CONCURRENCY_LIMIT": "1",
-            "TASKMON_LEASE_TTL_MS": "1000",
-            "TASKMON_JOURNAL_DIR": str(journal),
-        }
+        env = redis_mode_env(server.url, journal, limit=1, lease_ttl_ms=1000)
         with GunicornInstance(workers=2, env=env, workdir=tmp_path / "host") as host:
             long_id = call(host.base_url, "POST", "/api/tts", {"text": "s" * 600}).body["task_id"]
 

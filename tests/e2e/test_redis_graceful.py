@@ -15,21 +15,14 @@ from taskmon.harness.journal_check import check_cap
 from taskmon.harness.processes import wait_until
 from taskmon.harness.redis_server import RedisServer
 from taskmon.harness.stack import GunicornInstance
+from tests.support.stacks import redis_mode_env
 
 pytestmark = [pytest.mark.e2e, pytest.mark.redis]
 
 
 def test_cap_holds_while_a_reloaded_worker_finishes_its_synthesis(tmp_path: Path) -> None:
     with RedisServer(workdir=tmp_path / "redis") as server:
-        env = {
-            "TASKMON_BACKEND": "redis",
-            "TASKMON_REDIS_URL": server.url,
-            "TASKMON_ENGINE": "tone",
-            "TASKMON_TONE_MS_PER_CHAR": "10",
-            "TASKMON_CONCURRENCY_LIMIT": "1",
-            "TASKMON_LEASE_TTL_MS": "2000",
-            "TASKMON_JOURNAL_DIR": str(tmp_path / "journal"),
-        }
+        env = redis_mode_env(server.url, tmp_path / "journal", limit=1, lease_ttl_ms=2000)
         with GunicornInstance(workers=1, env=env, workdir=tmp_path / "host") as host:
             # 1400 characters: 14 s of synthesis, longer than the 10 s the closing worker
             # waits and than the lease, shorter than gunicorn's 30 s graceful timeout.

@@ -915,15 +915,23 @@ def test_a_synthesis_whose_permit_is_lost_stops_at_once_and_leaves_no_result(
     assert not service.results.path_for(task.task_id).exists()
 
 
+def blind_synthesis(
+    make_service: MakeService, text: str
+) -> tuple[TaskService, CancelBlindEngine, FakeClock, Task]:
+    """A service on a semaphore with its own clock (leases of 0.3 s, renewed every 0.1 s),
+    running `text` on a CancelBlindEngine that has entered its synthesis."""
+    clock = FakeClock()
+    engine = CancelBlindEngine()
+    service = make_service(engine, semaphore=InMemorySemaphore(1, lease_ttl_s=0.3, clock=clock))
+    task = service.submit({"text": text}).task
+    assert engine.entered.wait(WAIT_S)
+    return service, engine, clock, task
+
+
 def test_an_engine_that_ignores_the_cancel_still_records_no_result_under_a_lost_permit(
     make_service: MakeService,
 ) -> None:
-    clock = FakeClock()
-    semaphore = InMemorySemaphore(1, lease_ttl_s=0.3, clock=clock)
-    engine = CancelBlindEngine()
-    service = make_service(engine, semaphore=semaphore)
-    task = service.submit({"text": "finished too late"}).task
-    assert engine.entered.wait(WAIT_S)
+    service, engine, clock, task = blind_synthesis(make_service, "finished too late")
     before = REGISTRY.get_sample_value("taskmon_permits_lost_total") or 0.0
     clock.advance(1.0)
     wait_for(
@@ -938,12 +946,7 @@ def test_an_engine_that_ignores_the_cancel_still_records_no_result_under_a_lost_
 
 
 def test_a_permit_kept_to_the_end_records_the_result(make_service: MakeService) -> None:
-    clock = FakeClock()
-    semaphore = InMemorySemaphore(1, lease_ttl_s=0.3, clock=clock)
-    engine = CancelBlindEngine()
-    service = make_service(engine, semaphore=semaphore)
-    task = service.submit({"text": "in time"}).task
-    assert engine.entered.wait(WAIT_S)
+    service, engine, clock, task = blind_synthesis(make_service, "in time")
     clock.advance(0.2)  # within the TTL: the keeper renews, nothing is lost
     engine.gate.set()
     assert wait_terminal(service, task.task_id).state is TaskState.DONE
