@@ -189,8 +189,9 @@ class EspeakEngine:
             ]  # fmt: skip
             returncode, stderr = self._run(cmd, data, cancel)
             reason = _first_line(stderr, scrub=(str(tmp), str(dest.parent)))
-            if self._launcher and stderr.startswith(b"setpriv: failed to execute"):
-                # The launcher ran, espeak-ng did not: as an OSError from exec would say.
+            # setpriv exits 126/127 when it cannot exec (its message is translated, its name
+            # is not): the launcher ran, espeak-ng did not, as an OSError from exec would say.
+            if self._launcher and returncode in (126, 127) and stderr.startswith(b"setpriv"):
                 why = reason.rsplit(": ", 1)[-1] if ": " in reason else f"exit {returncode}"
                 raise EngineError(f"espeak-ng could not be started ({why})")
             if returncode != 0:
@@ -202,34 +203,40 @@ class EspeakEngine:
     def _run(
         self, cmd: list[str], data: bytes, cancel: threading.Event | None
     ) -> tuple[int, bytes]:
-        """espeak-ng to its end: (exit code, stderr). Killed, and reaped, on timeout or cancel."""
-        try:
-            proc = subprocess.Popen(
-                cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-            )
-        except OSError as exc:
-            raise EngineError(f"espeak-ng could not be started ({exc.strerror})") from None
-        deadline = time.monotonic() + self._timeout_s
-        pending: bytes | None = data  # communicate() sends the input on its first call only
-        with proc:
+        """espeak-ng to its end: (exit code, stderr). Killed, and reaped, on timeout or cancel.
+
+        The text goes in from a file and stderr out to one, not through pipes: the process
+        then never waits on this thread, which only polls it (a pipe's writer would have to
+        keep writing between polls, and a partial write leaves espeak-ng waiting for input).
+        """
+        with tempfile.TemporaryFile() as stdin, tempfile.TemporaryFile() as stderr:
+            stdin.write(data)
+            stdin.seek(0)
+            try:
+                proc = subprocess.Popen(cmd, stdin=stdin, stdout=subprocess.DEVNULL, stderr=stderr)
+            except OSError as exc:
+                raise EngineError(f"espeak-ng could not be started ({exc.strerror})") from None
+            deadline = time.monotonic() + self._timeout_s
             while True:
                 try:
-                    _, stderr = proc.communicate(pending, timeout=CANCEL_POLL_S)
-                    return proc.returncode, stderr
+                    returncode = proc.wait(timeout=CANCEL_POLL_S)
+                    break
                 except subprocess.TimeoutExpired:
-                    pending = None
+                    pass
                 if cancel is not None and cancel.is_set():
                     _kill(proc)
                     raise EngineCancelled("the synthesis was stopped: its permit's lease ended")
                 if time.monotonic() >= deadline:
                     _kill(proc)
                     raise EngineError(f"espeak-ng timed out after {self._timeout_s:g} s")
+            stderr.seek(0)
+            return returncode, stderr.read(64 * 1024)
 
 
 def _kill(proc: subprocess.Popen[bytes]) -> None:
     proc.kill()
     with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.communicate(timeout=5)
+        proc.wait(timeout=5)
 
 
 def parse_voice_list(listing: str) -> dict[str, str]:
@@ -308,10 +315,10 @@ class ToneEngine:
     default_voice = "default"
 
     def __init__(
-        self, *, ms_per_char: float = 10.0, sleep: Callable[[float], None] = time.sleep
+        self, *, ms_per_char: float = 10.0, sleep: Callable[[float], None] | None = None
     ) -> None:
         self._ms_per_char = ms_per_char
-        self._sleep = sleep
+        self._sleep = sleep  # None: real time, cut short by a cancel
 
     def voices(self) -> frozenset[str]:
         return frozenset(_TONE_VOICES)
@@ -348,15 +355,16 @@ class ToneEngine:
 
     def _work(self, seconds: float, cancel: threading.Event | None) -> None:
         """The modelled cost of a synthesis, cut short when `cancel` is set."""
-        if cancel is None:
+        if self._sleep is not None:  # an injected clock (tests): sleep through it, then look
             self._sleep(seconds)
-        elif self._sleep is time.sleep:
-            if cancel.wait(seconds):
-                raise EngineCancelled("the synthesis was stopped: its permit's lease ended")
-        else:  # an injected clock (tests): sleep through it, then look
-            self._sleep(seconds)
-            if cancel.is_set():
-                raise EngineCancelled("the synthesis was stopped: its permit's lease ended")
+            stopped = cancel is not None and cancel.is_set()
+        elif cancel is not None:
+            stopped = cancel.wait(seconds)
+        else:
+            time.sleep(seconds)
+            stopped = False
+        if stopped:
+            raise EngineCancelled("the synthesis was stopped: its permit's lease ended")
 
 
 def make_engine(settings: Settings) -> Engine:

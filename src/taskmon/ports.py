@@ -7,6 +7,7 @@ the one place that picks the adapters. tests/contract/ runs each port's contract
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Protocol
@@ -149,6 +150,9 @@ class Lease:
     holder: Holder
     ttl_s: float
     semaphore: Semaphore = field(repr=False)
+    # When this process learnt of the grant (CLOCK_MONOTONIC): the lease runs at most ttl_s
+    # from here unless renewed, whatever happens to the process meanwhile.
+    granted_at: float = field(default_factory=time.monotonic, compare=False)
 
     def renew(self) -> bool:
         return self.semaphore.renew(self)

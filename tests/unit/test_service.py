@@ -951,3 +951,38 @@ def test_a_permit_kept_to_the_end_records_the_result(make_service: MakeService) 
     engine.gate.set()
     assert wait_terminal(service, task.task_id).state is TaskState.DONE
     assert service.results.path_for(task.task_id).exists()
+
+
+class RenewalsFail(InMemorySemaphore):
+    """The memory semaphore whose renewals raise (the store away) until told to answer."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.answer: bool | None = None  # None: raise
+
+    def renew(self, lease: Any) -> bool:
+        if self.answer is None:
+            raise BackendUnavailable("renewals fail in this test")
+        return self.answer
+
+
+def test_a_synthesis_unrenewed_for_a_whole_ttl_asks_before_recording_and_counts_the_loss(
+    make_service: MakeService,
+) -> None:
+    semaphore = RenewalsFail(1, lease_ttl_s=0.3)
+    engine = CancelBlindEngine()
+    service = make_service(engine, semaphore=semaphore)
+    task = service.submit({"text": "no renewal got through"}).task
+    assert engine.entered.wait(WAIT_S)
+    before = REGISTRY.get_sample_value("taskmon_permits_lost_total") or 0.0
+    wait_for(
+        lambda: all(h.expires_in_s <= 0 for h in semaphore.holders()),
+        message="the lease to run out unrenewed",
+    )
+    semaphore.answer = False  # the permit is gone: the one question before recording says so
+    engine.gate.set()
+    ended = wait_terminal(service, task.task_id)
+    assert ended.error is not None
+    assert ended.error.code == ErrorCode.LEASE_LOST
+    assert not service.results.path_for(task.task_id).exists()
+    assert (REGISTRY.get_sample_value("taskmon_permits_lost_total") or 0.0) == before + 1

@@ -39,7 +39,7 @@ class LeaseKeeper:
         (from the keeper's thread) if a renewal finds the permit gone."""
         with self._lock:
             self._leases[lease.token] = lease
-            self._renewed_at[lease.token] = time.monotonic()
+            self._renewed_at[lease.token] = lease.granted_at
             if on_lost is not None:
                 self._on_lost[lease.token] = on_lost
             if self._thread is None:
@@ -54,6 +54,33 @@ class LeaseKeeper:
                 self._leases.pop(lease.token, None)
                 self._on_lost.pop(lease.token, None)
                 self._renewed_at.pop(lease.token, None)
+
+    def report_lost(self, lease: Lease) -> bool:
+        """Record that `lease`'s permit is gone (the holder found out itself): counted and
+        logged once, whoever finds it first. False if it was already reported or released."""
+        on_lost = self._take_lost(lease)
+        if on_lost is None:
+            return False
+        on_lost()
+        return True
+
+    def _take_lost(self, lease: Lease) -> Callable[[], None] | None:
+        """Drop a kept lease found lost, count and log it, and return its callback (a no-op
+        when it has none); None when it is no longer kept (released, or already reported)."""
+        with self._lock:
+            if self._leases.get(lease.token) is not lease:
+                return None
+            self._leases.pop(lease.token, None)
+            self._renewed_at.pop(lease.token, None)
+            on_lost = self._on_lost.pop(lease.token, None)
+        metrics.PERMITS_LOST.inc()
+        log.error(
+            "permit of task %s was lost (its lease ended unrenewed); the holder is told to stop "
+            "and keeps no result, but the global cap may have been exceeded meanwhile: look for "
+            "worker stalls longer than TASKMON_LEASE_TTL_MS",
+            lease.holder.task_id,
+        )
+        return on_lost or (lambda: None)
 
     def expired_locally(self, lease: Lease) -> bool:
         """Whether a whole TTL has passed since the last renewal that was sent and succeeded
@@ -90,20 +117,7 @@ class LeaseKeeper:
                         if lease.token in self._renewed_at:
                             self._renewed_at[lease.token] = sent
                     continue
-                with self._lock:
-                    # Released (or re-registered) while we renewed: not a loss.
-                    still_held = self._leases.get(lease.token) is lease
-                    if still_held:
-                        self._leases.pop(lease.token, None)
-                    on_lost = self._on_lost.pop(lease.token, None) if still_held else None
-                if not still_held:
-                    continue
-                metrics.PERMITS_LOST.inc()
-                log.error(
-                    "permit of task %s was lost before renewal (lease ended); its synthesis "
-                    "is stopped, but the global cap may have been exceeded meanwhile: look "
-                    "for worker stalls longer than TASKMON_LEASE_TTL_MS",
-                    lease.holder.task_id,
-                )
-                if on_lost is not None:
-                    on_lost()
+                on_lost = self._take_lost(lease)
+                if on_lost is None:
+                    continue  # released (or re-registered) while we renewed: not a loss
+                on_lost()

@@ -49,8 +49,7 @@ from taskmon.service.retries import acquire_permit, store_call
 log = logging.getLogger(__name__)
 
 _LEASE_LOST_MESSAGE = (
-    "the permit's lease ended before the synthesis did (the worker stalled or lost its store); "
-    "submit the task again"
+    "the permit's lease ended before the synthesis did (the worker stalled); submit the task again"
 )
 
 
@@ -293,8 +292,10 @@ class TaskService:
         self._mean_synthesis_s = 0.8 * self._mean_synthesis_s + 0.2 * elapsed
         if self._lease_lost(lease, lost):
             # Another holder may have run meanwhile: no result under a permit we lost.
-            with contextlib.suppress(FileNotFoundError):
-                self.results.path_for(task.task_id).unlink()
+            try:
+                self.results.path_for(task.task_id).unlink(missing_ok=True)
+            except OSError as exc:
+                log.error("task %s: its result could not be removed (%s)", task.task_id, exc)
             self._fail(task, ErrorCode.LEASE_LOST, _LEASE_LOST_MESSAGE)
             return
         done = self._record(task, TaskState.DONE)
@@ -310,11 +311,15 @@ class TaskService:
         if not self._keeper.expired_locally(lease):
             return False
         try:
-            return not lease.renew()
+            renewed = lease.renew()
         except Exception as exc:  # the store away or closing: unknown, so keep the result
             log.warning("task %s: could not confirm its permit (%s); keeping the result",
                         lease.holder.task_id, exc)  # fmt: skip
             return False
+        if renewed:
+            return False
+        self._keeper.report_lost(lease)  # counted and logged, as the keeper would have
+        return True
 
     def _fail(self, task: Task, code: ErrorCode, message: str) -> None:
         error = TaskError(code.value, message)
