@@ -17,7 +17,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +25,7 @@ from types import FrameType
 from typing import Any
 
 from loadtests.evidence import ProbeFailure, Sample, SweepResult
+from loadtests.report import EXIT_UNKNOWN
 from loadtests.shapes import SHAPES, STOP_FILE_ENV, TASK_DEADLINE_S
 from taskmon.harness.client import TERMINAL, call
 from taskmon.harness.processes import ManagedProcess
@@ -248,3 +249,30 @@ def interrupts_as_keyboard() -> Iterator[None]:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def gather_then_report(
+    command: str,
+    noun: str,
+    gather: Callable[[list[str]], None],
+    report: Callable[[list[str]], int],
+    run_dir: Path,
+) -> int:
+    """Gather the evidence, then judge and report it whatever happened: an interruption or
+    any breakage becomes trouble (the verdict unknown, exit 3), never a lost report."""
+    trouble: list[str] = []
+    with interrupts_as_keyboard():
+        try:
+            gather(trouble)
+        except KeyboardInterrupt:
+            trouble.append(f"interrupted: the {noun} stopped early, so its verdict is unknown")
+        except Exception as exc:  # whatever broke, the report says so and the code is 3
+            trouble.append(f"the {noun} broke off: {type(exc).__name__}: {exc}")
+        try:
+            return report(trouble)
+        except Exception as exc:
+            print(
+                f"{command}: the evidence in {run_dir} could not be judged: {exc!r}",
+                file=sys.stderr,
+            )
+            return EXIT_UNKNOWN

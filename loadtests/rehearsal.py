@@ -37,7 +37,7 @@ from loadtests.driving import (
     LoadPlan,
     Sampler,
     ServerError,
-    interrupts_as_keyboard,
+    gather_then_report,
     run_locust,
     sweep,
 )
@@ -55,7 +55,6 @@ from loadtests.rehearsal_timeline import (
     Timeline,
     pid_of,
 )
-from loadtests.report import EXIT_UNKNOWN
 from loadtests.shapes import CALL_TIMEOUT_S
 from loadtests.stack import StackOptions, instance_env
 from taskmon.harness.client import TERMINAL
@@ -415,22 +414,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     evidence = Evidence(limit=args.limit, workers=2 * args.workers)
     timeline = Timeline()
-    trouble: list[str] = []
-    with interrupts_as_keyboard():
-        try:
-            gather(args, run_dir, run_id, evidence, timeline, trouble)
-        except KeyboardInterrupt:
-            trouble.append("interrupted: the rehearsal stopped early, so its verdict is unknown")
-        except Exception as exc:  # whatever broke, the report says so and the code is 3
-            trouble.append(f"the rehearsal broke off: {type(exc).__name__}: {exc}")
-        try:
-            return report_rehearsal(args, run_dir, evidence, timeline, trouble)
-        except Exception as exc:
-            print(
-                f"rehearsal: the evidence in {run_dir} could not be judged: {exc!r}",
-                file=sys.stderr,
-            )
-            return EXIT_UNKNOWN
+    return gather_then_report(
+        "rehearsal",
+        "rehearsal",
+        lambda trouble: gather(args, run_dir, run_id, evidence, timeline, trouble),
+        lambda trouble: report_rehearsal(args, run_dir, evidence, timeline, trouble),
+        run_dir,
+    )
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from loadtests.driving import LoadPlan, Sampler, interrupts_as_keyboard, run_locust, sweep
+from loadtests.driving import LoadPlan, Sampler, gather_then_report, run_locust, sweep
 from loadtests.evidence import Evidence, read_records
 from loadtests.report import (
     EXIT_UNKNOWN,
@@ -97,21 +97,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"loadtest {args.shape}: report in {run_dir}", flush=True)
     evidence = Evidence(limit=args.limit, workers=args.instances * args.workers)
-    trouble: list[str] = []
-    with interrupts_as_keyboard():
-        try:
-            gather(args, options, run_dir, run_id, evidence, trouble)
-        except KeyboardInterrupt:
-            trouble.append("interrupted: the run stopped early, so its verdict is unknown")
-        except Exception as exc:  # whatever broke, the report says so and the code is 3
-            trouble.append(f"the run broke off: {type(exc).__name__}: {exc}")
-        try:
-            return judge_and_report(args, slo, run_dir, evidence, trouble)
-        except Exception as exc:
-            print(
-                f"loadtest: the evidence in {run_dir} could not be judged: {exc!r}", file=sys.stderr
-            )
-            return EXIT_UNKNOWN
+    return gather_then_report(
+        "loadtest",
+        "run",
+        lambda trouble: gather(args, options, run_dir, run_id, evidence, trouble),
+        lambda trouble: judge_and_report(args, slo, run_dir, evidence, trouble),
+        run_dir,
+    )
 
 
 def gather(  # noqa: PLR0917

@@ -7,9 +7,6 @@ scaled to 15 s); `nox -s loadtest` runs the full smoke shape.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -17,26 +14,16 @@ from typing import Any
 import pytest
 from loadtests.report import EXIT_INVARIANT, EXIT_OK
 
-from taskmon.harness.processes import ManagedProcess
+from tests.support.reports import run_report_command
 
 pytestmark = [pytest.mark.e2e, pytest.mark.redis]
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def run_loadtest(out: Path, *options: str) -> tuple[int, dict[str, Any]]:
     argv = [sys.executable, "-m", "loadtests", "--duration", "15", "--users", "8",
             "--out", str(out), *options]  # fmt: skip
-    process = ManagedProcess(
-        argv, log_path=out.parent / "runner.log", cwd=ROOT, env=os.environ.copy()
-    )
-    try:
-        code = process.process.wait(240)
-    except subprocess.TimeoutExpired:
-        pytest.fail("the load run did not finish:\n" + process.log_tail())
-    finally:
-        process.stop()
-    (run_dir,) = out.iterdir()
-    return code, json.loads((run_dir / "summary.json").read_text())
+    report = run_report_command(argv, out, timeout_s=240)
+    return report.code, report.summary
 
 
 def verdicts(summary: dict[str, Any]) -> dict[str, str]:

@@ -4,37 +4,24 @@ to Redis mode and back under Locust load, by SIGHUP and TASKMON_ENV_FILE, with n
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 from loadtests.report import EXIT_OK
 
-from taskmon.harness.processes import ManagedProcess
+from tests.support.reports import run_report_command
 
 pytestmark = [pytest.mark.e2e, pytest.mark.redis]
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_the_gray_release_and_its_rollback_pass_without_a_failed_call(tmp_path: Path) -> None:
     out = tmp_path / "reports"
     argv = [sys.executable, "-m", "loadtests.rehearsal", "--hold", "6", "--users", "8",
             "--workers", "2", "--out", str(out)]  # fmt: skip
-    process = ManagedProcess(
-        argv, log_path=tmp_path / "rehearsal.log", cwd=ROOT, env=os.environ.copy()
-    )
-    try:
-        code = process.process.wait(300)
-    except subprocess.TimeoutExpired:
-        pytest.fail("the rehearsal did not finish:\n" + process.log_tail())
-    finally:
-        process.stop()
-    (run_dir,) = out.iterdir()
-    summary = json.loads((run_dir / "summary.json").read_text())
-    assert code == EXIT_OK, process.log_tail(60)
+    report = run_report_command(argv, out, timeout_s=300)
+    code, run_dir, summary = report.code, report.run_dir, report.summary
+    assert code == EXIT_OK, report.log_tail
     assert summary["exit_code"] == EXIT_OK
     rules = {rule["invariant"]: rule for rule in summary["rules"]}
     assert {name: rule["status"] for name, rule in rules.items()} == dict.fromkeys(
