@@ -46,6 +46,18 @@ PERMITS_LOST = Counter(
     "taskmon_permits_lost", "Permits whose lease ended while their holder still ran"
 )
 
+DEGRADED = Gauge(
+    "taskmon_degraded",
+    "Workers running on their own memory because Redis does not answer",
+    multiprocess_mode="livesum",
+)
+FAILOVER_SWITCHES = Counter(
+    "taskmon_failover_switches", "Switches between Redis and memory, by direction", ["to"]
+)
+WRITTEN_BACK = Counter(
+    "taskmon_written_back", "Tasks and permits written back to Redis after an outage", ["what"]
+)
+
 
 def exposition() -> tuple[bytes, str]:
     """The metrics page body and its content type, aggregated over workers when under gunicorn."""

@@ -23,10 +23,42 @@ class PermitTimeout(TimeoutError):
     """No permit was granted within the caller's timeout."""
 
 
+class TaskUnknownWhileDegraded(LookupError):
+    """The shared store is away and this worker does not know the task: it may exist.
+
+    Not a 404: the task may live on another worker or in the store. Ask again once the
+    worker is back on the store (the web layer answers 421 with `degraded: true`).
+    """
+
+    def __init__(self, task_id: str) -> None:
+        super().__init__(
+            f"task {task_id} is not known to this worker, and the shared store is away"
+        )
+        self.task_id = task_id
+
+
+class AdmissionClosed(RuntimeError):
+    """The worker admits no new task now (fallback policy `reject`, the store away)."""
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
 @dataclass(frozen=True, slots=True)
 class StartResult:
     outcome: StartOutcome
     task: Task
+
+
+@dataclass(frozen=True, slots=True)
+class RestoreResult:
+    """What TaskMonitor.restore did: wrote the copy, or kept the store's (same or newer)."""
+
+    written: bool
+    # The task's Idempotency-Key names another task in the store (two workers took the key
+    # while apart): the key stays with that task, and this one keeps running without it.
+    key_conflict: bool = False
 
 
 class Subscription(Protocol):
@@ -65,7 +97,10 @@ class EventHub(Protocol):
 class TaskMonitor(Protocol):
     """The store of tasks, idempotency keys and statistics."""
 
-    backend: str
+    @property
+    def backend(self) -> str:
+        """Where the answers come from now: "redis" or "memory"."""
+        ...
 
     def start(self, task: Task) -> StartResult:
         """Record a new queued task, atomically with its idempotency key when it has one.
@@ -86,6 +121,16 @@ class TaskMonitor(Protocol):
         ...
 
     def find_by_idempotency_key(self, key: str) -> Task | None: ...
+
+    def restore(self, task: Task) -> RestoreResult:
+        """Write this copy of a task unless the store has it at this version or a newer one.
+
+        The write-back after an outage: a task created or moved while this worker ran on its
+        own memory, or one the store forgot (restarted empty). Counts, state index and the
+        Idempotency-Key follow; a key already naming another task stays with that task.
+        Publishes the event when it wrote.
+        """
+        ...
 
     def transition(
         self,

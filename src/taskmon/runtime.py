@@ -22,10 +22,19 @@ import redis
 
 from taskmon.config import BackendMode, Settings
 from taskmon.engines import Engine, make_engine
+from taskmon.failover import (
+    Failover,
+    FailoverSemaphore,
+    FailoverTaskMonitor,
+    OutageLogFilter,
+    ShareInputs,
+    rank_of,
+)
 from taskmon.journal import SynthesisJournal
 from taskmon.memory import InMemoryEventHub, InMemorySemaphore, InMemoryTaskMonitor
 from taskmon.ports import BackendUnavailable, Semaphore, TaskMonitor
 from taskmon.redis.connection import call_budget_s, make_client, redacted
+from taskmon.redis.epoch import EpochWatch
 from taskmon.redis.hub import RedisEventHub
 from taskmon.redis.keys import Keys
 from taskmon.redis.monitor import RedisTaskMonitor, load_task
@@ -41,6 +50,10 @@ log = logging.getLogger(__name__)
 _PERMIT_RETRY_S = 1.0
 # How often a worker sweeps result files past retention.
 _RESULT_SWEEP_S = 600.0
+# How long a worker remembers its own finished tasks in memory, for reads while degraded.
+_MIRROR_TTL_S = 900
+# A degraded worker probes Redis at least this often (full jitter below it).
+_MAX_PROBE_BACKOFF_S = 1.0
 
 
 def worker_identity() -> str:
@@ -55,7 +68,8 @@ class Runtime:
     `monitor` and `semaphore` are the ports the service runs on; `backend_target` says where
     they keep their state (the Redis URL without its password, or "in-process"). `degraded`
     is true while the worker runs on its fallback instead of the backend it was configured
-    for: today when auto mode found Redis away at start (run-time failover is not built yet).
+    for: while Redis does not answer (the failover layer), or for good when auto mode found
+    Redis away at start.
     """
 
     settings: Settings
@@ -67,8 +81,13 @@ class Runtime:
     service: TaskService
     closers: list[Callable[[], None]] = field(default_factory=list)
     backend_target: str = "in-process"
-    degraded: bool = False
+    failover: Failover | None = None
+    startup_fallback: bool = False
     _stop: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def degraded(self) -> bool:
+        return self.startup_fallback or (self.failover is not None and self.failover.degraded)
 
     def close(self, *, wait: bool = False) -> None:
         """Finish or abandon this worker's tasks first, then close the backend.
@@ -135,6 +154,7 @@ class Backend:
     closers: list[Callable[[], None]] = field(default_factory=list)
     target: str = "in-process"
     reaper: Reaper | None = None
+    failover: Failover | None = None
     # Running on memory although Redis was configured (auto mode, Redis away at start).
     degraded: bool = False
 
@@ -233,17 +253,78 @@ def _redis_backend(settings: Settings, worker_id: str, target: str) -> Backend:
         registry = WorkerRegistry(
             client, keys, worker_id, ttl_s=settings.lease_ttl_s, retention_s=settings.task_ttl_s
         )
-        maintenance = Maintenance(
-            registry, Reaper(client, keys, registry, monitor), interval_s=settings.lease_ttl_s / 3
+        epoch = EpochWatch(client, keys)
+        epoch.changed()  # the first look: the dataset this worker starts on
+        quiet = OutageLogFilter(lambda: failover.degraded)
+        failover = Failover(
+            target=target,
+            policy=settings.fallback_policy.value,
+            probe=partial(_probe, client),
+            store_lost=epoch.changed,
+            on_promoted=quiet.outage_over,
+            # Two probe intervals at most: every worker has written back by then.
+            settle_s=2 * _MAX_PROBE_BACKOFF_S + call_budget_s(settings),
+            max_backoff_s=_MAX_PROBE_BACKOFF_S,
         )
-        subscriber.start()
-        maintenance.start()
+        maintenance = Maintenance(
+            registry,
+            Reaper(client, keys, registry, monitor),
+            interval_s=settings.lease_ttl_s / 3,
+            on_unavailable=failover.trip,
+        )
+        maintenance.start()  # registers this worker first: the share is read from the registry
         opened.insert(0, maintenance.close)
+        degradable_monitor = FailoverTaskMonitor(monitor, failover, mirror_ttl_s=min(
+            settings.task_ttl_s, _MIRROR_TTL_S))  # fmt: skip
+        degradable_semaphore = FailoverSemaphore(
+            semaphore,
+            failover,
+            default_limit=settings.concurrency_limit,
+            share_inputs=partial(_share_inputs, registry, settings, worker_id),
+        )
+        # The subscriber's connection is often the first to see Redis go (a reset).
+        subscriber.on_lost(failover.trip)
+        quiet.install()
+        opened.insert(0, quiet.uninstall)
+        failover.start()
+        opened.insert(0, failover.close)
+        subscriber.start()
     except BaseException:
         close_all(opened)
         raise
-    # Closed in this order: stop reaping, stop waiting and listening, then drop the pools.
-    return Backend(monitor, semaphore, opened, target=target, reaper=maintenance.reaper)
+    # Closed in this order: stop probing, stop reaping, stop waiting and listening, then drop
+    # the pools.
+    maintenance.reaper.unsynced = degradable_monitor.unsynced_ids
+    return Backend(
+        degradable_monitor,
+        degradable_semaphore,
+        opened,
+        target=target,
+        reaper=maintenance.reaper,
+        failover=failover,
+    )
+
+
+def _probe(client: redis.Redis) -> None:
+    """Raise BackendUnavailable unless Redis answers PING now."""
+    try:
+        client.ping()
+    except (redis.RedisError, OSError) as exc:
+        raise BackendUnavailable(f"Redis does not answer PING ({exc})") from None
+
+
+def _share_inputs(
+    registry: WorkerRegistry, settings: Settings, worker_id: str, limit: int
+) -> ShareInputs:
+    """The partition policy's inputs: this worker's rank among the live workers of every
+    host, out of TASKMON_WORKERS (or the live count). Until the registry lists that many,
+    gunicorn's own slot for this worker stands in for the rank."""
+    alive = registry.alive()
+    workers = settings.workers or max(1, len(alive))
+    rank = rank_of(worker_id, alive)
+    if rank is None or len(set(alive)) < workers:
+        rank = settings.worker_index if settings.worker_index is not None else (rank or 0)
+    return ShareInputs(limit=limit, index=rank, workers=workers)
 
 
 def build_runtime(settings: Settings, *, worker_id: str | None = None) -> Runtime:
@@ -299,5 +380,6 @@ def _assemble(
         service,
         closers=[*backend.closers, journal.close],
         backend_target=backend.target,
-        degraded=backend.degraded,
+        failover=backend.failover,
+        startup_fallback=backend.degraded,
     )

@@ -12,10 +12,17 @@ from taskmon.domain import TaskEvent
 class QueueSubscription:
     """Events delivered by a hub, read by one SSE stream. Closing detaches it (idempotent)."""
 
-    def __init__(self, task_id: str, detach: Callable[[QueueSubscription], None]) -> None:
+    def __init__(
+        self,
+        task_id: str,
+        detach: Callable[[QueueSubscription], None],
+        events: queue.SimpleQueue[TaskEvent] | None = None,
+    ) -> None:
+        """`events`: a queue shared with other subscriptions, so one reader waits on the
+        events of several hubs at once (the failover layer's Redis and memory hubs)."""
         self.task_id = task_id
         self._detach = detach
-        self._events: queue.SimpleQueue[TaskEvent] = queue.SimpleQueue()
+        self._events: queue.SimpleQueue[TaskEvent] = events or queue.SimpleQueue()
 
     def deliver(self, event: TaskEvent) -> None:
         """Never blocks: a slow reader cannot hold up the hub."""

@@ -312,3 +312,47 @@ def test_concurrent_transitions_of_distinct_tasks_keep_counts_consistent(store: 
         assert_consistent(counts, total)
     failed = sum(1 for i in range(threads) for n in range(per_thread) if n % 3 == 0)
     assert store.monitor.counts() == StateCounts(done=total - failed, failed=failed)
+
+
+# --- restore: the write-back after an outage ------------------------------------------------------
+
+
+def test_restore_writes_a_task_the_store_lacks_with_its_count_and_key(monitor: TaskMonitor) -> None:
+    task = make_task(key="k-restored")
+    running = task.transition(RUNNING, now=11.0, worker="w:1")
+    with monitor.subscribe(task.task_id) as events:
+        result = monitor.restore(running)
+        assert (result.written, result.key_conflict) == (True, False)
+        event = events.get(timeout=EVENT_S)
+    assert event is not None
+    assert event.task == running, "the write-back is published to streams"
+    assert monitor.get(task.task_id) == running
+    assert monitor.counts() == StateCounts(running=1)
+    assert monitor.find_by_idempotency_key("k-restored") == running
+    done = monitor.transition(task.task_id, expected_version=2, state=DONE, now=12.0)
+    assert done is not None, "a written-back task moves on like any other"
+    assert monitor.counts() == StateCounts(done=1)
+
+
+def test_restore_replaces_an_older_version_and_keeps_a_newer_one(monitor: TaskMonitor) -> None:
+    task = make_task()
+    monitor.start(task)
+    done = task.transition(RUNNING, now=11.0, worker="w:1").transition(DONE, now=12.0)
+    assert monitor.restore(done).written
+    assert monitor.get(task.task_id) == done
+    assert monitor.counts() == StateCounts(done=1), "the queued count gave way to done"
+    assert not monitor.restore(done).written, "the same version again: kept, nothing written"
+    assert not monitor.restore(task).written, "an older version never goes back"
+    assert monitor.get(task.task_id) == done
+    assert monitor.counts() == StateCounts(done=1)
+
+
+def test_restore_leaves_a_key_taken_meanwhile_to_its_task(monitor: TaskMonitor) -> None:
+    """Two workers apart took one Idempotency-Key: the key stays with the task that has it."""
+    first, second = make_task(key="k-apart"), make_task(key="k-apart")
+    monitor.start(first)
+    result = monitor.restore(second)
+    assert (result.written, result.key_conflict) == (True, True)
+    assert monitor.get(second.task_id) == second, "the task itself is kept"
+    assert monitor.find_by_idempotency_key("k-apart") == first
+    assert monitor.counts() == StateCounts(queued=2)

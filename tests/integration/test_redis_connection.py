@@ -1,13 +1,19 @@
-"""The client taskmon builds, against a real redis-server: closing it closes its sockets."""
+"""The client taskmon builds, against a real redis-server (closing it closes its sockets) and a
+silent listener (a failing call keeps its budget)."""
 
 from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
 
 import pytest
 import redis
 
 from taskmon.config import Settings
 from taskmon.harness.redis_server import RedisServer
-from taskmon.redis.connection import make_client
+from taskmon.redis.connection import call_budget_s, make_client
 from tests.support.timing import wait_for
 
 pytestmark = pytest.mark.redis
@@ -32,3 +38,45 @@ def test_close_disconnects_every_pooled_connection(
 
     client.close()
     wait_for(lambda: connections_named(redis_client, name) == 0, message="pool sockets closed")
+
+
+class Silent:
+    """A TCP listener that accepts connections and never answers: a hung Redis (or a network
+    that drops replies), for the connects a call makes on its way to failing."""
+
+    def __init__(self) -> None:
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self.port = self._server.getsockname()[1]
+        self.accepted: list[socket.socket] = []
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                self.accepted.append(self._server.accept()[0])
+
+    def close(self) -> None:
+        self._server.close()
+        for connection in self.accepted:
+            connection.close()
+
+
+def test_a_call_that_needs_a_new_connection_keeps_the_documented_budget() -> None:
+    """Each try of a command opens one connection, no more: redis-py retries the connect
+    and handshake with the command's own Retry, which made a call to a silent Redis take
+    (retries + 1) squared timeouts (5.0 s against the 2.1 s documented before)."""
+    silent = Silent()
+    settings = Settings(redis_url=f"redis://127.0.0.1:{silent.port}/0")
+    client = make_client(settings, client_name="test-budget")
+    try:
+        started = time.monotonic()
+        with pytest.raises((redis.TimeoutError, redis.ConnectionError)):
+            client.get("anything")
+        elapsed = time.monotonic() - started
+    finally:
+        client.close()
+        silent.close()
+    assert len(silent.accepted) == settings.redis_retries + 1
+    # Not a speed target: a wall of timeouts that cannot end early; the slack is for a busy host.
+    assert elapsed < call_budget_s(settings) + 1.0, f"{elapsed:.2f} s"

@@ -112,6 +112,9 @@ def test_the_monitor_passes_the_keys_its_table_names(rig: Rig) -> None:
         plain.task_id, expected_version=2, state=TaskState.FAILED, now=3.0, error=error
     )
     assert monitor.settle_start(make_task("never started")) is False
+    # A write-back of a task Redis does not have (restarted empty), with and without a key.
+    assert monitor.restore(make_task("written back", key="k-2")).written
+    assert monitor.restore(make_task("written back too")).written
     check(MONITOR_SCRIPTS, recorded, rig.keys)
 
 
@@ -127,6 +130,7 @@ def test_the_semaphore_passes_the_keys_its_table_names(rig: Rig) -> None:
     assert [h.token for h in sem.holders()] == ["a"]
     assert sem.in_use() == 1
     sem.set_limit(2)
+    assert sem.reclaim(Holder("w:1", "c"), "c").fencing > lease.fencing  # over the limit
     assert lease.release() is True
     check(SEMAPHORE_SCRIPTS, recorded, rig.keys)
 

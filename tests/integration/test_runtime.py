@@ -10,10 +10,9 @@ import redis
 
 from taskmon.config import load_settings
 from taskmon.domain import TaskState
+from taskmon.failover import FailoverSemaphore, FailoverTaskMonitor
 from taskmon.harness.redis_server import RedisServer
 from taskmon.redis.keys import Keys
-from taskmon.redis.monitor import RedisTaskMonitor
-from taskmon.redis.semaphore import RedisSemaphore
 from taskmon.runtime import build_runtime
 from tests.support.timing import wait_for
 
@@ -40,8 +39,9 @@ def test_redis_wiring_shares_one_store_and_closes_every_connection(
     )
     rt = build_runtime(settings, worker_id="host:42")
     try:
-        assert isinstance(rt.monitor, RedisTaskMonitor)
-        assert isinstance(rt.semaphore, RedisSemaphore)
+        assert isinstance(rt.monitor, FailoverTaskMonitor)
+        assert isinstance(rt.semaphore, FailoverSemaphore)
+        assert (rt.monitor.backend, rt.degraded) == ("redis", False)
         assert rt.backend_target == redis_server.url
         assert rt.semaphore.limit() == 2
         assert {"taskmon:host:42", "taskmon-sub:host:42"} <= set(

@@ -34,6 +34,14 @@ ALLOWED: dict[str, set[str]] = {
     "taskmon.engines": {"taskmon.config", "taskmon.domain"},
     "taskmon.memory": {"taskmon.domain", "taskmon.ports", "taskmon.subscription"},
     "taskmon.redis": {"taskmon.domain", "taskmon.ports", "taskmon.config", "taskmon.subscription"},
+    # Composes both adapters behind the ports; the service never sees it.
+    "taskmon.failover": {
+        "taskmon.domain",
+        "taskmon.ports",
+        "taskmon.memory",
+        "taskmon.redis",
+        "taskmon.metrics",
+    },
     "taskmon.service": {
         "taskmon.domain",
         "taskmon.ports",
@@ -46,6 +54,7 @@ ALLOWED: dict[str, set[str]] = {
         "taskmon.config",
         "taskmon.domain",
         "taskmon.engines",
+        "taskmon.failover",
         "taskmon.journal",
         "taskmon.memory",
         "taskmon.ports",

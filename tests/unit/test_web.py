@@ -664,7 +664,7 @@ def test_stats(make_app: MakeApp) -> None:
     assert body["counts"] == {"queued": 0, "running": 0, "done": 0, "failed": 0}
     assert body["total"] == 0
     assert body["success_rate"] is None
-    assert body["concurrency"] == {"limit": 3, "in_use": 0}
+    assert body["concurrency"] == {"limit": 3, "in_use": 0, "scope": "worker"}
     assert body["worker"] == rt_of(app).worker_id == empty.headers["X-Worker-Id"]
 
     ids = [submit(client, {"text": f"t{n}"}).json["task_id"] for n in range(2)]  # type: ignore[index]
@@ -680,7 +680,7 @@ def test_stats(make_app: MakeApp) -> None:
     assert after["counts"] == {"queued": 0, "running": 0, "done": 2, "failed": 0}
     assert after["total"] == 2
     assert after["success_rate"] == 1.0
-    assert after["concurrency"] == {"limit": 3, "in_use": 1}
+    assert after["concurrency"] == {"limit": 3, "in_use": 1, "scope": "worker"}
 
 
 ATTR_URL = re.compile(r"""\b(?:src|href|action)\s*=\s*["']?([^"'\s>]+)""", re.IGNORECASE)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import queue
 import threading
 from collections import defaultdict
 
@@ -25,8 +26,10 @@ class InMemoryEventHub:
         for subscription in targets:
             subscription.deliver(event)
 
-    def subscribe(self, task_id: str) -> InMemorySubscription:
-        subscription = InMemorySubscription(task_id, self.detach)
+    def subscribe(
+        self, task_id: str, events: queue.SimpleQueue[TaskEvent] | None = None
+    ) -> InMemorySubscription:
+        subscription = InMemorySubscription(task_id, self.detach, events)
         with self._lock:
             self._subscribers[task_id].add(subscription)
         return subscription

@@ -23,7 +23,7 @@ from taskmon.domain import (
     idempotency_outcome,
 )
 from taskmon.memory.hub import InMemoryEventHub, InMemorySubscription
-from taskmon.ports import StartResult
+from taskmon.ports import RestoreResult, StartResult
 
 
 class InMemoryTaskMonitor:
@@ -74,6 +74,36 @@ class InMemoryTaskMonitor:
             self._purge_expired()
             return self._tasks.get(self._keys.get(key, ""))
 
+    def restore(self, task: Task, *, publish: bool = True) -> RestoreResult:
+        """Keep `task` unless this store has it at its version or newer (see the port).
+
+        `publish=False` keeps the event to the caller (the failover layer's mirror, whose
+        events already went out through Redis).
+        """
+        with self._lock:
+            self._purge_expired()
+            stored = self._tasks.get(task.task_id)
+            if stored is not None and stored.version >= task.version:
+                return RestoreResult(written=False)
+            if stored is not None:
+                self._in_state[stored.state] -= 1
+            self._tasks[task.task_id] = task
+            self._in_state[task.state] += 1
+            if task.state.terminal:
+                self._task_expiry.append((self._clock() + self._ttl_s, task.task_id))
+            conflict = False
+            key = task.idempotency_key
+            if key is not None:
+                claim = self._tasks.get(self._keys.get(key, ""))
+                if claim is None or claim.task_id == task.task_id:
+                    self._keys[key] = task.task_id
+                    self._arm_key(key)
+                else:
+                    conflict = True
+        if publish:
+            self.hub.publish(TaskEvent(task))
+        return RestoreResult(written=True, key_conflict=conflict)
+
     def settle_start(self, task: Task) -> bool:
         """A start in memory either raised before it wrote or wrote: the dict is the answer."""
         with self._lock:
@@ -119,6 +149,12 @@ class InMemoryTaskMonitor:
         with self._lock:
             self._purge_expired()
             return self._tasks.get(task_id)
+
+    def tasks(self) -> list[Task]:
+        """Every task kept now (finished ones until their retention ends), live ones first."""
+        with self._lock:
+            self._purge_expired()
+            return sorted(self._tasks.values(), key=lambda task: task.state.terminal)
 
     def counts(self) -> StateCounts:
         with self._lock:

@@ -86,6 +86,19 @@ class InMemorySemaphore:
                     self._queue.remove(token)
                     self._cond.notify_all()
 
+    def adopt(self, holder: Holder, token: str) -> Lease:
+        """Count a permit held elsewhere (a Redis lease carried into degraded mode) as held
+        here, over the limit if need be, like a holder kept over a lowered cap. A token
+        already held keeps its grant."""
+        with self._cond:
+            self._purge_expired()
+            if token not in self._grants:
+                self._fencing += 1
+                self._grants[token] = _Grant(
+                    holder, self._fencing, self._clock() + self.lease_ttl_s
+                )
+            return self._lease(token)
+
     def renew(self, lease: Lease) -> bool:
         with self._cond:
             self._purge_expired()

@@ -15,6 +15,7 @@ readers drop what they have already seen by version.
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -79,13 +80,16 @@ class RedisEventHub:
         with unavailable_as(f"publishing an event of task {event.task.task_id}"):
             self._client.publish(self._keys.task_channel(event.task.task_id), event_to_json(event))
 
-    def subscribe(self, task_id: str) -> RedisSubscription:
+    def subscribe(
+        self, task_id: str, events: queue.SimpleQueue[TaskEvent] | None = None
+    ) -> RedisSubscription:
         """A subscription that gets every event published after this returns.
 
-        Raises BackendUnavailable when Redis does not confirm the channel's subscription in
-        time; nothing stays attached then.
+        `events`: a queue shared with other subscriptions (see QueueSubscription). Raises
+        BackendUnavailable when Redis does not confirm the channel's subscription in time;
+        nothing stays attached then.
         """
-        subscription = RedisSubscription(task_id, self.detach)
+        subscription = RedisSubscription(task_id, self.detach, events)
         with self._lock:
             channel = self._channels.get(task_id)
             first = channel is None
@@ -101,6 +105,11 @@ class RedisEventHub:
                 "TASKMON_REDIS_URL points at a running Redis"
             )
         return subscription
+
+    @property
+    def connected(self) -> bool:
+        """Whether the process's pub/sub connection is up now (a subscribe would be confirmed)."""
+        return self._subscriber.connected
 
     def detach(self, subscription: RedisSubscription) -> None:
         """Stop delivering to `subscription`; the last reader of a task unsubscribes its channel."""

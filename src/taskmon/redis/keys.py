@@ -48,6 +48,11 @@ class Keys:
         """Pub/sub channel of one task's events."""
         return self._name("events", task_id)
 
+    @property
+    def epoch(self) -> str:
+        """String: a random id set once per dataset; a new one means Redis lost its data."""
+        return self._name("epoch")
+
     # -- workers ---------------------------------------------------------------------------
 
     @property

@@ -35,7 +35,7 @@ from taskmon.domain import (
     TaskState,
     idempotency_outcome,
 )
-from taskmon.ports import BackendUnavailable, StartResult
+from taskmon.ports import BackendUnavailable, RestoreResult, StartResult
 from taskmon.redis import codec
 from taskmon.redis.errors import unavailable_as
 from taskmon.redis.hub import RedisEventHub, RedisSubscription
@@ -55,6 +55,7 @@ SCRIPT_KEYS: ScriptKeys = {
     "task_settle_start": ("task",),
     "task_transition": ("task", "counters", "state_index", "state_index"),
     "task_finish": ("task", "counters", "state_index", "idempotency"),
+    "task_restore": ("task", "counters", "state_index", "state_index", "idempotency"),
 }
 
 
@@ -132,6 +133,37 @@ class RedisTaskMonitor:
         ]
         with unavailable_as(f"starting task {task.task_id}"):
             return cast("list[str]", self._scripts["task_start"](keys=keys, args=args))
+
+    def restore(self, task: Task) -> RestoreResult:
+        """Write `task` back unless Redis has it at its version or newer (lua/task_restore.lua).
+
+        Safe to repeat: a second run finds its own version stored and writes nothing. Raises
+        BackendUnavailable when Redis does not answer.
+        """
+        keys = [self._keys.task(task.task_id), self._keys.counters]
+        keys += [
+            self._keys.state_index(TaskState.QUEUED),
+            self._keys.state_index(TaskState.RUNNING),
+        ]
+        idem_value = ""
+        if task.idempotency_key is not None:
+            keys.append(self._keys.idempotency(task.idempotency_key))
+            idem_value = codec.idempotency_value(task)
+        entered = task.started_at if task.state is TaskState.RUNNING else task.created_at
+        args = [
+            task.task_id,
+            str(task.version),
+            task.state.value,
+            repr(float(entered or task.created_at)),
+            str(self._ttl_s),
+            self._keys.task_channel(task.task_id),
+            codec.event_to_json(TaskEvent(task)),
+            idem_value,
+            *codec.flatten(codec.task_to_fields(task)),
+        ]
+        with unavailable_as(f"writing back task {task.task_id}"):
+            reply = cast("list[str]", self._scripts["task_restore"](keys=keys, args=args))
+        return RestoreResult(written=reply[0] == "written", key_conflict=reply[1] == "key_conflict")
 
     def find_by_idempotency_key(self, key: str) -> Task | None:
         with unavailable_as("reading an Idempotency-Key"):

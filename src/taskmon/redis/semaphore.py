@@ -75,6 +75,7 @@ SCRIPT_KEYS: ScriptKeys = {
     "sem_renew": ("sem_holders", "sem_info", "sem_queue", "sem_limit"),
     "sem_set_limit": ("sem_holders", "sem_info", "sem_queue", "sem_waiters", "sem_limit"),
     "sem_leave": ("sem_holders", "sem_info", "sem_queue", "sem_waiters", "sem_limit"),
+    "sem_reclaim": ("sem_holders", "sem_info", "sem_queue", "sem_waiters", "sem_fencing"),
     "sem_holders": ("sem_holders", "sem_info"),
     "sem_in_use": ("sem_holders",),
 }
@@ -235,6 +236,19 @@ class RedisSemaphore:
         """
         return self.do_release(lease.token, lease.fencing)
 
+    def reclaim(self, holder: Holder, token: str) -> Lease:
+        """Register a permit this worker kept while Redis was away, over the limit if need be.
+
+        The failover layer calls it for every synthesis still running before it admits new
+        work through Redis again. A grant still live is kept (lease extended); otherwise a
+        new one is made, with a new fencing token. Raises BackendUnavailable when Redis does
+        not answer.
+        """
+        if not token:
+            raise ValueError("token must be a non-empty string")
+        fencing, _ = self.do_reclaim(token, holder)
+        return self._lease(token, fencing, holder)
+
     def limit(self) -> int:
         """The cap in force (the configured default until someone sets one).
 
@@ -243,6 +257,15 @@ class RedisSemaphore:
         with unavailable_as("the semaphore read the limit", _CAP_UNCHECKED):
             raw = self._client.get(self._keys.sem_limit)
         return self._default_limit if raw is None else int(raw)
+
+    def restore_limit(self, limit: int) -> bool:
+        """Put back a cap Redis forgot (restarted empty), unless someone set one since.
+
+        True when written. Raises BackendUnavailable when Redis does not answer.
+        """
+        check_limit(limit)
+        with unavailable_as("the semaphore restored the limit", _CAP_UNCHECKED):
+            return bool(self._client.set(self._keys.sem_limit, limit, nx=True))
 
     def set_limit(self, limit: int) -> None:
         """Change the cap for every worker, live, and wake the waiters it lets in.
@@ -317,6 +340,14 @@ class RedisSemaphore:
             self._keys.sem_channel,
         )
         return int(reply) == 1
+
+    def do_reclaim(self, token: str, holder: Holder) -> tuple[int, bool]:
+        """Returns the grant's fencing token, and whether it was granted anew."""
+        reply = self._run(
+            "sem_reclaim", "re-register a permit", token, holder.worker, holder.task_id,
+            self._lease_ms,
+        )  # fmt: skip
+        return int(reply[0]), int(reply[1]) == 1
 
     def do_set_limit(self, limit: int) -> int:
         """Returns the free permits under the new limit (negative when holders exceed it)."""

@@ -20,6 +20,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 import redis
 
@@ -62,6 +63,7 @@ class RedisSubscriber:
         # Set once Redis confirmed SUBSCRIBE for a channel; one per channel with listeners.
         self._confirmed: dict[str, threading.Event] = {}
         self._reconnect_hooks: list[Callable[[], None]] = []
+        self._lost_hooks: list[Callable[[BaseException], None]] = []
         self._stop = threading.Event()
         self._connected = threading.Event()
         self._reconnected = threading.Event()
@@ -82,6 +84,10 @@ class RedisSubscriber:
     def on_reconnect(self, hook: Callable[[], None]) -> None:
         """Call `hook` (in the reader thread) after every reconnection and resubscription."""
         self._reconnect_hooks.append(hook)
+
+    def on_lost(self, hook: Callable[[BaseException], None]) -> None:
+        """Call `hook` (in the reader thread) when the connection breaks, once per outage."""
+        self._lost_hooks.append(hook)
 
     def remove_reconnect_hook(self, hook: Callable[[], None]) -> None:
         with contextlib.suppress(ValueError):
@@ -138,6 +144,9 @@ class RedisSubscriber:
                 backoff = 0.05
                 self._serve(pubsub)
             except _CONNECTION_LOST as exc:
+                if backoff == 0.05:  # the first failure of this outage
+                    for lost in list(self._lost_hooks):
+                        self._safe(partial(lost, exc))
                 self._connected.clear()
                 log.warning(
                     "event subscriber lost Redis (%s); retrying in %.2f s: live events pause, "

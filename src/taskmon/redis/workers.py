@@ -11,9 +11,12 @@ An expired worker stays listed (as expired) for the retention, the task TTL: a t
 appears later is still reaped. That happens when a start sat at a hung Redis as the worker died
 or left: the script runs when Redis wakes, and nobody would ever run or fail the task.
 
-A live worker cut from Redis for longer than a TTL is taken for dead: its tasks are failed and
-the late `done` it records afterwards is a no-op (the version moved on). The operator sees it as
-`abandoned` tasks together with the worker's log of the Redis outage.
+Heartbeats that lapsed while Redis itself was away (or while this reaper could not reach it)
+are not judged: a reaper judges only once it has been in contact with Redis for a whole TTL, so
+every live worker has had that TTL to heartbeat again (and, under the failover layer, to write
+back what it finished meanwhile). A worker that stays cut from Redis while others reach it is
+still taken for dead after a TTL of their contact: its tasks are failed, and what it writes back
+later does not overwrite them (the version moved on).
 """
 
 from __future__ import annotations
@@ -96,6 +99,9 @@ class Reaper:
         # The ids this worker still runs; set by the composition root once the service
         # exists. None: only dead workers are reaped.
         self.local_tasks: Callable[[], Collection[str]] | None = None
+        # The ids this worker finished or moved while degraded and has not written back yet:
+        # not orphans either.
+        self.unsynced: Callable[[], Collection[str]] | None = None
 
     def live_task_owners(self) -> dict[str, str]:
         """Every queued or running task id with the worker that holds it: one scan."""
@@ -125,6 +131,8 @@ class Reaper:
         # is written to the store, so nothing running here can look orphaned.
         owners = self.live_task_owners()
         local = set(self.local_tasks()) if self.local_tasks is not None else None
+        if local is not None and self.unsynced is not None:
+            local |= set(self.unsynced())
         of_dead = [task_id for task_id, owner in owners.items() if owner in dead]
         orphans = [
             task_id
@@ -160,12 +168,24 @@ class Reaper:
 
 
 class Maintenance:
-    """The worker's background duty: heartbeat and reap every third of the lease TTL."""
+    """The worker's background duty: heartbeat and reap every third of the lease TTL.
 
-    def __init__(self, registry: WorkerRegistry, reaper: Reaper, interval_s: float) -> None:
+    The reaper judges only after a whole TTL (three intervals) of unbroken contact with
+    Redis; `on_unavailable` hears of every tick Redis did not answer (the failover trips).
+    """
+
+    def __init__(
+        self,
+        registry: WorkerRegistry,
+        reaper: Reaper,
+        interval_s: float,
+        on_unavailable: Callable[[BaseException], None] | None = None,
+    ) -> None:
         self._registry = registry
         self.reaper = reaper
         self._interval_s = interval_s
+        self._on_unavailable = on_unavailable
+        self._contact_since: float | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="taskmon-maintenance", daemon=True)
 
@@ -176,9 +196,17 @@ class Maintenance:
     def _safe_tick(self) -> None:
         try:
             self._registry.heartbeat()
-            self.reaper.reap_once()
+            if self._contact_since is None:
+                self._contact_since = time.monotonic()
+            # A whole TTL of contact first: heartbeats that lapsed while Redis (or this
+            # worker's way to it) was away are not a death.
+            if time.monotonic() - self._contact_since >= 3 * self._interval_s:
+                self.reaper.reap_once()
         except BackendUnavailable as exc:
+            self._contact_since = None
             log.warning("heartbeat/reaper could not reach Redis (%s); retrying", exc)
+            if self._on_unavailable is not None:
+                self._on_unavailable(exc)
         except Exception:
             log.exception("heartbeat/reaper failed; retrying")
 

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from taskmon import metrics
-from taskmon.ports import Lease
+from taskmon.ports import BackendUnavailable, Lease
 
 log = logging.getLogger(__name__)
 
@@ -104,13 +104,14 @@ class LeaseKeeper:
                 sent = time.monotonic()
                 try:
                     renewed = lease.renew()
-                except Exception:
+                except BackendUnavailable as exc:
                     # A store outage: keep trying; the lease still has two intervals to live.
-                    log.warning(
-                        "renewing permit of task %s failed; will retry",
-                        lease.holder.task_id,
-                        exc_info=True,
-                    )
+                    log.warning("renewing permit of task %s failed (%s); will retry",
+                                lease.holder.task_id, exc)  # fmt: skip
+                    continue
+                except Exception:
+                    log.exception("renewing permit of task %s failed; will retry",
+                                  lease.holder.task_id)  # fmt: skip
                     continue
                 if renewed:
                     with self._lock:

@@ -9,7 +9,7 @@ from flask import Flask, Response
 from werkzeug.exceptions import HTTPException
 
 from taskmon.domain import InvalidInput
-from taskmon.ports import BackendUnavailable
+from taskmon.ports import BackendUnavailable, TaskUnknownWhileDegraded
 from taskmon.runtime import Runtime
 from taskmon.web import admin, api, pages, sse
 from taskmon.web.context import attach, runtime
@@ -47,6 +47,20 @@ def init_app(app: Flask, rt: Runtime) -> None:
             "the task store did not answer in time; retry shortly",
             slug="backend-unavailable",
             headers={"Retry-After": "1"},
+        )
+
+    @app.errorhandler(TaskUnknownWhileDegraded)
+    def _unknown_while_degraded(exc: TaskUnknownWhileDegraded) -> Response:
+        # Not a 404: the task may exist on another worker or in Redis. 421 says "not this
+        # server, now": retry, on a fresh connection, once Redis is back.
+        return problem(
+            421,
+            f"task {exc.task_id} is not known to this worker, which runs degraded while Redis "
+            "is away; it may exist: retry shortly",
+            slug="task-unknown-while-degraded",
+            headers={"Retry-After": "1"},
+            task_id=exc.task_id,
+            degraded=True,
         )
 
     @app.errorhandler(HTTPException)

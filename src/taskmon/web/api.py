@@ -8,6 +8,7 @@ from flask import Blueprint, Response, request, send_file
 from werkzeug.exceptions import BadRequest
 
 from taskmon.domain import TaskState, check_task_id
+from taskmon.ports import AdmissionClosed
 from taskmon.service import IdempotencyConflict, QueueFull, ServiceClosed
 from taskmon.web.context import runtime
 from taskmon.web.problems import problem
@@ -41,6 +42,14 @@ def submit() -> Response:
             f"{exc}; retry after {exc.retry_after_s} s",
             slug="queue-full",
             headers={"Retry-After": str(exc.retry_after_s)},
+        )
+    except AdmissionClosed as exc:
+        return problem(
+            429,
+            f"{exc}; retry after {exc.retry_after_s} s",
+            slug="degraded-rejecting",
+            headers={"Retry-After": str(exc.retry_after_s)},
+            degraded=True,
         )
     except ServiceClosed:
         return problem(
@@ -92,15 +101,21 @@ def result(task_id: str) -> Response:
 def stats() -> Response:
     rt = runtime()
     counts = rt.monitor.counts()
+    limit, in_use = rt.semaphore.limit(), rt.semaphore.in_use()
+    # Read after the calls: one that found Redis away has switched the worker already.
+    degraded = rt.degraded
     body = {
         "backend": rt.monitor.backend,
-        "degraded": rt.degraded,
+        "degraded": degraded,
         "counts": counts.to_dict(),
         "total": counts.total,
         "success_rate": counts.success_rate,
-        "concurrency": {"limit": rt.semaphore.limit(), "in_use": rt.semaphore.in_use()},
+        # While degraded: this worker's share of the cap and its own permits.
+        "concurrency": {"limit": limit, "in_use": in_use, "scope": _scope(rt.monitor.backend)},
         "worker": rt.worker_id,
     }
+    if rt.failover is not None:
+        body["fallback_policy"] = rt.failover.policy
     return _json(body, headers={"Cache-Control": "no-store"})
 
 
@@ -109,9 +124,13 @@ def permits() -> Response:
     """Who holds the permits now: worker, task, fencing token, seconds left on the lease."""
     rt = runtime()
     holders = rt.semaphore.holders()
+    limit = rt.semaphore.limit()
     body = {
-        "limit": rt.semaphore.limit(),
+        "limit": limit,
         "in_use": len(holders),
+        # While degraded the global holders cannot be read: these are this worker's own.
+        "degraded": rt.degraded,
+        "scope": _scope(rt.monitor.backend),
         "holders": [
             {
                 "worker": h.holder.worker,
@@ -124,3 +143,8 @@ def permits() -> Response:
         "worker": rt.worker_id,
     }
     return _json(body, headers={"Cache-Control": "no-store"})
+
+
+def _scope(backend: str) -> str:
+    """Whose permits the numbers count: every worker's (Redis) or this worker's (memory)."""
+    return "global" if backend == "redis" else "worker"

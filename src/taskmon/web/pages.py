@@ -33,23 +33,27 @@ def healthz() -> Response:
 
 @bp.get("/readyz")
 def readyz() -> Response:
-    """Ready when the task store answers, the engine can run and results can be written."""
+    """Ready when the task store answers (or the worker serves degraded from its own memory),
+    the engine can run and results can be written."""
     rt = runtime()
     checks = {
         "monitor": _safe(rt.monitor.ping),
         "engine": _safe(rt.engine.available),
         "result_dir": _safe(rt.results.writable),
     }
+    # A degraded worker still serves (its own memory): keep it in the load balancer.
+    required = {name: ok for name, ok in checks.items() if name != "monitor" or not rt.degraded}
+    ready = all(required.values())
     body = {
-        "status": "ready" if all(checks.values()) else "not ready",
+        "status": ("degraded" if rt.degraded else "ready") if ready else "not ready",
         "backend": rt.monitor.backend,
         "target": rt.backend_target,  # the Redis URL without its password
         "degraded": rt.degraded,
         "checks": checks,
     }
-    if all(checks.values()):
+    if ready:
         return Response(json.dumps(body), mimetype="application/json")
-    failing = ", ".join(name for name, ok in checks.items() if not ok)
+    failing = ", ".join(name for name, ok in required.items() if not ok)
     return problem(
         503,
         f"not ready: {failing}",

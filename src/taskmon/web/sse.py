@@ -4,6 +4,10 @@ Subscribe first, then read the snapshot: an event published between the two is t
 the snapshot and in the queue, and the version filter drops the copy. Nothing can fall in a gap.
 While waiting, the stream re-reads the snapshot at every keepalive, so even an event the hub
 lost (pub/sub forgets while a subscriber reconnects) only delays the terminal state.
+
+When the worker degrades (Redis away) a stream of its own task goes on from its memory's
+events; a stream of a task it does not know ends with one `event: degraded` message (and a
+`retry:` hint), so an EventSource reconnects, with Last-Event-ID, once Redis is back.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from collections.abc import Iterator
 from flask import Blueprint, Response, request
 
 from taskmon.domain import Task, check_task_id
-from taskmon.ports import Subscription, TaskMonitor
+from taskmon.ports import BackendUnavailable, Subscription, TaskMonitor, TaskUnknownWhileDegraded
 from taskmon.web.context import runtime
 from taskmon.web.problems import problem
 from taskmon.web.status import status_json
@@ -26,6 +30,20 @@ bp = Blueprint("sse", __name__, url_prefix="/api")
 def format_event(task: Task) -> str:
     data = json.dumps(status_json(task), ensure_ascii=False, separators=(",", ":"))
     return f"id: {task.version}\nevent: state\ndata: {data}\n\n"
+
+
+def degraded_event(task_id: str) -> str:
+    """The last message of a stream this worker cannot keep going while Redis is away."""
+    data = json.dumps(
+        {
+            "task_id": task_id,
+            "degraded": True,
+            "detail": "this worker runs degraded while Redis is away and does not know this "
+            "task; reconnect (with Last-Event-ID) shortly",
+        },
+        separators=(",", ":"),
+    )
+    return f"retry: 1000\nevent: degraded\ndata: {data}\n\n"
 
 
 def _last_event_id() -> int:
@@ -80,7 +98,11 @@ def _events(
                 if time.monotonic() - last_write >= keepalive_s:
                     yield ": keepalive\n\n"
                     last_write = time.monotonic()
-                fresh = monitor.get(current.task_id)
+                try:
+                    fresh = monitor.get(current.task_id)
+                except (TaskUnknownWhileDegraded, BackendUnavailable):
+                    yield degraded_event(current.task_id)
+                    return
                 if fresh is None:
                     return  # expired while streamed: nothing more will ever come
                 candidate = fresh

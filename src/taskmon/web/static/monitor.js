@@ -96,7 +96,14 @@
       });
       body.replaceChildren(...rows);
       const empty = el('holders-empty');
-      if (empty) empty.hidden = rows.length > 0;
+      if (empty) {
+        // Degraded: the global holders cannot be read, only this worker's own.
+        const local = data.degraded === true || data.scope === 'worker';
+        setText(empty, local ? 'No permit is held by this worker (the holders of the others cannot be read now).' : 'No permit is held.');
+        empty.hidden = rows.length > 0;
+      }
+      const caption = el('holders-caption');
+      if (caption) setText(caption, data.degraded === true ? 'Permit holders of this worker only (degraded)' : 'Permit holders');
     } catch (err) {
       // Keep the last table.
     }

@@ -1,0 +1,300 @@
+"""The TaskMonitor port over Redis, with this worker's own memory behind it.
+
+While Redis answers, every call goes to Redis, and a mirror in memory keeps this worker's own
+tasks (the ones it created; finished ones for `mirror_ttl_s`). When Redis comes back without its
+data (restarted without persistence, flushed), the mirror is written back whole: every task the
+worker still holds, and the ones it finished within that retention. The first call Redis does not
+answer trips the Failover, and from then on:
+
+- new tasks are recorded in memory (policy `partition`), or refused with AdmissionClosed
+  (policy `reject`); idempotency keys are checked against this worker's own keys only;
+- moves of this worker's tasks (running, done, failed) are recorded in memory;
+- reads of tasks this worker knows answer from memory; reads of any other task raise
+  TaskUnknownWhileDegraded (it may exist on another worker or in Redis), never a "not found";
+- streams get the events of the memory store, and counts are this worker's own.
+
+Everything recorded in memory is kept as "unsynced" until written back: at re-promotion (under
+the Failover's lock, so nothing slips between the last write and the flip) and, as a safety net,
+at every healthy check. The write-back (RedisTaskMonitor.restore) writes a copy only over an
+older version, so no version goes backwards and nothing is duplicated: a task's id is its own.
+
+Idempotency keys taken while apart: two workers that each accepted the same key while degraded
+each run their own task; at the write-back the first task written keeps the key, and the second
+is written without it (logged, counted as a key conflict): a replay then finds the first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from types import TracebackType
+
+from taskmon import metrics
+from taskmon.domain import StartOutcome, StateCounts, Task, TaskError, TaskEvent, TaskState
+from taskmon.failover.switch import Failover
+from taskmon.memory import InMemoryEventHub, InMemoryTaskMonitor
+from taskmon.memory.hub import InMemorySubscription
+from taskmon.ports import (
+    AdmissionClosed,
+    BackendUnavailable,
+    RestoreResult,
+    StartResult,
+    TaskUnknownWhileDegraded,
+)
+from taskmon.redis.hub import RedisSubscription
+from taskmon.redis.monitor import RedisTaskMonitor
+
+log = logging.getLogger(__name__)
+
+_REJECT_RETRY_AFTER_S = 2
+
+
+class MergedSubscription:
+    """One reader of a task's events from both hubs (Redis and memory), on one queue."""
+
+    def __init__(
+        self,
+        events: queue.SimpleQueue[TaskEvent],
+        parts: list[RedisSubscription | InMemorySubscription],
+    ) -> None:
+        self._events = events
+        self._parts = parts
+
+    def get(self, timeout: float) -> TaskEvent | None:
+        try:
+            return self._events.get(timeout=max(0.0, timeout))
+        except queue.Empty:
+            return None
+
+    def close(self) -> None:
+        for part in self._parts:
+            part.close()
+
+    def __enter__(self) -> MergedSubscription:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class FailoverTaskMonitor:
+    """TaskMonitor: Redis while it answers, this worker's memory while it does not."""
+
+    def __init__(
+        self, primary: RedisTaskMonitor, failover: Failover, *, mirror_ttl_s: float
+    ) -> None:
+        self._primary = primary
+        self._failover = failover
+        self._local = InMemoryTaskMonitor(hub=InMemoryEventHub(), ttl_s=mirror_ttl_s)
+        self._unsynced: dict[str, Task] = {}
+        self._unsynced_lock = threading.Lock()
+        self.key_conflicts = 0
+        failover.join(self)
+
+    @property
+    def backend(self) -> str:
+        return "memory" if self._failover.degraded else "redis"
+
+    # -- the port --------------------------------------------------------------------------
+
+    def start(self, task: Task) -> StartResult:
+        if not self._failover.degraded:
+            try:
+                started = self._primary.start(task)
+            except BackendUnavailable as exc:
+                # It may have landed, reply lost: recording it here too is safe, since the
+                # write-back never overwrites a version Redis already has.
+                self._failover.trip(exc)
+            else:
+                if started.outcome is StartOutcome.CREATED:
+                    self._local.restore(task, publish=False)
+                return started
+        if self._failover.policy == "reject":
+            raise AdmissionClosed(
+                "Redis is away and TASKMON_FALLBACK_POLICY=reject: no new task is admitted "
+                "until it is back",
+                _REJECT_RETRY_AFTER_S,
+            )
+        with self._failover.lock:
+            started = self._local.start(task)
+            if started.outcome is StartOutcome.CREATED:
+                self._keep(task)
+        return started
+
+    def settle_start(self, task: Task) -> bool:
+        if self._local.get(task.task_id) is not None:
+            return True
+        return self._primary.settle_start(task)
+
+    def find_by_idempotency_key(self, key: str) -> Task | None:
+        if not self._failover.degraded:
+            try:
+                return self._primary.find_by_idempotency_key(key)
+            except BackendUnavailable as exc:
+                self._failover.trip(exc)
+        return self._local.find_by_idempotency_key(key)
+
+    def restore(self, task: Task) -> RestoreResult:
+        return self._primary.restore(task)
+
+    def transition(
+        self,
+        task_id: str,
+        *,
+        expected_version: int,
+        state: TaskState,
+        now: float,
+        error: TaskError | None = None,
+        worker: str | None = None,
+        known: Task | None = None,
+    ) -> Task | None:
+        def move() -> Task | None:
+            return self._primary.transition(
+                task_id, expected_version=expected_version, state=state, now=now, error=error,
+                worker=worker, known=known,
+            )  # fmt: skip
+
+        if not self._failover.degraded:
+            try:
+                updated = self._on_redis(task_id, expected_version, move)
+            except BackendUnavailable as exc:
+                self._failover.trip(exc)
+            else:
+                if updated is not None:
+                    self._local.restore(updated)  # to streams opened while degraded
+                return updated
+        with self._failover.lock:
+            if self._local.get(task_id) is None and known is not None:
+                self._local.restore(known, publish=False)
+            updated = self._local.transition(
+                task_id, expected_version=expected_version, state=state, now=now, error=error,
+                worker=worker,
+            )  # fmt: skip
+            if updated is not None:
+                self._keep(updated)
+        return updated
+
+    def _on_redis(
+        self, task_id: str, expected_version: int, move: Callable[[], Task | None]
+    ) -> Task | None:
+        updated = move()
+        if updated is not None:
+            return updated
+        # Redis may have forgotten the task (restarted empty a moment ago, before the epoch
+        # check noticed): a task of ours at the expected version is written back, then moved.
+        mine = self._local.get(task_id)
+        if mine is None or mine.version != expected_version or self._primary.get(task_id):
+            return None
+        self._primary.restore(mine)
+        metrics.WRITTEN_BACK.labels("task").inc()
+        return move()
+
+    def get(self, task_id: str) -> Task | None:
+        if not self._failover.degraded:
+            try:
+                stored = self._primary.get(task_id)
+            except BackendUnavailable as exc:
+                self._failover.trip(exc)
+            else:
+                with self._unsynced_lock:
+                    kept = self._unsynced.get(task_id)
+                if kept is not None and (stored is None or stored.version < kept.version):
+                    return kept  # not written back yet
+                if stored is None and self._failover.settling():
+                    # Another worker may not have written back what it accepted while
+                    # degraded yet: "unknown for now", not "does not exist".
+                    raise TaskUnknownWhileDegraded(task_id)
+                return stored
+        task = self._local.get(task_id)
+        if task is None:
+            raise TaskUnknownWhileDegraded(task_id)
+        return task
+
+    def counts(self) -> StateCounts:
+        if not self._failover.degraded:
+            try:
+                return self._primary.counts()
+            except BackendUnavailable as exc:
+                self._failover.trip(exc)
+        return self._local.counts()
+
+    def subscribe(self, task_id: str) -> MergedSubscription:
+        events: queue.SimpleQueue[TaskEvent] = queue.SimpleQueue()
+        parts: list[RedisSubscription | InMemorySubscription] = [
+            self._local.hub.subscribe(task_id, events)
+        ]
+        if not self._failover.degraded and self._primary.hub.connected:
+            # If it fails, the stream re-reads the task at every keepalive meanwhile.
+            with contextlib.suppress(BackendUnavailable):
+                parts.append(self._primary.hub.subscribe(task_id, events))
+        return MergedSubscription(events, parts)
+
+    def ping(self) -> bool:
+        return self._primary.ping()
+
+    def close(self) -> None:
+        self._local.close()
+        self._primary.close()
+
+    def unsynced_ids(self) -> frozenset[str]:
+        """Tasks whose last state is only in this worker's memory (not written back yet)."""
+        with self._unsynced_lock:
+            return frozenset(self._unsynced)
+
+    def _keep(self, task: Task) -> None:
+        with self._unsynced_lock:
+            self._unsynced[task.task_id] = task
+
+    # -- the Failover's participant ----------------------------------------------------------
+
+    def on_degrade(self) -> None:
+        pass  # the mirror is already there: nothing to set up
+
+    def write_back(self, *, store_lost: bool) -> int:
+        """Write back every unsynced task and, when Redis lost its data, every task this
+        worker still knows: the live ones (their clients' next reads must find them) and
+        the ones it finished within the mirror's retention."""
+        written = self._write_unsynced()
+        if store_lost:
+            for task in self._local.tasks():
+                written += self._write(task)
+        return written
+
+    def on_promote(self, *, store_lost: bool) -> int:
+        return self._write_unsynced()
+
+    def refresh(self) -> None:
+        if self._unsynced:  # recorded here in a race with a re-promotion
+            self._write_unsynced()
+
+    def _write_unsynced(self) -> int:
+        with self._unsynced_lock:
+            pending = list(self._unsynced.values())
+        written = 0
+        for task in pending:
+            written += self._write(task)
+            with self._unsynced_lock:
+                if self._unsynced.get(task.task_id) is task:  # else it moved again meanwhile
+                    del self._unsynced[task.task_id]
+        return written
+
+    def _write(self, task: Task) -> int:
+        result = self._primary.restore(task)
+        if result.key_conflict:
+            self.key_conflicts += 1
+            log.warning(
+                "task %s: its Idempotency-Key names another task in Redis (both workers "
+                "accepted the key while Redis was away); the key stays with that task",
+                task.task_id,
+            )
+        if result.written:
+            metrics.WRITTEN_BACK.labels("task").inc()
+        return int(result.written)

@@ -1,0 +1,226 @@
+"""Whether this worker runs on Redis or on its own memory, and the thread that brings it back.
+
+One `Failover` per worker process. The failover adapters (monitor, semaphore) ask it which way
+to go before each call, and `trip()` it on the first call that Redis does not answer: from then
+on every call goes to memory at once, so no request waits behind a dead connection; the cost of
+detection is one call budget (taskmon.redis.connection), 0.8 s with the defaults.
+
+While degraded, the thread probes Redis with exponential backoff and full jitter (so the
+workers of a fleet do not knock in step), from `min_backoff_s` up to `max_backoff_s`. When Redis
+answers it re-promotes in two steps: each participant writes back what it kept (outside the
+lock: tasks), then, under the lock that degraded-mode writes take, each finishes (the semaphore
+re-registers every permit still held) and the switch flips. Nothing written locally can slip
+between the last write-back and the flip. A failure in either step aborts the re-promotion and
+the probing goes on.
+
+While healthy, the thread checks every `healthy_interval_s` whether Redis lost its data (the
+epoch key changed: restarted empty, flushed) and, if so, has every participant write back what
+this worker still holds; it also lets participants refresh what they need for the next outage
+(the fallback share).
+
+Each switch is logged once, at WARNING, with what it means and what to check; the repeats of
+other parts' warnings are held back by OutageLogFilter and counted in the re-promotion line.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+from taskmon import metrics
+from taskmon.ports import BackendUnavailable
+
+log = logging.getLogger(__name__)
+
+
+class Participant(Protocol):
+    """A failover adapter: what it does at each switch. Redis calls raise BackendUnavailable."""
+
+    def on_degrade(self) -> None:
+        """Under the lock, as the worker degrades: no Redis call."""
+        ...
+
+    def write_back(self, *, store_lost: bool) -> int:
+        """Before promotion, outside the lock: write back what was kept; how many written.
+        `store_lost`: Redis forgot its data, so write back everything still held."""
+        ...
+
+    def on_promote(self, *, store_lost: bool) -> int:
+        """Under the lock, just before the flip: finish the write-back; how many written."""
+        ...
+
+    def refresh(self) -> None:
+        """While healthy, every interval: keep what the next outage will need up to date."""
+        ...
+
+
+class Failover:
+    def __init__(
+        self,
+        *,
+        target: str,
+        policy: str,
+        probe: Callable[[], None],
+        store_lost: Callable[[], bool],
+        healthy_interval_s: float = 1.0,
+        min_backoff_s: float = 0.05,
+        max_backoff_s: float = 1.0,
+        on_promoted: Callable[[], int] | None = None,
+        settle_s: float = 0.0,
+        rng: Callable[[], float] = random.random,
+    ) -> None:
+        """`probe()` raises BackendUnavailable unless Redis answers now; `store_lost()` says
+        whether Redis lost its data since the last call (raising the same way);
+        `on_promoted()` returns how many log lines were held back during the outage.
+        `settle_s`: how long after a re-promotion `settling()` stays true, for the other
+        workers (back one probe interval later at most) to have written back and
+        re-registered what they kept."""
+        self.target = target
+        self.policy = policy
+        self._probe = probe
+        self._store_lost = store_lost
+        self._healthy_interval_s = healthy_interval_s
+        self._min_backoff_s = min_backoff_s
+        self.max_backoff_s = max_backoff_s
+        self._on_promoted = on_promoted or (lambda: 0)
+        self._rng = rng
+        # Degraded-mode writes hold it, so a re-promotion's last write-back sees them all.
+        self.lock = threading.RLock()
+        self._participants: list[Participant] = []
+        self._degraded = False
+        self._since = 0.0
+        self.settle_s = settle_s
+        self._settled_at = 0.0  # monotonic
+        self.outages = 0
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._promoted = threading.Condition(self.lock)
+        self._thread: threading.Thread | None = None
+
+    @property
+    def degraded(self) -> bool:
+        return self._degraded
+
+    def settling(self) -> float:
+        """Seconds left of the settling window after the last re-promotion (0 when over)."""
+        return max(0.0, self._settled_at - time.monotonic())
+
+    def join(self, participant: Participant) -> None:
+        self._participants.append(participant)
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="taskmon-failover", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def trip(self, exc: BaseException) -> None:
+        """Degrade now (a Redis call failed): later calls go to memory until re-promotion."""
+        with self.lock:
+            if self._degraded:
+                return
+            self._degraded = True
+            self._since = time.monotonic()
+            self.outages += 1
+            for participant in self._participants:
+                participant.on_degrade()
+        metrics.DEGRADED.set(1)
+        metrics.FAILOVER_SWITCHES.labels("memory").inc()
+        meaning = (
+            "each worker grants at most its share of TASKMON_CONCURRENCY_LIMIT"
+            if self.policy == "partition"
+            else "no new task is admitted (429) until Redis is back; running ones finish"
+        )
+        log.warning(
+            "Redis at %s stopped answering (%s): this worker runs degraded on its own memory "
+            "until Redis answers again (probed with backoff). Meanwhile: tasks are recorded "
+            "here and written back later, reads of other workers' tasks answer 421, and %s "
+            "(TASKMON_FALLBACK_POLICY=%s). Check that Redis is up and reachable.",
+            self.target, exc, meaning, self.policy,
+        )  # fmt: skip
+        self._wake.set()
+
+    def wait_promoted(self, timeout: float) -> bool:
+        """Block up to `timeout` seconds for the re-promotion; True when healthy."""
+        with self._promoted:
+            if self._degraded:
+                self._promoted.wait(timeout)
+            return not self._degraded
+
+    # -- the thread ------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        backoff = self._min_backoff_s
+        while not self._stop.is_set():
+            if self._degraded:
+                # Full jitter: anywhere up to the backoff, never less than the minimum.
+                self._stop.wait(max(self._min_backoff_s, backoff * self._rng()))
+                if self._stop.is_set():
+                    return
+                if self._try_promote():
+                    backoff = self._min_backoff_s
+                else:
+                    backoff = min(self.max_backoff_s, backoff * 2)
+                continue
+            self._wake.wait(self._healthy_interval_s)
+            self._wake.clear()
+            if not self._degraded and not self._stop.is_set():
+                self._check_healthy()
+
+    def _try_promote(self) -> bool:
+        try:
+            self._probe()
+            lost = self._store_lost()
+            written = sum(p.write_back(store_lost=lost) for p in self._participants)
+            with self.lock:
+                written += sum(p.on_promote(store_lost=lost) for p in self._participants)
+                self._settled_at = time.monotonic() + self.settle_s
+                self._degraded = False
+                self._promoted.notify_all()
+                away = time.monotonic() - self._since
+        except BackendUnavailable:
+            return False
+        except Exception:
+            log.exception("re-promotion to Redis at %s failed; probing again", self.target)
+            return False
+        metrics.DEGRADED.set(0)
+        metrics.FAILOVER_SWITCHES.labels("redis").inc()
+        held_back = self._on_promoted()
+        log.warning(
+            "Redis at %s answers again: this worker is back on it after %.1f s degraded; %d "
+            "task(s) and permit(s) written back%s; %d repeated warning(s) held back meanwhile",
+            self.target, away, written,
+            " (Redis had lost its data: every held task was rewritten)" if lost else "",
+            held_back,
+        )  # fmt: skip
+        return True
+
+    def _check_healthy(self) -> None:
+        try:
+            if self._store_lost():
+                log.warning(
+                    "Redis at %s lost its data (restarted empty, or flushed): writing back "
+                    "every task this worker holds and re-registering its permits. Finished "
+                    "tasks survive a restart only with persistence on (appendonly yes).",
+                    self.target,
+                )
+                written = sum(p.write_back(store_lost=True) for p in self._participants)
+                with self.lock:
+                    written += sum(p.on_promote(store_lost=True) for p in self._participants)
+                    self._settled_at = time.monotonic() + self.settle_s
+                log.warning("wrote back %d task(s) and permit(s) to Redis at %s", written,
+                            self.target)  # fmt: skip
+            for participant in self._participants:
+                participant.refresh()
+        except BackendUnavailable as exc:
+            self.trip(exc)
+        except Exception:
+            log.exception("checking Redis at %s failed; checking again", self.target)

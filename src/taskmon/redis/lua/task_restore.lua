@@ -1,0 +1,56 @@
+-- task_restore: write back a copy of a task (kept by a worker while Redis was away, or forgotten
+-- by a Redis restarted empty) unless Redis already has it at that version or a newer one. Counts,
+-- live-state indexes, retention and the Idempotency-Key follow the copy.
+--
+-- KEYS[1] task         hash of the task
+-- KEYS[2] counters     hash: queued, running, done, failed
+-- KEYS[3] state_index  the queued index
+-- KEYS[4] state_index  the running index
+-- KEYS[5] idempotency  only when the task has a key: string `<task_id> <fingerprint>`
+-- ARGV[1] task_id      member of KEYS[3] or KEYS[4]
+-- ARGV[2] version      the copy's version (a decimal integer)
+-- ARGV[3] state        the copy's state (a counters field)
+-- ARGV[4] score        the copy's score in its live index (the time it entered its state)
+-- ARGV[5] ttl_s        retention in seconds from now, for a finished copy and for a key
+-- ARGV[6] channel      the task's pub/sub channel
+-- ARGV[7] event        the event JSON to publish on ARGV[6]
+-- ARGV[8] idem_value   `<task_id> <fingerprint>` to store in KEYS[5] ("" without a key)
+-- ARGV[9..] fields     field, value pairs of the whole task hash
+-- Returns: {"kept", <stored version>} when Redis has this version or a newer one (nothing is
+--          written); {"written", <"key_conflict" or "">} when the copy was written, with
+--          "key_conflict" when KEYS[5] already names another task (the key is left to it).
+
+local stored = redis.call('HMGET', KEYS[1], 'version', 'state', 'void')
+if stored[1] and not stored[3] and tonumber(stored[1]) >= tonumber(ARGV[2]) then
+    return {'kept', stored[1]}
+end
+
+if stored[1] and not stored[3] then
+    -- An older copy: its count and index entry give way to the new one's.
+    redis.call('HINCRBY', KEYS[2], stored[2], -1)
+end
+redis.call('ZREM', KEYS[3], ARGV[1])
+redis.call('ZREM', KEYS[4], ARGV[1])
+-- Fields of the older copy (its `op`, a settle bar) must not survive into the new one.
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], unpack(ARGV, 9))
+redis.call('HINCRBY', KEYS[2], ARGV[3], 1)
+if ARGV[3] == 'queued' then
+    redis.call('ZADD', KEYS[3], ARGV[4], ARGV[1])
+elseif ARGV[3] == 'running' then
+    redis.call('ZADD', KEYS[4], ARGV[4], ARGV[1])
+else
+    redis.call('EXPIRE', KEYS[1], ARGV[5])
+end
+
+local conflict = ''
+if #KEYS == 5 then
+    local claim = redis.call('GET', KEYS[5])
+    if not claim or claim == ARGV[8] then
+        redis.call('SET', KEYS[5], ARGV[8], 'EX', ARGV[5])
+    else
+        conflict = 'key_conflict'
+    end
+end
+redis.call('PUBLISH', ARGV[6], ARGV[7])
+return {'written', conflict}
