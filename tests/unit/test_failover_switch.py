@@ -127,7 +127,7 @@ def test_a_store_that_lost_its_data_while_healthy_gets_everything_back(
 
 
 def test_a_healthy_check_that_fails_trips_it(rig: tuple[Failover, Redis, Participant]) -> None:
-    failover, redis, participant = rig
+    failover, _, participant = rig
 
     def broken() -> None:
         raise BackendUnavailable("refused")
