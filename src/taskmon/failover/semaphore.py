@@ -145,7 +145,13 @@ class FailoverSemaphore:
             return False
         if not self._failover.degraded and held.redis is not None:
             try:
-                return self._primary.renew(held.redis)
+                if self._primary.renew(held.redis):
+                    return True
+                # Gone from Redis: a lease that really ended, or a Redis that lost its data
+                # (restarted empty) a moment ago, whose write-back re-registers it.
+                if held.redis is not None and self._failover.recheck_store():
+                    return self._primary.renew(held.redis)
+                return False
             except BackendUnavailable as exc:
                 self._failover.trip(exc)  # adopts it: renewed below
         with self._failover.lock:

@@ -96,6 +96,7 @@ class Failover:
         self.settle_s = settle_s
         self._settled_at = 0.0  # monotonic
         self.outages = 0
+        self._checking = threading.Lock()  # one look at the epoch at a time
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._promoted = threading.Condition(self.lock)
@@ -203,13 +204,27 @@ class Failover:
         )  # fmt: skip
         return True
 
-    def _check_healthy(self) -> None:
+    def recheck_store(self) -> bool:
+        """Look now whether Redis lost its data, and if so write everything back before
+        returning (for a caller whose permit Redis no longer knows). True when it had."""
+        if self._degraded:
+            return False
+        return self._check_healthy(refresh=False)
+
+    def _check_healthy(self, *, refresh: bool = True) -> bool:
+        with self._checking:
+            return self._look(refresh=refresh)
+
+    def _look(self, *, refresh: bool) -> bool:
+        lost = False
         try:
-            if self._store_lost():
+            lost = self._store_lost()
+            if lost:
                 log.warning(
                     "Redis at %s lost its data (restarted empty, or flushed): writing back "
                     "every task this worker holds and re-registering its permits. Finished "
-                    "tasks survive a restart only with persistence on (appendonly yes).",
+                    "tasks it finished over a quarter of an hour ago, and those of workers that "
+                    "restarted since, survive a restart only with persistence on (appendonly yes).",
                     self.target,
                 )
                 written = sum(p.write_back(store_lost=True) for p in self._participants)
@@ -218,9 +233,11 @@ class Failover:
                     self._settled_at = time.monotonic() + self.settle_s
                 log.warning("wrote back %d task(s) and permit(s) to Redis at %s", written,
                             self.target)  # fmt: skip
-            for participant in self._participants:
-                participant.refresh()
+            if refresh:
+                for participant in self._participants:
+                    participant.refresh()
         except BackendUnavailable as exc:
             self.trip(exc)
         except Exception:
             log.exception("checking Redis at %s failed; checking again", self.target)
+        return lost
