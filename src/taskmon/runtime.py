@@ -184,7 +184,7 @@ def select_backend(settings: Settings, worker_id: str) -> Backend:
     url = redacted(settings.redis_url.get_secret_value())
     try:
         return _redis_backend(settings, worker_id, target=url)
-    except (redis.RedisError, OSError) as exc:
+    except (redis.RedisError, OSError, BackendUnavailable) as exc:
         if settings.backend is BackendMode.REDIS:
             raise BackendUnavailable(
                 f"TASKMON_BACKEND=redis but Redis at {url} does not answer ({exc}); start Redis "

@@ -356,3 +356,17 @@ def test_restore_leaves_a_key_taken_meanwhile_to_its_task(monitor: TaskMonitor) 
     assert monitor.get(second.task_id) == second, "the task itself is kept"
     assert monitor.find_by_idempotency_key("k-apart") == first
     assert monitor.counts() == StateCounts(queued=2)
+
+
+def test_restore_never_reopens_or_replaces_a_finished_task(monitor: TaskMonitor) -> None:
+    """A reaper failed the task from `queued` (v2) while its cut-off worker ran it to done
+    (v3): the finish in the store is final."""
+    task = make_task()
+    monitor.start(task)
+    reaped = monitor.transition(task.task_id, expected_version=1, state=FAILED, now=11.0,
+                                error=BOOM)  # fmt: skip
+    assert reaped is not None
+    ran = task.transition(RUNNING, now=11.0, worker="w:1").transition(DONE, now=12.0)
+    assert not monitor.restore(ran).written
+    assert monitor.get(task.task_id) == reaped
+    assert monitor.counts() == StateCounts(failed=1)

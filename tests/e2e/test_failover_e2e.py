@@ -13,6 +13,7 @@ answered 404 afterwards.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import time
@@ -36,36 +37,47 @@ OUTAGE_S = 4.0
 
 
 @pytest.mark.parametrize(
-    ("policy", "fault"),
-    [("partition", "stop"), ("reject", "stop"), ("partition", "pause"), ("partition", "empty")],
+    ("policy", "fault", "hosts"),
+    [
+        ("partition", "stop", 1),
+        ("reject", "stop", 1),
+        ("partition", "pause", 1),
+        ("partition", "empty", 1),
+        ("partition", "stop", 2),  # two instances of two workers: shares across hosts
+    ],
 )
-def test_redis_cut_under_load(policy: str, fault: str, tmp_path: Path) -> None:
+def test_redis_cut_under_load(policy: str, fault: str, hosts: int, tmp_path: Path) -> None:
     journal = tmp_path / "journal"
     env = redis_mode_env("", journal, limit=LIMIT, lease_ttl_ms=2000, ms_per_char=8)
-    with RedisServer(workdir=tmp_path / "redis") as server:
+    with RedisServer(workdir=tmp_path / "redis") as server, contextlib.ExitStack() as stack:
         env |= {
             "TASKMON_REDIS_URL": server.url,
             "TASKMON_FALLBACK_POLICY": policy,
             "TASKMON_SSE_KEEPALIVE_S": "1",
+            "TASKMON_WORKERS": str(WORKERS),  # across the hosts
         }
-        with GunicornInstance(workers=WORKERS, env=env, workdir=tmp_path / "host") as host:
-            with OutageDrill(host.base_url) as drill:
-                time.sleep(3)  # load before the fault
-                cut_ns = now_ns()
-                {"stop": server.stop_for_now, "pause": server.pause, "empty": server.stop}[fault]()
-                time.sleep(OUTAGE_S)  # the fault itself
-                carried = running_at(journal, cut_ns)
-                back_ns = now_ns()
-                {"stop": server.start, "pause": server.resume, "empty": server.start}[fault]()
-                workers = drill.workers_seen()
-                wait_until(
-                    lambda: all(drill.healthy_at(w, after_ns=back_ns) for w in workers),
-                    timeout=20, what="every worker back on Redis",
-                )  # fmt: skip
-                healthy_ns = now_ns()
-                time.sleep(3)  # load after the recovery
-            sweep = {task_id: read_everywhere(host, task_id) for task_id in drill.accepted}
-            log = host.log_tail(100_000)
+        instances = [
+            stack.enter_context(GunicornInstance(
+                workers=WORKERS // hosts, env=env, workdir=tmp_path / f"host-{n}"))
+            for n in range(hosts)
+        ]  # fmt: skip
+        with OutageDrill([host.base_url for host in instances]) as drill:
+            time.sleep(3)  # load before the fault
+            cut_ns = now_ns()
+            {"stop": server.stop_for_now, "pause": server.pause, "empty": server.stop}[fault]()
+            time.sleep(OUTAGE_S)  # the fault itself
+            carried = running_at(journal, cut_ns)
+            back_ns = now_ns()
+            {"stop": server.start, "pause": server.resume, "empty": server.start}[fault]()
+            workers = drill.workers_seen()
+            wait_until(
+                lambda: all(drill.healthy_at(w, after_ns=back_ns) for w in workers),
+                timeout=20, what="every worker back on Redis",
+            )  # fmt: skip
+            healthy_ns = now_ns()
+            time.sleep(3)  # load after the recovery
+        sweep = {task_id: read_everywhere(instances, task_id) for task_id in drill.accepted}
+        log = "".join(host.log_tail(100_000) for host in instances)
 
     figures = {
         "statuses": drill.statuses(),
@@ -79,7 +91,7 @@ def test_redis_cut_under_load(policy: str, fault: str, tmp_path: Path) -> None:
         "peak_overall": check_cap(journal).peak,
         "log_lines_in_outage": taskmon_warnings(log),
     }
-    print(json.dumps({f"{policy}/{fault}": figures}))
+    print(json.dumps({f"{policy}/{fault}/{hosts}": figures}))
 
     assert not drill.failures(), f"5xx or dropped: {drill.failures()[:5]}"
     lost = {task_id: answers for task_id, answers in sweep.items() if answers != {"ended"}}
@@ -102,12 +114,16 @@ def test_redis_cut_under_load(policy: str, fault: str, tmp_path: Path) -> None:
     assert figures["log_lines_in_outage"] <= 12 * WORKERS, "a bounded log per outage"
 
 
-def read_everywhere(host: GunicornInstance, task_id: str) -> set[str]:
-    """How fresh connections (any worker) answer for the task: {"ended"} when all say so."""
+def read_everywhere(hosts: list[GunicornInstance], task_id: str) -> set[str]:
+    """How fresh connections (any worker of any host) answer for the task: {"ended"} when
+    every answer from at least two workers (one per host at least) says it ended."""
     answers = set()
     deadline = time.monotonic() + 30
     workers: set[str] = set()
-    while len(workers) < 2 and time.monotonic() < deadline:
+    turn = 0
+    while len(workers) < max(2, len(hosts)) and time.monotonic() < deadline:
+        host = hosts[turn % len(hosts)]
+        turn += 1
         answer = call(host.base_url, "GET", f"/api/task/status/{task_id}")
         ended = answer.status == 200 and answer.body["state"] in {"done", "failed"}
         if answer.status == 200 and not ended:

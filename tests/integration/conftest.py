@@ -15,6 +15,9 @@ from taskmon.harness.redis_server import RedisServer
 from taskmon.redis.keys import Keys
 from tests.support.redis_wiring import MonitorWiring, wire_monitor
 
+# A private redis-server per test, and runtimes on it, for the failover tests.
+from tests.support.failover_rig import make_runtime, own_observer, own_redis  # noqa: F401
+
 
 @pytest.fixture
 def redis_client(redis_server: RedisServer) -> Iterator[redis.Redis]:

@@ -6,85 +6,26 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
-from typing import Any
 
 import pytest
 import redis
 
-from taskmon.config import load_settings
 from taskmon.domain import TaskState
 from taskmon.harness.redis_server import RedisServer
 from taskmon.ports import AdmissionClosed, TaskUnknownWhileDegraded
-from taskmon.redis.codec import task_from_fields
-from taskmon.redis.keys import Keys
-from taskmon.runtime import Runtime, build_runtime
+from tests.support.failover_rig import KEYS, MakeRuntime, ended, stored
 from tests.support.timing import wait_for
 
 pytestmark = [pytest.mark.redis, pytest.mark.usefixtures("clean_taskmon_env")]
 
-MakeRuntime = Callable[..., Runtime]
-KEYS = Keys("failover")
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[RedisServer]:
-    with RedisServer(workdir=tmp_path / "redis") as made:
-        yield made
-
-
-@pytest.fixture
-def observer(server: RedisServer) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(server.url, decode_responses=True, socket_timeout=5)
-    try:
-        yield client
-    finally:
-        client.close()
-
-
-@pytest.fixture
-def make_runtime(server: RedisServer, tmp_path: Path) -> Iterator[MakeRuntime]:
-    made: list[Runtime] = []
-
-    def factory(worker_id: str = "host:1", **overrides: Any) -> Runtime:
-        settings = load_settings(
-            {
-                "backend": "redis",
-                "redis_url": server.url,
-                "key_prefix": KEYS.prefix,
-                "engine": "tone",
-                "tone_ms_per_char": 0,
-                "result_dir": tmp_path / "results",
-                "concurrency_limit": 2,
-                **overrides,
-            }
-        )
-        made.append(build_runtime(settings, worker_id=worker_id))
-        return made[-1]
-
-    yield factory
-    for rt in made:
-        rt.close(wait=True)
-
-
-def stored(observer: redis.Redis, task_id: str) -> Any:
-    fields = observer.hgetall(KEYS.task(task_id))
-    return task_from_fields(fields) if fields else None
-
-
-def ended(rt: Runtime, task_id: str) -> bool:
-    task = rt.monitor.get(task_id)
-    return task is not None and task.state.terminal
-
 
 def test_a_stopped_redis_degrades_the_worker_which_serves_and_writes_back(
-    server: RedisServer, observer: redis.Redis, make_runtime: MakeRuntime
+    own_redis: RedisServer, own_observer: redis.Redis, make_runtime: MakeRuntime
 ) -> None:
     rt = make_runtime()
     before = rt.service.submit({"text": "before the outage"}).task
     wait_for(lambda: ended(rt, before.task_id), message="the first task done")
-    server.stop_for_now()
+    own_redis.stop_for_now()
     during = rt.service.submit({"text": "while Redis is away"}).task  # no exception: accepted
     assert (rt.degraded, rt.monitor.backend) == (True, "memory")
     wait_for(lambda: ended(rt, during.task_id), message="the degraded task done")
@@ -94,53 +35,53 @@ def test_a_stopped_redis_degrades_the_worker_which_serves_and_writes_back(
         rt.monitor.get("0" * 32)
     assert rt.semaphore.limit() == 2, "the whole cap: one worker, the whole share"
 
-    server.start()
+    own_redis.start()
     wait_for(lambda: not rt.degraded, timeout=5, message="re-promoted within 5 s")
-    back = stored(observer, during.task_id)
+    back = stored(own_observer, during.task_id)
     assert back is not None, "written back to Redis"
     assert back.state is TaskState.DONE
-    counts = observer.hgetall(KEYS.counters)
+    counts = own_observer.hgetall(KEYS.counters)
     assert (counts.get("done"), counts.get("queued", "0"), counts.get("running", "0")) == (
         "2", "0", "0",
     )  # fmt: skip
 
 
 def test_redis_restarted_empty_gets_back_every_task_still_held(
-    server: RedisServer, observer: redis.Redis, make_runtime: MakeRuntime
+    own_redis: RedisServer, own_observer: redis.Redis, make_runtime: MakeRuntime
 ) -> None:
     """Tasks in flight when Redis lost its data (no persistence) are written back, so their
     clients' next reads find them, and each still ends done."""
     rt = make_runtime(concurrency_limit=1, tone_ms_per_char=4)
     tasks = [rt.service.submit({"text": f"held through a restart {i} " * 3}).task for i in range(6)]
-    server.restart()  # empty: --save "" and no AOF
+    own_redis.restart()  # empty: --save "" and no AOF
     for task in tasks:
-        wait_for(lambda t=task: stored(observer, t.task_id), message=f"{task.task_id} back")
+        wait_for(lambda t=task: stored(own_observer, t.task_id), message=f"{task.task_id} back")
     for task in tasks:
         wait_for(lambda t=task: ended(rt, t.task_id), timeout=20, message="every task ends")
-    states = {stored(observer, t.task_id).state for t in tasks}
+    states = {stored(own_observer, t.task_id).state for t in tasks}
     assert states == {TaskState.DONE}
-    assert int(observer.hget(KEYS.counters, "done") or 0) == len(tasks)
+    assert int(own_observer.hget(KEYS.counters, "done") or 0) == len(tasks)
 
 
 def test_the_reject_policy_admits_nothing_new_and_lets_running_work_finish(
-    server: RedisServer, observer: redis.Redis, make_runtime: MakeRuntime
+    own_redis: RedisServer, own_observer: redis.Redis, make_runtime: MakeRuntime
 ) -> None:
     rt = make_runtime(fallback_policy="reject", tone_ms_per_char=300)
     running = rt.service.submit({"text": "long enough to outlive the cut"}).task
     wait_for(lambda: rt.monitor.get(running.task_id).state is TaskState.RUNNING)  # type: ignore[union-attr]
-    server.stop_for_now()
+    own_redis.stop_for_now()
     with pytest.raises(AdmissionClosed) as refused:
         rt.service.submit({"text": "refused while Redis is away"})
     assert refused.value.retry_after_s >= 1
     assert rt.service.pending() == 1, f"no pending slot kept {rt.monitor.get(running.task_id)}"
     wait_for(lambda: ended(rt, running.task_id), message="the running task finishes")
-    server.start()
+    own_redis.start()
     wait_for(lambda: not rt.degraded, timeout=5, message="re-promoted")
-    assert stored(observer, running.task_id).state is TaskState.DONE
+    assert stored(own_observer, running.task_id).state is TaskState.DONE
 
 
 def test_partition_shares_add_up_to_the_limit_across_workers(
-    server: RedisServer, make_runtime: MakeRuntime
+    own_redis: RedisServer, make_runtime: MakeRuntime
 ) -> None:
     """limit 5 over 2 workers: 3 for the lower rank, 2 for the other, read from the registry."""
     first = make_runtime("host:1", concurrency_limit=5, workers=2)
@@ -149,25 +90,25 @@ def test_partition_shares_add_up_to_the_limit_across_workers(
         lambda: (first.semaphore.inputs.index, second.semaphore.inputs.index) == (0, 1),  # type: ignore[attr-defined]
         message="both ranked from the registry",
     )
-    server.stop_for_now()
+    own_redis.stop_for_now()
     assert {first.semaphore.limit(), second.semaphore.limit()} == {3, 2}
     assert (first.degraded, second.degraded) == (True, True)
 
 
 def test_a_permit_held_through_an_outage_is_counted_in_redis_again_before_new_grants(
-    server: RedisServer, observer: redis.Redis, make_runtime: MakeRuntime
+    own_redis: RedisServer, own_observer: redis.Redis, make_runtime: MakeRuntime
 ) -> None:
     """Limit 1, lease 1 s, Redis down 2.5 s while a synthesis runs: its lease ended in Redis,
     and the re-promotion re-registers it before anyone else can be granted."""
     rt = make_runtime(concurrency_limit=1, lease_ttl_ms=1000, tone_ms_per_char=300)
     task = rt.service.submit({"text": "a synthesis of 12 s: " + "x" * 19}).task
-    wait_for(lambda: observer.zcard(KEYS.sem_holders) == 1, message="permit granted")
-    server.stop_for_now()
+    wait_for(lambda: own_observer.zcard(KEYS.sem_holders) == 1, message="permit granted")
+    own_redis.stop_for_now()
     wait_for(lambda: rt.degraded, message="degraded (a renewal failed)")
     time.sleep(2.5)  # the fault itself: longer than the lease
-    server.start()
+    own_redis.start()
     wait_for(lambda: not rt.degraded, timeout=5, message="re-promoted")
-    holders = observer.zrange(KEYS.sem_holders, 0, -1)
+    holders = own_observer.zrange(KEYS.sem_holders, 0, -1)
     assert holders == [task.task_id], "re-registered under its token"
     assert rt.monitor.get(task.task_id).state is TaskState.RUNNING  # type: ignore[union-attr]
     wait_for(lambda: ended(rt, task.task_id), timeout=30, message="it finishes")
@@ -175,7 +116,7 @@ def test_a_permit_held_through_an_outage_is_counted_in_redis_again_before_new_gr
 
 
 def test_another_workers_reaper_does_not_fail_work_that_ran_through_the_outage(
-    server: RedisServer, observer: redis.Redis, make_runtime: MakeRuntime
+    own_redis: RedisServer, own_observer: redis.Redis, make_runtime: MakeRuntime
 ) -> None:
     """Lease 1.5 s, Redis paused 4.5 s while worker 1 synthesizes: worker 2's reaper must
     not take worker 1 for dead for heartbeats that lapsed while Redis itself was away."""
@@ -183,22 +124,22 @@ def test_another_workers_reaper_does_not_fail_work_that_ran_through_the_outage(
     make_runtime("host:2", lease_ttl_ms=1500)
     task = one.service.submit({"text": "runs through the pause, x" + "x" * 25}).task
     wait_for(lambda: one.monitor.get(task.task_id).state is TaskState.RUNNING)  # type: ignore[union-attr]
-    server.pause()
+    own_redis.pause()
     try:
         time.sleep(4.5)  # the fault itself
     finally:
-        server.resume()
-    wait_for(lambda: (t := stored(observer, task.task_id)) and t.state.terminal, timeout=15)
-    final = stored(observer, task.task_id)
+        own_redis.resume()
+    wait_for(lambda: (t := stored(own_observer, task.task_id)) and t.state.terminal, timeout=15)
+    final = stored(own_observer, task.task_id)
     assert final.state is TaskState.DONE, f"failed as {final.error}"
 
 
 def test_an_outage_costs_a_bounded_number_of_log_lines_without_tracebacks(
-    server: RedisServer, make_runtime: MakeRuntime, caplog: pytest.LogCaptureFixture
+    own_redis: RedisServer, make_runtime: MakeRuntime, caplog: pytest.LogCaptureFixture
 ) -> None:
     rt = make_runtime(lease_ttl_ms=600, tone_ms_per_char=1)
     caplog.set_level(logging.INFO, logger="taskmon")
-    server.stop_for_now()
+    own_redis.stop_for_now()
     deadline = time.monotonic() + 6  # traffic all along the outage, every path exercised
     while time.monotonic() < deadline:
         task = rt.service.submit({"text": "traffic while Redis is away"}).task
@@ -206,7 +147,7 @@ def test_an_outage_costs_a_bounded_number_of_log_lines_without_tracebacks(
         rt.monitor.counts()
         rt.semaphore.in_use()
         time.sleep(0.05)
-    server.start()
+    own_redis.start()
     wait_for(lambda: not rt.degraded, timeout=5, message="re-promoted")
     lines = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(lines) <= 12, "\n".join(f"{r.name}: {r.getMessage()[:120]}" for r in lines)

@@ -36,7 +36,7 @@ class Seen:
 
 @dataclass
 class OutageDrill:
-    base_url: str
+    base_urls: list[str]
     submitters: int = 4
     readers: int = 2
     pause_s: float = 0.2
@@ -61,7 +61,8 @@ class OutageDrill:
 
     def _call(self, kind: str, method: str, path: str, body: Any = None) -> Seen:
         try:
-            answer = call(self.base_url, method, path, body, timeout=10)
+            base_url = random.choice(self.base_urls)  # one of the hosts, any of its workers
+            answer = call(base_url, method, path, body, timeout=10)
             seen = Seen(now_ns(), kind, answer.status, answer.worker, answer.body)
         except OSError:
             seen = Seen(now_ns(), kind, 0)

@@ -106,28 +106,43 @@ class FailoverTaskMonitor:
     # -- the port --------------------------------------------------------------------------
 
     def start(self, task: Task) -> StartResult:
-        if not self._failover.degraded:
-            try:
-                started = self._primary.start(task)
-            except BackendUnavailable as exc:
-                # It may have landed, reply lost: recording it here too is safe, since the
-                # write-back never overwrites a version Redis already has.
-                self._failover.trip(exc)
-            else:
-                if started.outcome is StartOutcome.CREATED:
-                    self._local.restore(task, publish=False)
-                return started
-        if self._failover.policy == "reject":
-            raise AdmissionClosed(
-                "Redis is away and TASKMON_FALLBACK_POLICY=reject: no new task is admitted "
-                "until it is back",
-                _REJECT_RETRY_AFTER_S,
-            )
-        with self._failover.lock:
-            started = self._local.start(task)
-            if started.outcome is StartOutcome.CREATED:
-                self._keep(task)
-        return started
+        sent = False  # whether a start of this task may have reached Redis
+        while True:
+            if not self._failover.degraded:
+                try:
+                    started = self._start_on_redis(task, resent=sent)
+                except BackendUnavailable as exc:
+                    # It may have landed, reply lost: so it is recorded here and run (even
+                    # under `reject`: refusing it could leave a task nobody runs), and the
+                    # write-back never overwrites a version Redis already has.
+                    sent = True
+                    self._failover.trip(exc)
+                else:
+                    if started.outcome is StartOutcome.CREATED:
+                        self._local.restore(task, publish=False)
+                    return started
+            if self._failover.policy == "reject" and not sent:
+                raise AdmissionClosed(
+                    "Redis is away and TASKMON_FALLBACK_POLICY=reject: no new task is admitted "
+                    "until it is back",
+                    _REJECT_RETRY_AFTER_S,
+                )
+            with self._failover.lock:
+                if self._failover.degraded:
+                    started = self._local.start(task)
+                    if started.outcome is StartOutcome.CREATED:
+                        self._keep(task)
+                    return started
+            # Re-promoted while this call waited for the lock: Redis again.
+
+    def _start_on_redis(self, task: Task, *, resent: bool) -> StartResult:
+        try:
+            return self._primary.start(task)
+        except ValueError:
+            # A start sent again after one whose reply was lost: the first one landed.
+            if resent and self._primary.get(task.task_id) == task:
+                return StartResult(StartOutcome.CREATED, task)
+            raise
 
     def settle_start(self, task: Task) -> bool:
         if self._local.get(task.task_id) is not None:
@@ -162,25 +177,29 @@ class FailoverTaskMonitor:
                 worker=worker, known=known,
             )  # fmt: skip
 
-        if not self._failover.degraded:
-            try:
-                updated = self._on_redis(task_id, expected_version, move)
-            except BackendUnavailable as exc:
-                self._failover.trip(exc)
-            else:
-                if updated is not None:
-                    self._local.restore(updated)  # to streams opened while degraded
-                return updated
-        with self._failover.lock:
-            if self._local.get(task_id) is None and known is not None:
-                self._local.restore(known, publish=False)
-            updated = self._local.transition(
-                task_id, expected_version=expected_version, state=state, now=now, error=error,
-                worker=worker,
-            )  # fmt: skip
-            if updated is not None:
-                self._keep(updated)
-        return updated
+        while True:
+            if not self._failover.degraded:
+                try:
+                    updated = self._on_redis(task_id, expected_version, move)
+                except BackendUnavailable as exc:
+                    self._failover.trip(exc)
+                else:
+                    if updated is not None:
+                        self._local.restore(updated)  # to streams opened while degraded
+                    return updated
+            with self._failover.lock:
+                if self._failover.degraded:
+                    if self._local.get(task_id) is None and known is not None:
+                        self._local.restore(known, publish=False)
+                    updated = self._local.transition(
+                        task_id, expected_version=expected_version, state=state, now=now,
+                        error=error, worker=worker,
+                    )  # fmt: skip
+                    if updated is not None:
+                        self._keep(updated)
+                    return updated
+            # Re-promoted while this call waited for the lock: Redis again (a first try that
+            # landed with its reply lost is told apart by the caller's re-read).
 
     def _on_redis(
         self, task_id: str, expected_version: int, move: Callable[[], Task | None]
@@ -188,14 +207,18 @@ class FailoverTaskMonitor:
         updated = move()
         if updated is not None:
             return updated
-        # Redis may have forgotten the task (restarted empty a moment ago, before the epoch
-        # check noticed): a task of ours at the expected version is written back, then moved.
+        # Redis may be behind our copy: it forgot the task (restarted empty a moment ago,
+        # before the epoch check noticed), or a move recorded here has not been written back
+        # yet. Then our copy at the expected version is written back, and moved.
+        stored = self._primary.get(task_id)
         mine = self._local.get(task_id)
-        if mine is None or mine.version != expected_version or self._primary.get(task_id):
-            return None
-        self._primary.restore(mine)
-        metrics.WRITTEN_BACK.labels("task").inc()
-        return move()
+        behind = stored is None or (stored.version < expected_version and not stored.state.terminal)
+        if mine is not None and mine.version == expected_version and behind:
+            self._write(mine)
+            return move()
+        if stored is not None and mine is not None and stored.version > mine.version:
+            self._local.restore(stored, publish=False)  # moved elsewhere (a reaper): follow
+        return None
 
     def get(self, task_id: str) -> Task | None:
         if not self._failover.degraded:
@@ -211,7 +234,10 @@ class FailoverTaskMonitor:
                 if stored is None and self._failover.settling():
                     # Another worker may not have written back what it accepted while
                     # degraded yet: "unknown for now", not "does not exist".
-                    raise TaskUnknownWhileDegraded(task_id)
+                    mine = self._local.get(task_id)
+                    if mine is None:
+                        raise TaskUnknownWhileDegraded(task_id)
+                    return mine
                 return stored
         task = self._local.get(task_id)
         if task is None:

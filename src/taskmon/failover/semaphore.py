@@ -23,6 +23,7 @@ interval at re-promotion.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import threading
@@ -117,10 +118,14 @@ class FailoverSemaphore:
                     self._failover.trip(exc)
                     continue
                 with self._failover.lock:
-                    held = self._hand_out(token, holder, granted)
-                    if self._failover.degraded:  # tripped by another thread meanwhile
-                        held.local = self._local.adopt(holder, token)
-                    return held.outer
+                    if not self._failover.degraded:
+                        return self._hand_out(token, holder, granted).outer
+                # Tripped by another thread while Redis was granting (a blip, or only the
+                # subscriber's connection broke): the grant would be over the share, or
+                # against `reject`. Give it back and go on degraded.
+                with contextlib.suppress(BackendUnavailable):
+                    self._primary.release(granted)
+                continue
             if remaining <= 0:
                 raise PermitTimeout(f"no permit within {timeout:.3g} s (Redis away, degraded)")
             if self._failover.policy == "reject" or self.inputs.share == 0:
@@ -149,9 +154,10 @@ class FailoverSemaphore:
                     return True
                 # Gone from Redis: a lease that really ended, or a Redis that lost its data
                 # (restarted empty) a moment ago, whose write-back re-registers it.
-                if held.redis is not None and self._failover.recheck_store():
-                    return self._primary.renew(held.redis)
-                return False
+                lost_data = self._failover.recheck_store()
+                if not self._failover.degraded:
+                    return lost_data and held.redis is not None and self._primary.renew(held.redis)
+                # Degraded meanwhile (the look itself failed): adopted, renewed below.
             except BackendUnavailable as exc:
                 self._failover.trip(exc)  # adopts it: renewed below
         with self._failover.lock:
@@ -160,16 +166,21 @@ class FailoverSemaphore:
         return True  # re-promoted meanwhile: the reclaim just gave it a full lease
 
     def release(self, lease: Lease) -> bool:
-        with self._lock:
-            held = self._held.get(lease.token)
-            if held is None or held.outer is not lease:
-                return False
-            del self._held[lease.token]
-        if held.local is not None:
-            self._local.release(held.local)
-        if held.redis is not None and not self._failover.degraded:
+        # Under the Failover's lock: a switch adopts or re-registers what `_held` lists, so
+        # it must see this permit either still held or gone from both sides.
+        with self._failover.lock:
+            with self._lock:
+                held = self._held.get(lease.token)
+                if held is None or held.outer is not lease:
+                    return False
+                del self._held[lease.token]
+            if held.local is not None:
+                self._local.release(held.local)
+                held.local = None
+            on_redis = held.redis if not self._failover.degraded else None
+        if on_redis is not None:
             try:
-                return self._primary.release(held.redis)
+                return self._primary.release(on_redis)
             except BackendUnavailable as exc:
                 self._failover.trip(exc)  # the Redis permit ends with its lease
         return True

@@ -97,6 +97,9 @@ class Failover:
         self._settled_at = 0.0  # monotonic
         self.outages = 0
         self._checking = threading.Lock()  # one look at the epoch at a time
+        # Redis lost its data and the write-back has not completed yet: kept across failed
+        # attempts, since the epoch says so only once.
+        self._lost_pending = False
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._promoted = threading.Condition(self.lock)
@@ -179,12 +182,15 @@ class Failover:
     def _try_promote(self) -> bool:
         try:
             self._probe()
-            lost = self._store_lost()
+            with self._checking:
+                self._lost_pending = self._store_lost() or self._lost_pending
+                lost = self._lost_pending
             written = sum(p.write_back(store_lost=lost) for p in self._participants)
             with self.lock:
                 written += sum(p.on_promote(store_lost=lost) for p in self._participants)
                 self._settled_at = time.monotonic() + self.settle_s
                 self._degraded = False
+                self._lost_pending = False
                 self._promoted.notify_all()
                 away = time.monotonic() - self._since
         except BackendUnavailable:
@@ -218,7 +224,8 @@ class Failover:
     def _look(self, *, refresh: bool) -> bool:
         lost = False
         try:
-            lost = self._store_lost()
+            self._lost_pending = self._store_lost() or self._lost_pending
+            lost = self._lost_pending
             if lost:
                 log.warning(
                     "Redis at %s lost its data (restarted empty, or flushed): writing back "
@@ -227,10 +234,12 @@ class Failover:
                     "restarted since, survive a restart only with persistence on (appendonly yes).",
                     self.target,
                 )
-                written = sum(p.write_back(store_lost=True) for p in self._participants)
+                # Permits first: until they are registered again, other workers can grant them.
                 with self.lock:
-                    written += sum(p.on_promote(store_lost=True) for p in self._participants)
+                    written = sum(p.on_promote(store_lost=True) for p in self._participants)
                     self._settled_at = time.monotonic() + self.settle_s
+                written += sum(p.write_back(store_lost=True) for p in self._participants)
+                self._lost_pending = False
                 log.warning("wrote back %d task(s) and permit(s) to Redis at %s", written,
                             self.target)  # fmt: skip
             if refresh:

@@ -83,8 +83,8 @@ class InMemoryTaskMonitor:
         with self._lock:
             self._purge_expired()
             stored = self._tasks.get(task.task_id)
-            if stored is not None and stored.version >= task.version:
-                return RestoreResult(written=False)
+            if stored is not None and (stored.version >= task.version or stored.state.terminal):
+                return RestoreResult(written=False)  # same, newer, or finished: final
             if stored is not None:
                 self._in_state[stored.state] -= 1
             self._tasks[task.task_id] = task

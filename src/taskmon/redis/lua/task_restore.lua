@@ -1,6 +1,7 @@
 -- task_restore: write back a copy of a task (kept by a worker while Redis was away, or forgotten
--- by a Redis restarted empty) unless Redis already has it at that version or a newer one. Counts,
--- live-state indexes, retention and the Idempotency-Key follow the copy.
+-- by a Redis restarted empty) unless Redis already has it at that version or a newer one, or has
+-- it finished (a finish is final: a task a reaper failed while its worker was cut off stays
+-- failed). Counts, live-state indexes, retention and the Idempotency-Key follow the copy.
 --
 -- KEYS[1] task         hash of the task
 -- KEYS[2] counters     hash: queued, running, done, failed
@@ -16,12 +17,13 @@
 -- ARGV[7] event        the event JSON to publish on ARGV[6]
 -- ARGV[8] idem_value   `<task_id> <fingerprint>` to store in KEYS[5] ("" without a key)
 -- ARGV[9..] fields     field, value pairs of the whole task hash
--- Returns: {"kept", <stored version>} when Redis has this version or a newer one (nothing is
---          written); {"written", <"key_conflict" or "">} when the copy was written, with
+-- Returns: {"kept", <stored version>} when Redis has this version or a newer one, or has the task
+--          finished (nothing is written); {"written", <"key_conflict" or "">} when the copy was written, with
 --          "key_conflict" when KEYS[5] already names another task (the key is left to it).
 
 local stored = redis.call('HMGET', KEYS[1], 'version', 'state', 'void')
-if stored[1] and not stored[3] and tonumber(stored[1]) >= tonumber(ARGV[2]) then
+local finished = stored[2] == 'done' or stored[2] == 'failed'
+if stored[1] and not stored[3] and (finished or tonumber(stored[1]) >= tonumber(ARGV[2])) then
     return {'kept', stored[1]}
 end
 
