@@ -14,6 +14,7 @@ import logging
 import os
 import socket
 import threading
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -259,7 +260,7 @@ def _redis_backend(settings: Settings, worker_id: str, target: str) -> Backend:
         failover = Failover(
             target=target,
             policy=settings.fallback_policy.value,
-            probe=partial(_probe, client),
+            probe=partial(_probe, client, keys),
             store_lost=epoch.changed,
             on_promoted=quiet.outage_over,
             # Two probe intervals at most: every worker has written back by then.
@@ -305,12 +306,13 @@ def _redis_backend(settings: Settings, worker_id: str, target: str) -> Backend:
     )
 
 
-def _probe(client: redis.Redis) -> None:
-    """Raise BackendUnavailable unless Redis answers PING now."""
+def _probe(client: redis.Redis, keys: Keys) -> None:
+    """Raise BackendUnavailable unless Redis takes a write now: a replica that refuses writes
+    (READONLY) or an instance out of memory answers PING, and would make a worker flap."""
     try:
-        client.ping()
+        client.set(keys.epoch, uuid.uuid4().hex, nx=True)
     except (redis.RedisError, OSError) as exc:
-        raise BackendUnavailable(f"Redis does not answer PING ({exc})") from None
+        raise BackendUnavailable(f"Redis does not take a write ({exc})") from None
 
 
 def _share_inputs(

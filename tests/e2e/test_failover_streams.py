@@ -47,15 +47,20 @@ def test_open_streams_go_on_or_end_cleanly_when_redis_is_cut(tmp_path: Path) -> 
                 elsewhere = other_worker(host.base_url, owner_id)
                 streams: dict[str, SSEStream] = {}
 
+                errors: dict[str, BaseException] = {}
+
                 def follow(name: str, client: PinnedClient) -> None:
-                    streams[name] = read_stream(
-                        host.base_url, f"/api/task/stream/{task_id}", timeout=40,
-                        connection=client.connection,
-                    )  # fmt: skip
+                    try:
+                        streams[name] = read_stream(
+                            host.base_url, f"/api/task/stream/{task_id}", timeout=40,
+                            connection=client.connection,
+                        )  # fmt: skip
+                    except Exception as exc:  # a broken stream: reported below, by name
+                        errors[name] = exc
 
                 readers = [
-                    threading.Thread(target=follow, args=("owner", owner)),
-                    threading.Thread(target=follow, args=("elsewhere", elsewhere)),
+                    threading.Thread(target=follow, args=("owner", owner), daemon=True),
+                    threading.Thread(target=follow, args=("elsewhere", elsewhere), daemon=True),
                 ]
                 for reader in readers:
                     reader.start()
@@ -70,6 +75,7 @@ def test_open_streams_go_on_or_end_cleanly_when_redis_is_cut(tmp_path: Path) -> 
                     elsewhere.close()
             log = host.log_tail(100_000)
 
+    assert not errors, f"a stream broke: {errors}"
     mine, theirs = streams["owner"], streams["elsewhere"]
     assert mine.ended, "the server closed the stream"
     assert [m.event for m in mine.messages][-1] == "state"

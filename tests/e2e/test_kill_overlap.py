@@ -79,9 +79,13 @@ def test_a_killed_holders_engine_is_gone_before_the_next_holder_starts(tmp_path:
             worker_pid = int(worker.rsplit(":", 1)[1])
             wait_until(lambda: espeak_children(worker_pid), timeout=10, what="espeak-ng running")
             (engine_pid,) = espeak_children(worker_pid)
-            next_id = call(host.base_url, "POST", "/api/tts", {"text": "next holder"}).body[
-                "task_id"
-            ]
+            next_id = None
+            for _ in range(40):  # the next holder must live on the other worker
+                answer = call(host.base_url, "POST", "/api/tts", {"text": "next holder"})
+                if answer.worker != worker:
+                    next_id = answer.body["task_id"]
+                    break
+            assert next_id is not None, "no POST reached the other worker"
             killed_ns = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
             host.signal_worker(worker_pid, signal.SIGKILL)
             wait_until(lambda: gone(engine_pid), timeout=5, interval=0.001, what="engine gone")

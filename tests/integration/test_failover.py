@@ -12,7 +12,7 @@ import redis
 
 from taskmon.domain import TaskState
 from taskmon.harness.redis_server import RedisServer
-from taskmon.ports import AdmissionClosed, TaskUnknownWhileDegraded
+from taskmon.ports import AdmissionClosed, Holder, PermitTimeout, TaskUnknownWhileDegraded
 from tests.support.failover_rig import KEYS, MakeRuntime, ended, stored
 from tests.support.timing import wait_for
 
@@ -74,7 +74,7 @@ def test_the_reject_policy_admits_nothing_new_and_lets_running_work_finish(
         rt.service.submit({"text": "refused while Redis is away"})
     assert refused.value.retry_after_s >= 1
     assert rt.service.pending() == 1, f"no pending slot kept {rt.monitor.get(running.task_id)}"
-    wait_for(lambda: ended(rt, running.task_id), message="the running task finishes")
+    wait_for(lambda: ended(rt, running.task_id), timeout=20, message="the running task finishes")
     own_redis.start()
     wait_for(lambda: not rt.degraded, timeout=5, message="re-promoted")
     assert stored(own_observer, running.task_id).state is TaskState.DONE
@@ -110,28 +110,12 @@ def test_a_permit_held_through_an_outage_is_counted_in_redis_again_before_new_gr
     wait_for(lambda: not rt.degraded, timeout=5, message="re-promoted")
     holders = own_observer.zrange(KEYS.sem_holders, 0, -1)
     assert holders == [task.task_id], "re-registered under its token"
+    other = make_runtime("host:2", concurrency_limit=1, lease_ttl_ms=1000)
+    with pytest.raises(PermitTimeout):  # the cap counts the re-registered permit
+        other.semaphore.acquire(Holder("host:2", "rival"), timeout=1.5, token="rival")
     assert rt.monitor.get(task.task_id).state is TaskState.RUNNING  # type: ignore[union-attr]
     wait_for(lambda: ended(rt, task.task_id), timeout=30, message="it finishes")
     assert rt.monitor.get(task.task_id).state is TaskState.DONE, "never cancelled"  # type: ignore[union-attr]
-
-
-def test_another_workers_reaper_does_not_fail_work_that_ran_through_the_outage(
-    own_redis: RedisServer, own_observer: redis.Redis, make_runtime: MakeRuntime
-) -> None:
-    """Lease 1.5 s, Redis paused 4.5 s while worker 1 synthesizes: worker 2's reaper must
-    not take worker 1 for dead for heartbeats that lapsed while Redis itself was away."""
-    one = make_runtime("host:1", lease_ttl_ms=1500, tone_ms_per_char=60)
-    make_runtime("host:2", lease_ttl_ms=1500)
-    task = one.service.submit({"text": "runs through the pause, x" + "x" * 25}).task
-    wait_for(lambda: one.monitor.get(task.task_id).state is TaskState.RUNNING)  # type: ignore[union-attr]
-    own_redis.pause()
-    try:
-        time.sleep(4.5)  # the fault itself
-    finally:
-        own_redis.resume()
-    wait_for(lambda: (t := stored(own_observer, task.task_id)) and t.state.terminal, timeout=15)
-    final = stored(own_observer, task.task_id)
-    assert final.state is TaskState.DONE, f"failed as {final.error}"
 
 
 def test_an_outage_costs_a_bounded_number_of_log_lines_without_tracebacks(

@@ -37,9 +37,10 @@ class Seen:
 @dataclass
 class OutageDrill:
     base_urls: list[str]
-    submitters: int = 4
+    # Enough to keep every permit busy (a queue on every worker), so a broken share shows.
+    submitters: int = 8
     readers: int = 2
-    pause_s: float = 0.2
+    pause_s: float = 0.1
     seen: list[Seen] = field(default_factory=list)
     accepted: list[str] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -64,8 +65,8 @@ class OutageDrill:
             base_url = random.choice(self.base_urls)  # one of the hosts, any of its workers
             answer = call(base_url, method, path, body, timeout=10)
             seen = Seen(now_ns(), kind, answer.status, answer.worker, answer.body)
-        except OSError:
-            seen = Seen(now_ns(), kind, 0)
+        except Exception as exc:  # no answer, or not one a client could read: a failure
+            seen = Seen(now_ns(), kind, 0, body=repr(exc))
         with self._lock:
             self.seen.append(seen)
         return seen
@@ -130,6 +131,28 @@ class OutageDrill:
     def failures(self) -> list[Seen]:
         """5xx answers and calls that got no answer at all."""
         return [s for s in self.seen if s.status == 0 or s.status >= 500]
+
+    def unexpected(self, *, rejecting: bool) -> list[Seen]:
+        """Answers that are neither a success nor a documented degraded-mode answer: a 404 of
+        an accepted task, a 421 without its slug, a 429 that is not queue-full (or, under
+        `reject`, degraded-rejecting), anything else."""
+        allowed = {421: {"task-unknown-while-degraded"}, 429: {"queue-full"}}
+        if rejecting:
+            allowed[429].add("degraded-rejecting")
+        odd = []
+        for s in self.seen:
+            if s.status in (200, 202):
+                continue
+            slug = (
+                str(s.body.get("type", "")).rsplit(":", 1)[-1] if isinstance(s.body, dict) else ""
+            )
+            if slug not in allowed.get(s.status, set()):
+                odd.append(s)
+        return odd
+
+    def starts_between(self, journal: Path, start_ns: int, end_ns: int) -> int:
+        events, _ = read_events(journal)
+        return sum(1 for t, delta, _ in events if delta > 0 and start_ns <= t <= end_ns)
 
     def statuses(self) -> dict[str, dict[int, int]]:
         counted: dict[str, dict[int, int]] = defaultdict(lambda: defaultdict(int))

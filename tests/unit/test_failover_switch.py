@@ -95,6 +95,8 @@ def test_trip_degrades_once_then_promotes_when_redis_answers(
         assert not failover.wait_promoted(0.01)
         redis.up = True
         assert failover.wait_promoted(5)
+        # The line is written just after the flip that wait_promoted sees.
+        wait_for(lambda: len([r for r in caplog.records if "answers again" in r.getMessage()]))
     assert failover.outages == 1
     assert failover.settling() > 0, "a settling window follows the re-promotion"
     steps = [c for c in participant.calls if c[0] != "refresh"]

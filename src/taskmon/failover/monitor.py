@@ -25,7 +25,6 @@ is written without it (logged, counted as a key conflict): a replay then finds t
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import queue
 import threading
@@ -258,13 +257,22 @@ class FailoverTaskMonitor:
             self._local.hub.subscribe(task_id, events)
         ]
         if not self._failover.degraded and self._primary.hub.connected:
-            # If it fails, the stream re-reads the task at every keepalive meanwhile.
-            with contextlib.suppress(BackendUnavailable):
+            try:
                 parts.append(self._primary.hub.subscribe(task_id, events))
+            except BackendUnavailable as exc:
+                self._failover.trip(exc)  # the stream goes on from memory and re-reads
         return MergedSubscription(events, parts)
 
     def ping(self) -> bool:
-        return self._primary.ping()
+        """Whether Redis answers now. A failed ping degrades the worker (a load balancer's
+        /readyz may be the only traffic an idle worker gets); while degraded, the probing
+        thread's last word stands in for a ping that would wait out the timeouts."""
+        if self._failover.degraded:
+            return False
+        answered = self._primary.ping()
+        if not answered:
+            self._failover.trip(BackendUnavailable("Redis did not answer PING"))
+        return answered
 
     def close(self) -> None:
         self._local.close()

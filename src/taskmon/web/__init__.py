@@ -53,14 +53,21 @@ def init_app(app: Flask, rt: Runtime) -> None:
     def _unknown_while_degraded(exc: TaskUnknownWhileDegraded) -> Response:
         # Not a 404: the task may exist on another worker or in Redis. 421 says "not this
         # server, now": retry, on a fresh connection, once Redis is back.
+        why = (
+            "which runs degraded while Redis is away"
+            if runtime().degraded
+            else "which has just come back to Redis while the other workers write back"
+        )
         return problem(
             421,
-            f"task {exc.task_id} is not known to this worker, which runs degraded while Redis "
-            "is away; it may exist: retry shortly",
+            f"task {exc.task_id} is not known to this worker, {why}; it may exist: retry "
+            "shortly, on a new connection",
             slug="task-unknown-while-degraded",
-            headers={"Retry-After": "1"},
+            # A new connection may reach another worker; this one would come back here.
+            headers={"Retry-After": "1", "Connection": "close"},
             task_id=exc.task_id,
-            degraded=True,
+            degraded=runtime().degraded,
+            settling=not runtime().degraded,
         )
 
     @app.errorhandler(HTTPException)

@@ -6,8 +6,10 @@ While waiting, the stream re-reads the snapshot at every keepalive, so even an e
 lost (pub/sub forgets while a subscriber reconnects) only delays the terminal state.
 
 When the worker degrades (Redis away) a stream of its own task goes on from its memory's
-events; a stream of a task it does not know ends with one `event: degraded` message (and a
-`retry:` hint), so an EventSource reconnects, with Last-Event-ID, once Redis is back.
+events; a stream of a task it does not know (open already, or opened now) ends with one
+`event: degraded` message and a `retry:` hint, as a 200 text/event-stream: an EventSource
+treats any other answer as final, so this keeps it reconnecting, with Last-Event-ID, until a
+worker can answer.
 """
 
 from __future__ import annotations
@@ -59,6 +61,15 @@ def stream(task_id: str) -> Response:
     subscription = rt.monitor.subscribe(task_id)
     try:
         snapshot = rt.monitor.get(task_id)
+    except TaskUnknownWhileDegraded:
+        # An EventSource fails for good on any answer but 200 text/event-stream: this one
+        # keeps it reconnecting (after `retry:`) until a worker can answer.
+        subscription.close()
+        return Response(
+            degraded_event(task_id),
+            mimetype="text/event-stream",
+            headers={"Cache-Control": "no-store", "Connection": "close"},
+        )
     except BaseException:
         subscription.close()
         raise

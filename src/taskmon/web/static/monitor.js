@@ -79,9 +79,14 @@
   async function pollHolders(signal) {
     const body = el('holders');
     if (!body) return;
+    const empty = el('holders-empty');
     try {
       const res = await fetch(permitsUrl, { cache: 'no-store', signal });
-      if (!res.ok) return;
+      if (!res.ok) {
+        // The holders could not be read: never claim that none is held.
+        if (empty) empty.hidden = true;
+        return;
+      }
       const data = await res.json();
       const holders = data && Array.isArray(data.holders) ? data.holders : [];
       const rows = holders.map((h) => {
@@ -95,17 +100,19 @@
         return tr;
       });
       body.replaceChildren(...rows);
-      const empty = el('holders-empty');
       if (empty) {
         // Degraded: the global holders cannot be read, only this worker's own.
-        const local = data.degraded === true || data.scope === 'worker';
-        setText(empty, local ? 'No permit is held by this worker (the holders of the others cannot be read now).' : 'No permit is held.');
+        let text = 'No permit is held.';
+        if (data.degraded === true) text = 'No permit is held by this worker (the holders of the others cannot be read now).';
+        else if (data.scope === 'worker') text = 'No permit is held by this worker.';
+        setText(empty, text);
         empty.hidden = rows.length > 0;
       }
       const caption = el('holders-caption');
       if (caption) setText(caption, data.degraded === true ? 'Permit holders of this worker only (degraded)' : 'Permit holders');
     } catch (err) {
-      // Keep the last table.
+      // Keep the last table, but never claim that none is held.
+      if (empty) empty.hidden = true;
     }
   }
 
