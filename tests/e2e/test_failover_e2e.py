@@ -17,8 +17,10 @@ import contextlib
 import json
 import re
 import time
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -67,11 +69,17 @@ def test_redis_cut_under_load(policy: str, fault: str, hosts: int, tmp_path: Pat
         with OutageDrill([host.base_url for host in instances]) as drill:
             time.sleep(3)  # load before the fault
             cut_ns, cut_wall = now_ns(), time.time()
-            {"stop": server.stop_for_now, "pause": server.pause, "empty": server.stop}[fault]()
+            cut: dict[str, Callable[[], None]] = {
+                "stop": server.stop_for_now, "pause": server.pause, "empty": server.stop,
+            }  # fmt: skip
+            cut[fault]()
             time.sleep(OUTAGE_S)  # the fault itself
             carried = running_at(journal, cut_ns)
             back_ns, back_wall = now_ns(), time.time()
-            {"stop": server.start, "pause": server.resume, "empty": server.start}[fault]()
+            mend: dict[str, Callable[[], object]] = {
+                "stop": server.start, "pause": server.resume, "empty": server.start,
+            }  # fmt: skip
+            mend[fault]()
             workers = drill.workers_seen()
             wait_until(
                 lambda: all(drill.healthy_at(w, after_ns=back_ns) for w in workers),
@@ -83,7 +91,7 @@ def test_redis_cut_under_load(policy: str, fault: str, hosts: int, tmp_path: Pat
         sweep = {task_id: read_everywhere(instances, task_id) for task_id in drill.accepted}
         log = "".join(host.log_tail(100_000) for host in instances)
 
-    figures = {
+    figures: dict[str, Any] = {
         "statuses": drill.statuses(),
         "accepted": len(drill.accepted),
         "failures": len(drill.failures()),

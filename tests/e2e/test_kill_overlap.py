@@ -77,7 +77,9 @@ def test_a_killed_holders_engine_is_gone_before_the_next_holder_starts(tmp_path:
             worker = holder()
             assert worker is not None
             worker_pid = int(worker.rsplit(":", 1)[1])
-            wait_until(lambda: espeak_children(worker_pid), timeout=10, what="espeak-ng running")
+            wait_until(
+                lambda: bool(espeak_children(worker_pid)), timeout=10, what="espeak-ng running"
+            )
             (engine_pid,) = espeak_children(worker_pid)
             next_id = None
             for _ in range(40):  # the next holder must live on the other worker

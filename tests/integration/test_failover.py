@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import time
+from functools import partial
 
 import pytest
 import redis
@@ -55,9 +56,9 @@ def test_redis_restarted_empty_gets_back_every_task_still_held(
     tasks = [rt.service.submit({"text": f"held through a restart {i} " * 3}).task for i in range(6)]
     own_redis.restart()  # empty: --save "" and no AOF
     for task in tasks:
-        wait_for(lambda t=task: stored(own_observer, t.task_id), message=f"{task.task_id} back")
+        wait_for(partial(stored, own_observer, task.task_id), message=f"{task.task_id} back")
     for task in tasks:
-        wait_for(lambda t=task: ended(rt, t.task_id), timeout=20, message="every task ends")
+        wait_for(partial(ended, rt, task.task_id), timeout=20, message="every task ends")
     states = {stored(own_observer, t.task_id).state for t in tasks}
     assert states == {TaskState.DONE}
     assert int(own_observer.hget(KEYS.counters, "done") or 0) == len(tasks)

@@ -56,7 +56,7 @@ def test_a_move_that_waited_while_the_worker_re_promoted_goes_to_redis(
     mover.join()
     assert moved[0] is not None
     assert stored(own_observer, task.task_id).state is TaskState.RUNNING, "recorded in Redis"
-    assert task.task_id not in monitor.unsynced_ids()
+    assert task.task_id not in monitor.unsynced_ids()  # type: ignore[attr-defined]
 
 
 def test_a_write_back_that_fails_after_redis_lost_its_data_is_done_whole_next_time(
@@ -104,7 +104,7 @@ def test_a_renewal_whose_check_cannot_reach_redis_does_not_cancel(
     def away() -> bool:
         raise BackendUnavailable("a blip on the epoch read")
 
-    rt.failover._store_lost = away  # type: ignore[method-assign]
+    rt.failover._store_lost = away
     assert rt.semaphore.renew(lease), "Redis away during the check, yet the holder is cancelled"
     assert rt.degraded
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import redis
@@ -61,7 +61,7 @@ def make_runtime(own_redis: RedisServer, tmp_path: Path) -> Iterator[MakeRuntime
 
 
 def stored(own_observer: redis.Redis, task_id: str) -> Any:
-    fields = own_observer.hgetall(KEYS.task(task_id))
+    fields = cast("dict[str, str]", own_observer.hgetall(KEYS.task(task_id)))
     return task_from_fields(fields) if fields else None
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Iterator
 
 import pytest
 
@@ -70,7 +71,7 @@ class Participant:
 
 
 @pytest.fixture
-def rig() -> tuple[Failover, Redis, Participant]:
+def rig() -> Iterator[tuple[Failover, Redis, Participant]]:
     redis = Redis()
     failover = Failover(
         target="redis://x", policy="partition", probe=redis.probe, store_lost=redis.store_lost,

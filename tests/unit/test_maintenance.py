@@ -10,6 +10,16 @@ from taskmon.redis import workers
 from taskmon.redis.workers import Maintenance
 
 
+class FakeTime:
+    """Stands in for the module's `time`: only `monotonic` is read, from the test's clock."""
+
+    def __init__(self, clock: list[float]) -> None:
+        self._clock = clock
+
+    def monotonic(self) -> float:
+        return self._clock[0]
+
+
 class Registry:
     def __init__(self) -> None:
         self.away = False
@@ -34,8 +44,9 @@ def test_the_reaper_waits_a_ttl_of_contact_after_every_outage(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     clock = [100.0]
-    monkeypatch.setattr(workers.time, "monotonic", lambda: clock[0])
-    registry, reaper, tripped = Registry(), Reaper(), []
+    monkeypatch.setattr(workers, "time", FakeTime(clock))
+    registry, reaper = Registry(), Reaper()
+    tripped: list[BaseException] = []
     duty = Maintenance(registry, reaper, interval_s=1.0, on_unavailable=tripped.append)  # type: ignore[arg-type]
 
     def tick(advance: float = 1.0) -> None:
