@@ -7,6 +7,7 @@ the one place that picks the adapters. tests/contract/ runs each port's contract
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -227,6 +228,14 @@ def check_limit(limit: object, name: str = "limit") -> int:
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
         raise ValueError(f"{name} must be an integer of at least 1")
     return limit
+
+
+def check_acquire(token: str | None, timeout: float) -> None:
+    """ValueError for an empty token or a NaN timeout: the rule every Semaphore.acquire applies."""
+    if token is not None and not token:
+        raise ValueError("token must be a non-empty string")
+    if math.isnan(timeout):
+        raise ValueError("timeout must be a number of seconds")
 
 
 class Semaphore(Protocol):

@@ -10,7 +10,6 @@ after the permit had returned.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import time
 from pathlib import Path
@@ -24,12 +23,7 @@ from taskmon.harness.redis_server import RedisServer
 from taskmon.harness.stack import GunicornInstance
 from tests.support.stacks import redis_mode_env
 
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.redis,
-    pytest.mark.espeak,
-    pytest.mark.skipif(not shutil.which("espeak-ng"), reason="needs espeak-ng"),
-]
+pytestmark = [pytest.mark.e2e, pytest.mark.redis, pytest.mark.espeak]
 
 
 def espeak_children(worker_pid: int) -> list[int]:

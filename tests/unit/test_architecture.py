@@ -38,6 +38,7 @@ ALLOWED: dict[str, set[str]] = {
     "taskmon.failover": {
         "taskmon.domain",
         "taskmon.ports",
+        "taskmon.subscription",
         "taskmon.memory",
         "taskmon.redis",
         "taskmon.metrics",

@@ -29,7 +29,6 @@ import logging
 import queue
 import threading
 from collections.abc import Callable
-from types import TracebackType
 
 from taskmon import metrics
 from taskmon.domain import StartOutcome, StateCounts, Task, TaskError, TaskEvent, TaskState
@@ -45,43 +44,16 @@ from taskmon.ports import (
 )
 from taskmon.redis.hub import RedisSubscription
 from taskmon.redis.monitor import RedisTaskMonitor
+from taskmon.subscription import QueueSubscription
 
 log = logging.getLogger(__name__)
 
 _REJECT_RETRY_AFTER_S = 2
 
 
-class MergedSubscription:
-    """One reader of a task's events from both hubs (Redis and memory), on one queue."""
-
-    def __init__(
-        self,
-        events: queue.SimpleQueue[TaskEvent],
-        parts: list[RedisSubscription | InMemorySubscription],
-    ) -> None:
-        self._events = events
-        self._parts = parts
-
-    def get(self, timeout: float) -> TaskEvent | None:
-        try:
-            return self._events.get(timeout=max(0.0, timeout))
-        except queue.Empty:
-            return None
-
-    def close(self) -> None:
-        for part in self._parts:
-            part.close()
-
-    def __enter__(self) -> MergedSubscription:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
+def close_all(parts: list[RedisSubscription | InMemorySubscription]) -> None:
+    for part in parts:
+        part.close()
 
 
 class FailoverTaskMonitor:
@@ -251,7 +223,9 @@ class FailoverTaskMonitor:
                 self._failover.trip(exc)
         return self._local.counts()
 
-    def subscribe(self, task_id: str) -> MergedSubscription:
+    def subscribe(self, task_id: str) -> QueueSubscription:
+        """One reader of the task's events from both hubs (memory and, while Redis answers,
+        Redis) on one shared queue; closing it detaches it from both."""
         events: queue.SimpleQueue[TaskEvent] = queue.SimpleQueue()
         parts: list[RedisSubscription | InMemorySubscription] = [
             self._local.hub.subscribe(task_id, events)
@@ -261,7 +235,7 @@ class FailoverTaskMonitor:
                 parts.append(self._primary.hub.subscribe(task_id, events))
             except BackendUnavailable as exc:
                 self._failover.trip(exc)  # the stream goes on from memory and re-reads
-        return MergedSubscription(events, parts)
+        return QueueSubscription(task_id, lambda _: close_all(parts), events)
 
     def ping(self) -> bool:
         """Whether Redis answers now. A failed ping degrades the worker (a load balancer's

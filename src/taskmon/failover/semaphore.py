@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import threading
 import time
 import uuid
@@ -36,7 +35,14 @@ from taskmon import metrics
 from taskmon.failover.share import fallback_share
 from taskmon.failover.switch import Failover
 from taskmon.memory import InMemorySemaphore
-from taskmon.ports import BackendUnavailable, Holder, HolderInfo, Lease, PermitTimeout
+from taskmon.ports import (
+    BackendUnavailable,
+    Holder,
+    HolderInfo,
+    Lease,
+    PermitTimeout,
+    check_acquire,
+)
 from taskmon.redis.semaphore import RedisSemaphore
 
 log = logging.getLogger(__name__)
@@ -95,10 +101,7 @@ class FailoverSemaphore:
     # -- the port --------------------------------------------------------------------------
 
     def acquire(self, holder: Holder, *, timeout: float, token: str | None = None) -> Lease:
-        if token is not None and not token:
-            raise ValueError("token must be a non-empty string")
-        if math.isnan(timeout):
-            raise ValueError("timeout must be a number of seconds")
+        check_acquire(token, timeout)
         token = token or uuid.uuid4().hex
         deadline = time.monotonic() + max(0.0, timeout)
         while True:

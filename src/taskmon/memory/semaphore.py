@@ -7,7 +7,6 @@ with every grant, a release after the lease ended reported as False and never co
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 import uuid
@@ -15,7 +14,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from taskmon.ports import Holder, HolderInfo, Lease, PermitTimeout, check_limit
+from taskmon.ports import Holder, HolderInfo, Lease, PermitTimeout, check_acquire, check_limit
 
 # Waiters re-check at least this often, so a lease that ends with nobody releasing it (its
 # holder died) frees a permit promptly even though no notify() announces it.
@@ -50,10 +49,7 @@ class InMemorySemaphore:
         self._closed = False
 
     def acquire(self, holder: Holder, *, timeout: float, token: str | None = None) -> Lease:
-        if token is not None and not token:
-            raise ValueError("token must be a non-empty string")
-        if math.isnan(timeout):
-            raise ValueError("timeout must be a number of seconds")
+        check_acquire(token, timeout)
         token = token or uuid.uuid4().hex
         deadline = time.monotonic() + max(0.0, timeout)
         with self._cond:

@@ -50,6 +50,7 @@ from taskmon.ports import (
     HolderInfo,
     Lease,
     PermitTimeout,
+    check_acquire,
     check_limit,
 )
 from taskmon.redis.errors import unavailable_as
@@ -178,10 +179,7 @@ class RedisSemaphore:
         BackendUnavailable when Redis does not answer (the waiter's queue entry is then
         purged by its liveness deadline). A timeout of 0 tries exactly once.
         """
-        if token is not None and not token:
-            raise ValueError("token must be a non-empty string")
-        if math.isnan(timeout):
-            raise ValueError("timeout must be a number of seconds")
+        check_acquire(token, timeout)
         token = token or uuid.uuid4().hex
         timeout = max(0.0, timeout)
         deadline = time.monotonic() + timeout
