@@ -23,9 +23,19 @@ class QueueSubscription:
         self.task_id = task_id
         self._detach = detach
         self._events: queue.SimpleQueue[TaskEvent] = events or queue.SimpleQueue()
+        self._last: TaskEvent | None = None
 
     def deliver(self, event: TaskEvent) -> None:
-        """Never blocks: a slow reader cannot hold up the hub."""
+        """Never blocks: a slow reader cannot hold up the hub.
+
+        An event equal to the one delivered just before is dropped: after a reconnection the
+        Redis hub re-reads every task, and a reader can get that snapshot and the live event of
+        the same state in either order. Equal events carry nothing new, so dropping is safe
+        (unlocked: two threads racing here can at worst let a duplicate through).
+        """
+        if event == self._last:
+            return
+        self._last = event
         self._events.put(event)
 
     def get(self, timeout: float) -> TaskEvent | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -192,6 +193,34 @@ def test_subscribe_fails_cleanly_while_redis_is_down_and_works_after(
                 b.monitor.start(task)
                 assert next_event(events).task == task
                 assert events.get(timeout=0.2) is None, "each event arrives once"
+        finally:
+            a.close()
+            b.close()
+
+
+def test_a_subscribe_after_a_long_outage_does_not_wait_out_the_backoff(
+    tmp_path: Path, keys: Keys
+) -> None:
+    """The reader backs off up to 2 s between attempts; a listen() cuts that short.
+
+    Without it, a stream opened just after Redis came back would fail its 0.3 s confirm
+    timeout whenever the reader was asleep in a long backoff (the worker then degrades).
+    """
+    with RedisServer(workdir=tmp_path) as server:
+        a = wire_monitor(server.url, keys, name="a", confirm_timeout_s=0.3)
+        b = wire_monitor(server.url, keys, name="b")
+        try:
+            first = make_task()
+            with a.hub.subscribe(first.task_id):
+                server.stop()
+                # Down long enough for the backoff to reach its 2 s ceiling (0.05 doubling).
+                wait_for(lambda: not a.hub.connected, message="A's subscriber to see the outage")
+                time.sleep(3.5)  # the outage itself, not a wait for readiness
+                server.start()
+                task = make_task()
+                with a.hub.subscribe(task.task_id) as events:
+                    b.monitor.start(task)
+                    assert next_event(events).task == task
         finally:
             a.close()
             b.close()

@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 Callback = Callable[[str], None]
 _POLL_S = 0.05  # how long the reader waits on the socket before serving (un)subscribe requests
 _MAX_BACKOFF_S = 2.0
+# A listen() cuts a reconnection backoff short, but attempts stay at least this far apart.
+_MIN_RETRY_S = 0.05
 # What ends the connection and calls for a reconnection (anything else is a bug of ours).
 _CONNECTION_LOST: tuple[type[BaseException], ...] = (*UNAVAILABLE_ERRORS, OSError)
 
@@ -65,6 +67,8 @@ class RedisSubscriber:
         self._reconnect_hooks: list[Callable[[], None]] = []
         self._lost_hooks: list[Callable[[BaseException], None]] = []
         self._stop = threading.Event()
+        # Set by listen() and close(): the reader stops waiting out its backoff.
+        self._wake = threading.Event()
         self._connected = threading.Event()
         self._reconnected = threading.Event()
         self._thread: threading.Thread | None = None
@@ -107,6 +111,9 @@ class RedisSubscriber:
             if confirmed is None:
                 confirmed = self._confirmed[channel] = threading.Event()
                 self._requests.put(_Request(channel, subscribe=True, done=confirmed))
+        # Someone wants Redis now: a reader waiting out a backoff tries again at once, or the
+        # confirm timeout could pass before the reader has even reconnected.
+        self._wake.set()
         # A second listener of a channel still being subscribed waits for the same answer.
         if not confirmed.wait(self._confirm_timeout_s):
             self.unlisten(listener)
@@ -127,6 +134,7 @@ class RedisSubscriber:
 
     def close(self) -> None:
         self._stop.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=2)
 
@@ -138,9 +146,9 @@ class RedisSubscriber:
             pubsub = self._client.pubsub(ignore_subscribe_messages=False)  # type: ignore[no-untyped-call]
             self._reconnected.clear()  # this loop runs the hooks itself after a reconnection
             try:
-                self._resubscribe(pubsub)
+                channels = self._resubscribe(pubsub)
                 if backoff > 0.05:
-                    self._after_reconnect(pubsub)
+                    self._after_reconnect(pubsub, channels)
                 backoff = 0.05
                 self._serve(pubsub)
             except _CONNECTION_LOST as exc:
@@ -154,13 +162,13 @@ class RedisSubscriber:
                     exc,
                     backoff,
                 )
-                self._stop.wait(backoff)
+                self._pause(backoff)
                 backoff = min(_MAX_BACKOFF_S, backoff * 2)
             except Exception:
                 # Never let the one reader thread die: live events would stop for good.
                 self._connected.clear()
                 log.exception("event subscriber failed; restarting it in %.2f s", backoff)
-                self._stop.wait(backoff)
+                self._pause(backoff)
                 backoff = min(_MAX_BACKOFF_S, backoff * 2)
             finally:
                 # A broken connection may fail to close; it is gone either way.
@@ -171,7 +179,15 @@ class RedisSubscriber:
                     pubsub.close()
         self._connected.clear()
 
-    def _resubscribe(self, pubsub: redis.client.PubSub) -> None:
+    def _pause(self, backoff: float) -> None:
+        """Wait out `backoff`, or less when a listen() asks for Redis (never under _MIN_RETRY_S)."""
+        started = time.monotonic()
+        self._wake.clear()
+        if self._wake.wait(backoff) and not self._stop.is_set():
+            self._stop.wait(max(0.0, _MIN_RETRY_S - (time.monotonic() - started)))
+
+    def _resubscribe(self, pubsub: redis.client.PubSub) -> list[str]:
+        """Subscribe every channel with listeners; returns those channels."""
         with self._lock:
             channels = list(self._listeners)
         # A connection needs at least one subscription before it can be read from.
@@ -184,6 +200,7 @@ class RedisSubscriber:
         if pubsub.connection is not None:
             pubsub.connection.register_connect_callback(self._on_silent_reconnect)
         self._connected.set()
+        return channels
 
     def _on_silent_reconnect(self, connection: object) -> None:
         self._reconnected.set()
@@ -192,7 +209,7 @@ class RedisSubscriber:
         while not self._stop.is_set():
             if self._reconnected.is_set():
                 self._reconnected.clear()
-                self._after_reconnect(pubsub)
+                self._after_reconnect(pubsub, [str(channel) for channel in pubsub.channels])
             self._handle_requests(pubsub)
             self._read_one(pubsub, _POLL_S)
 
@@ -210,17 +227,25 @@ class RedisSubscriber:
             self._deliver(channel, message["data"])
         return None
 
-    def _after_reconnect(self, pubsub: redis.client.PubSub) -> None:
+    def _after_reconnect(self, pubsub: redis.client.PubSub, channels: list[str]) -> None:
         """Wait until Redis confirmed every resubscription, then run the hooks.
 
         In that order a hook's snapshot read happens after the subscriptions are live, so
-        nothing published after the read can be missed (Celery's order).
+        nothing published after the read can be missed (Celery's order). Only `channels`, those
+        resubscribed, are awaited: a channel listened to since is still a queued request, whose
+        confirmation comes after this (waiting for it here would always time out).
         """
-        with self._lock:
-            pending = set(self._listeners)
+        pending = set(channels)
         deadline = time.monotonic() + self._confirm_timeout_s
         while pending and time.monotonic() < deadline:
-            pending.discard(self._read_one(pubsub, _POLL_S) or "")
+            channel = self._read_one(pubsub, _POLL_S)
+            if channel in pending:
+                pending.discard(channel)
+                # A listen() of this channel still queued is confirmed by the resubscription.
+                with self._lock:
+                    confirmed = self._confirmed.get(channel)
+                if confirmed is not None:
+                    confirmed.set()
         if pending:
             log.warning("Redis did not confirm %d resubscription(s) in time", len(pending))
         log.warning("event subscriber reconnected to Redis; re-reading state")
