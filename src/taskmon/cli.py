@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import shutil
 import sys
+import threading
 from pathlib import Path
 
 from taskmon import __version__
@@ -60,6 +62,29 @@ def _serve(args: argparse.Namespace) -> int:
     return 0  # pragma: no cover
 
 
+def _fault_proxy(args: argparse.Namespace) -> int:
+    from taskmon.harness.faultproxy import VERSION, FaultProxy  # noqa: PLC0415 - only here
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    try:
+        proxy = FaultProxy(args.host, args.port)
+        proxy.start()
+    except OSError as exc:
+        print(
+            f"taskmon fault-proxy: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr
+        )
+        return 1
+    # Toxiproxy's readiness line, so scripts that wait for it work unchanged.
+    print(f"fault proxy {VERSION} API listening on {proxy.url}", flush=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        proxy.stop()
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="taskmon", description=__doc__)
     parser.add_argument("--version", action="version", version=f"taskmon {__version__}")
@@ -84,9 +109,17 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="threads per worker, one per open SSE stream (default 32)",
     )
+    fault_proxy = commands.add_parser(
+        "fault-proxy",
+        help="a TCP fault proxy driven by Toxiproxy's HTTP API (any Toxiproxy client)",
+    )
+    fault_proxy.add_argument("--host", default="127.0.0.1", help="API address (127.0.0.1)")
+    fault_proxy.add_argument("--port", type=int, default=8474, help="API port (8474)")
     args = parser.parse_args(argv)
     if args.command == "serve":
         return _serve(args)
+    if args.command == "fault-proxy":
+        return _fault_proxy(args)
     return 2  # pragma: no cover
 
 
