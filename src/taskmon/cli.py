@@ -63,7 +63,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _fault_proxy(args: argparse.Namespace) -> int:
-    from taskmon.harness.faultproxy import VERSION, FaultProxy  # noqa: PLC0415 - only here
+    from taskmon.faultproxy import VERSION, FaultProxy  # noqa: PLC0415 - only here
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:

@@ -22,7 +22,7 @@ import requests
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from taskmon.harness.faultproxy import FaultProxy
+from taskmon.faultproxy import FaultProxy
 from taskmon.harness.processes import ManagedProcess, free_port, wait_until
 from taskmon.harness.redis_server import RedisServer
 from taskmon.harness.toxiproxy_client import connect

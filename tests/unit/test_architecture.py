@@ -73,7 +73,9 @@ ALLOWED: dict[str, set[str]] = {
     "taskmon.app": {"taskmon.config", "taskmon.runtime", "taskmon.web"},
     "taskmon.wsgi": {"taskmon.app"},
     "taskmon.gunicorn_conf": {"taskmon.config", "taskmon.env_file", "taskmon.web"},
-    "taskmon.cli": {"taskmon", "taskmon.config", "taskmon.env_file"},
+    "taskmon.cli": {"taskmon", "taskmon.config", "taskmon.env_file", "taskmon.faultproxy"},
+    # A stand-alone tool (`taskmon fault-proxy`): it knows nothing of the service.
+    "taskmon.faultproxy": set(),
     "taskmon.harness": {"taskmon.config", "taskmon.domain", "taskmon.journal"},
 }
 

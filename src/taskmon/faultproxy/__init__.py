@@ -4,6 +4,6 @@ No Toxiproxy binary reaches every machine the harness runs on; this one does, an
 clients drive it unchanged (`taskmon fault-proxy` serves it on Toxiproxy's address).
 """
 
-from taskmon.harness.faultproxy.server import TOXIPROXY_API_VERSION, VERSION, FaultProxy
+from taskmon.faultproxy.server import TOXIPROXY_API_VERSION, VERSION, FaultProxy
 
 __all__ = ["TOXIPROXY_API_VERSION", "VERSION", "FaultProxy"]

@@ -16,7 +16,7 @@ import socket
 import struct
 from collections.abc import Callable
 
-from taskmon.harness.faultproxy.toxics import Toxic
+from taskmon.faultproxy.toxics import Toxic
 
 _CHUNK = 32 * 1024
 

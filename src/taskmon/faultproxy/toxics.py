@@ -12,7 +12,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-from taskmon.harness.faultproxy.errors import ApiError
+from taskmon.faultproxy.errors import ApiError
 
 # Every attribute is an integer, like Toxiproxy's; unknown attributes are ignored, as there.
 TOXIC_ATTRIBUTES: dict[str, tuple[str, ...]] = {

@@ -13,7 +13,7 @@ import asyncio
 import random
 from typing import Any
 
-from taskmon.harness.faultproxy.errors import (
+from taskmon.faultproxy.errors import (
     PROXY_EXISTS,
     PROXY_NOT_FOUND,
     TOXIC_EXISTS,
@@ -21,8 +21,8 @@ from taskmon.harness.faultproxy.errors import (
     ApiError,
     missing_field,
 )
-from taskmon.harness.faultproxy.links import Link
-from taskmon.harness.faultproxy.toxics import Toxic, bad_body, parse_toxic, update_toxic
+from taskmon.faultproxy.links import Link
+from taskmon.faultproxy.toxics import Toxic, bad_body, parse_toxic, update_toxic
 
 _CONNECT_TIMEOUT_S = 5.0
 

@@ -22,8 +22,8 @@ from collections.abc import Callable, Coroutine
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from taskmon.harness.faultproxy.errors import ApiError
-from taskmon.harness.faultproxy.proxies import ProxyCollection
+from taskmon.faultproxy.errors import ApiError
+from taskmon.faultproxy.proxies import ProxyCollection
 
 log = logging.getLogger(__name__)
 
