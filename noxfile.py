@@ -1,5 +1,5 @@
-"""Sessions: `tests` (default, the full suite), `loadtest`, `rehearsal`, `fast`, `lint`, `smoke`,
-`bench`, `mutation`."""
+"""Sessions: `tests` (default, the full suite), `loadtest`, `rehearsal`, `chaos`, `fast`, `lint`,
+`smoke`, `bench`, `mutation`."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ nox.options.sessions = ["tests"]
 
 PYPROJECT = nox.project.load_toml("pyproject.toml")
 PYTHON = "3.11"
-LINTED = ("src", "tests", "loadtests", "benchmarks", "noxfile.py")
+LINTED = ("src", "tests", "loadtests", "chaos", "benchmarks", "noxfile.py")
 
 
 def _install(session: nox.Session, *groups: str) -> None:
@@ -53,6 +53,15 @@ def rehearsal(session: nox.Session) -> None:
         "python", "-m", "loadtests.rehearsal", *session.posargs,
         interrupt_timeout=90, terminate_timeout=30,
     )  # fmt: skip
+
+
+@nox.session(python=PYTHON)
+def chaos(session: nox.Session) -> None:
+    """Cut Redis, its network and workers under load; judge every scenario (`-- --help`)."""
+    _install(session, "load", "chaos")
+    session.run(
+        "python", "-m", "chaos", *session.posargs, interrupt_timeout=90, terminate_timeout=30
+    )
 
 
 @nox.session(python=PYTHON)

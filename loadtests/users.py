@@ -120,6 +120,8 @@ class SubmitAndPoll(TaskmonUser):
                 self.target(),
                 "GET",
                 f"/api/task/status/{task_id}",
+                # 421: a degraded worker does not know another worker's task (asked again).
+                expect=(200, 421),
             )
             answer = outcome.answer
             if answer is None:
@@ -144,8 +146,9 @@ class SubmitAndPoll(TaskmonUser):
                         self.target(),
                         "GET",
                         f"/api/task/result/{task_id}",
-                        # 404: the audio is on the disk of the host that made it.
-                        expect=(200, 404) if len(self.targets) > 1 else (200,),
+                        # 404: the audio is on the disk of the host that made it; 421: a
+                        # degraded worker does not know another worker's task.
+                        expect=(200, 404, 421) if len(self.targets) > 1 else (200, 421),
                     )
                 return
             time.sleep(POLL_INTERVAL_S)

@@ -113,10 +113,14 @@ def judge_visibility(evidence: Evidence) -> Verdict:
     rule = "every status read and stream of an accepted task answers it (no 404)"
     accepted = evidence.accepted()
     misses: list[str] = []
-    reads = elsewhere = 0
+    reads = elsewhere = unknown = 0
     for record in [*evidence.of("read"), *evidence.of("stream")]:
         first = accepted.get(record["task"])
         if first is None or record.get("status") is None:
+            continue
+        if record["status"] == 421:
+            # A degraded worker cannot know another worker's task: neither a hit nor a miss.
+            unknown += 1
             continue
         reads += 1
         if record.get("worker") != first["worker"]:
@@ -127,8 +131,11 @@ def judge_visibility(evidence: Evidence) -> Verdict:
                 f"{_at(evidence, first['t'])}: 404 from {record.get('worker')} at "
                 f"{_at(evidence, record['t'])}"
             )
-    counts = {"reads": reads, "on_other_workers": elsewhere, "not_found": len(misses)}
+    counts = {"reads": reads, "on_other_workers": elsewhere, "not_found": len(misses),
+              "unknown_while_degraded": unknown}  # fmt: skip
     measured = f"{len(misses)} of {reads} reads answered 404 ({elsewhere} on another worker)"
+    if unknown:
+        measured += f"; {unknown} answered 421, unknown while degraded"
     if misses:
         return Verdict("I2", "visibility", FAIL, rule, measured, "0", counts, misses[:MAX_EXAMPLES])
     if reads == 0 or (evidence.workers > 1 and elsewhere == 0):

@@ -266,3 +266,18 @@ def idempotency_outcome(existing: Task | None, fingerprint: str) -> StartOutcome
     if existing.fingerprint == fingerprint:
         return StartOutcome.REPLAYED
     return StartOutcome.CONFLICT
+
+
+def overrules_abandoned(stored: Task, copy: Task) -> bool:
+    """A written-back `copy` that outranks the store's finished `stored`: the task's own
+    worker's `done` against a reaper's `abandoned`. The reaper presumes its worker dead from a
+    lapsed heartbeat, which looks the same when the worker was only cut off from the store and
+    finished the task meanwhile; the worker's done is what happened. Any other finish is final.
+    """
+    return (
+        stored.state is TaskState.FAILED
+        and stored.error is not None
+        and stored.error.code == ErrorCode.ABANDONED.value
+        and copy.state is TaskState.DONE
+        and copy.worker == stored.worker
+    )

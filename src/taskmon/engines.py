@@ -184,10 +184,12 @@ class EspeakEngine:
         voice = (self._load() or {}).get(voice.lower(), voice)
         with _atomic_temp(dest) as tmp:
             # -b 1: the input is UTF-8 whatever the locale; --stdin: no text is ever an option.
+            # -w gets the bare file name, run in its directory: espeak-ng silently writes
+            # nothing to a path of 200 characters or more (a deep TASKMON_RESULT_DIR).
             cmd = [
-                *self._launcher, self._binary, "-b", "1", "-v", voice, "-w", str(tmp), "--stdin"
+                *self._launcher, self._binary, "-b", "1", "-v", voice, "-w", tmp.name, "--stdin"
             ]  # fmt: skip
-            returncode, stderr = self._run(cmd, data, cancel)
+            returncode, stderr = self._run(cmd, data, cancel, cwd=tmp.parent)
             reason = _first_line(stderr, scrub=(str(tmp), str(dest.parent)))
             # setpriv exits 126/127 when it cannot exec (its message is translated, its name
             # is not): the launcher ran, espeak-ng did not, as an OSError from exec would say.
@@ -201,7 +203,7 @@ class EspeakEngine:
                 raise EngineError(f"espeak-ng produced no audio{f': {reason}' if reason else ''}")
 
     def _run(
-        self, cmd: list[str], data: bytes, cancel: threading.Event | None
+        self, cmd: list[str], data: bytes, cancel: threading.Event | None, *, cwd: Path
     ) -> tuple[int, bytes]:
         """espeak-ng to its end: (exit code, stderr). Killed, and reaped, on timeout or cancel.
 
@@ -213,7 +215,9 @@ class EspeakEngine:
             stdin.write(data)
             stdin.seek(0)
             try:
-                proc = subprocess.Popen(cmd, stdin=stdin, stdout=subprocess.DEVNULL, stderr=stderr)
+                proc = subprocess.Popen(
+                    cmd, stdin=stdin, stdout=subprocess.DEVNULL, stderr=stderr, cwd=cwd
+                )
             except OSError as exc:
                 raise EngineError(f"espeak-ng could not be started ({exc.strerror})") from None
             deadline = time.monotonic() + self._timeout_s

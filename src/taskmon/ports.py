@@ -125,8 +125,9 @@ class TaskMonitor(Protocol):
 
     def restore(self, task: Task) -> RestoreResult:
         """Write this copy of a task unless the store has it at this version or a newer one,
-        or has it finished (a finish is final, even one at an older version: a task a reaper
-        failed while its worker was cut off stays failed).
+        or has it finished (a finish is final, even one at an older version), with one
+        exception: a reaper's `abandoned` is a presumption, and the task's own worker's `done`
+        overrules it (domain.overrules_abandoned), stored one version past the reaper's.
 
         The write-back after an outage: a task created or moved while this worker ran on its
         own memory, or one the store forgot (restarted empty). Counts, state index and the

@@ -260,7 +260,7 @@ def _redis_backend(settings: Settings, worker_id: str, target: str) -> Backend:
         failover = Failover(
             target=target,
             policy=settings.fallback_policy.value,
-            probe=partial(_probe, client, keys),
+            probe=partial(_probe, client, keys, registry),
             store_lost=epoch.changed,
             on_promoted=quiet.outage_over,
             # Two probe intervals at most: every worker has written back by then.
@@ -306,13 +306,20 @@ def _redis_backend(settings: Settings, worker_id: str, target: str) -> Backend:
     )
 
 
-def _probe(client: redis.Redis, keys: Keys) -> None:
+def _probe(client: redis.Redis, keys: Keys, registry: WorkerRegistry) -> None:
     """Raise BackendUnavailable unless Redis takes a write now: a replica that refuses writes
-    (READONLY) or an instance out of memory answers PING, and would make a worker flap."""
+    (READONLY) or an instance out of memory answers PING, and would make a worker flap.
+
+    The write is this worker's heartbeat, and it lands before anything is written back: a
+    worker only cut off from Redis (the others kept it) has had its heartbeat lapse, and a
+    task written back before the heartbeat would be failed `abandoned` by another worker's
+    reaper the moment it appears.
+    """
     try:
         client.set(keys.epoch, uuid.uuid4().hex, nx=True)
     except (redis.RedisError, OSError) as exc:
         raise BackendUnavailable(f"Redis does not take a write ({exc})") from None
+    registry.heartbeat()
 
 
 def _share_inputs(

@@ -163,6 +163,21 @@ def test_espeak_writes_real_speech(espeak: EspeakEngine, tmp_path: Path) -> None
 
 
 @pytest.mark.espeak
+def test_espeak_writes_into_a_directory_of_a_long_path(
+    espeak: EspeakEngine, tmp_path: Path
+) -> None:
+    """espeak-ng silently writes nothing to a -w path of 200 characters or more (found by the
+    chaos runs, whose result directories sit deep in their report)."""
+    deep = tmp_path / ("d" * 120) / ("e" * 120)
+    deep.mkdir(parents=True)
+    dest = deep / "out.wav"
+    assert len(str(dest)) > 250
+    espeak.synthesize(SENTENCE, "en", dest)
+    params, _ = read_wav(dest)
+    assert params.nframes > 0
+
+
+@pytest.mark.espeak
 @pytest.mark.parametrize(
     "text",
     [

@@ -148,15 +148,22 @@ class FaultProxy:
         return self
 
     def stop(self) -> None:
+        """Stop the API, close every proxy and link, then the event loop itself (its own
+        sockets too). Safe to call twice, and on a proxy never started."""
         if self._http is not None:
             self._http.shutdown()
             self._http.server_close()
+            self._http = None
         if self._loop.is_running():
-            asyncio.run_coroutine_threadsafe(self.proxies.close(), self._loop).result(
-                _CALL_TIMEOUT_S
-            )
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._loop_thread.join(_CALL_TIMEOUT_S)
+            try:
+                asyncio.run_coroutine_threadsafe(self.proxies.close(), self._loop).result(
+                    _CALL_TIMEOUT_S
+                )
+            finally:
+                self._loop.call_soon_threadsafe(self._loop.stop)
+                self._loop_thread.join(_CALL_TIMEOUT_S)
+        if not self._loop.is_running() and not self._loop.is_closed():
+            self._loop.close()
 
     def call(self, handler: Handler, variables: dict[str, str], body: Any) -> tuple[int, Any]:
         future: concurrent.futures.Future[tuple[int, Any]] = asyncio.run_coroutine_threadsafe(

@@ -6,6 +6,7 @@ the bug taskmon exists to fix, and the harness uses it as the negative case of i
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import threading
 import time
@@ -21,6 +22,7 @@ from taskmon.domain import (
     TaskEvent,
     TaskState,
     idempotency_outcome,
+    overrules_abandoned,
 )
 from taskmon.memory.hub import InMemoryEventHub, InMemorySubscription
 from taskmon.ports import RestoreResult, StartResult
@@ -83,7 +85,10 @@ class InMemoryTaskMonitor:
         with self._lock:
             self._purge_expired()
             stored = self._tasks.get(task.task_id)
-            if stored is not None and (stored.version >= task.version or stored.state.terminal):
+            if stored is not None and overrules_abandoned(stored, task):
+                # Past the stored version, so no reader sees a version go backwards.
+                task = dataclasses.replace(task, version=max(task.version, stored.version + 1))
+            elif stored is not None and (stored.version >= task.version or stored.state.terminal):
                 return RestoreResult(written=False)  # same, newer, or finished: final
             if stored is not None:
                 self._in_state[stored.state] -= 1

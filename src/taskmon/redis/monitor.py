@@ -20,6 +20,7 @@ False instead). Writes take no pipeline: each is a script whose reply decides th
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from typing import Any, cast
 
@@ -137,9 +138,17 @@ class RedisTaskMonitor:
     def restore(self, task: Task) -> RestoreResult:
         """Write `task` back unless Redis has it at its version or newer (lua/task_restore.lua).
 
-        Safe to repeat: a second run finds its own version stored and writes nothing. Raises
-        BackendUnavailable when Redis does not answer.
+        A task Redis holds failed `abandoned` (a reaper's presumption) is overruled by its own
+        worker's `done`, written one version past the stored one so no reader sees a version
+        go backwards. Safe to repeat: a second run finds its own version stored and writes
+        nothing. Raises BackendUnavailable when Redis does not answer.
         """
+        reply = self._restore(task)
+        if reply[0] == "behind":
+            reply = self._restore(dataclasses.replace(task, version=int(reply[1]) + 1))
+        return RestoreResult(written=reply[0] == "written", key_conflict=reply[1] == "key_conflict")
+
+    def _restore(self, task: Task) -> list[str]:
         keys = [self._keys.task(task.task_id), self._keys.counters]
         keys += [
             self._keys.state_index(TaskState.QUEUED),
@@ -159,11 +168,11 @@ class RedisTaskMonitor:
             self._keys.task_channel(task.task_id),
             codec.event_to_json(TaskEvent(task)),
             idem_value,
+            task.worker,
             *codec.flatten(codec.task_to_fields(task)),
         ]
         with unavailable_as(f"writing back task {task.task_id}"):
-            reply = cast("list[str]", self._scripts["task_restore"](keys=keys, args=args))
-        return RestoreResult(written=reply[0] == "written", key_conflict=reply[1] == "key_conflict")
+            return cast("list[str]", self._scripts["task_restore"](keys=keys, args=args))
 
     def find_by_idempotency_key(self, key: str) -> Task | None:
         with unavailable_as("reading an Idempotency-Key"):

@@ -1,7 +1,9 @@
 -- task_restore: write back a copy of a task (kept by a worker while Redis was away, or forgotten
 -- by a Redis restarted empty) unless Redis already has it at that version or a newer one, or has
--- it finished (a finish is final: a task a reaper failed while its worker was cut off stays
--- failed). Counts, live-state indexes, retention and the Idempotency-Key follow the copy.
+-- it finished (a finish is final), with one exception: a reaper's `abandoned` is a presumption
+-- (a heartbeat lapses alike when its worker died and when it was only cut off from Redis), so
+-- the same worker's own `done` overrules it, at a version past the stored one. Counts,
+-- live-state indexes, retention and the Idempotency-Key follow the copy.
 --
 -- KEYS[1] task         hash of the task
 -- KEYS[2] counters     hash: queued, running, done, failed
@@ -16,14 +18,24 @@
 -- ARGV[6] channel      the task's pub/sub channel
 -- ARGV[7] event        the event JSON to publish on ARGV[6]
 -- ARGV[8] idem_value   `<task_id> <fingerprint>` to store in KEYS[5] ("" without a key)
--- ARGV[9..] fields     field, value pairs of the whole task hash
+-- ARGV[9] worker       the copy's worker (the one whose `done` may overrule an `abandoned`)
+-- ARGV[10..] fields    field, value pairs of the whole task hash
 -- Returns: {"kept", <stored version>} when Redis has this version or a newer one, or has the task
---          finished (nothing is written); {"written", <"key_conflict" or "">} when the copy was written, with
---          "key_conflict" when KEYS[5] already names another task (the key is left to it).
+--          finished (nothing is written); {"behind", <stored version>} when the copy is its
+--          worker's `done` of a task Redis holds failed `abandoned` at this version or a newer one
+--          (nothing is written: send it again past that version); {"written", <"key_conflict" or
+--          "">} when the copy was written, with "key_conflict" when KEYS[5] already names another
+--          task (the key is left to it).
 
-local stored = redis.call('HMGET', KEYS[1], 'version', 'state', 'void')
+local stored = redis.call('HMGET', KEYS[1], 'version', 'state', 'void', 'error_code', 'worker')
 local finished = stored[2] == 'done' or stored[2] == 'failed'
-if stored[1] and not stored[3] and (finished or tonumber(stored[1]) >= tonumber(ARGV[2])) then
+local presumed = stored[2] == 'failed' and stored[4] == 'abandoned' and ARGV[3] == 'done'
+    and stored[5] == ARGV[9]
+if stored[1] and not stored[3] and presumed and tonumber(stored[1]) >= tonumber(ARGV[2]) then
+    return {'behind', stored[1]}
+end
+if stored[1] and not stored[3] and not presumed
+    and (finished or tonumber(stored[1]) >= tonumber(ARGV[2])) then
     return {'kept', stored[1]}
 end
 
@@ -35,7 +47,7 @@ redis.call('ZREM', KEYS[3], ARGV[1])
 redis.call('ZREM', KEYS[4], ARGV[1])
 -- Fields of the older copy (its `op`, a settle bar) must not survive into the new one.
 redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], unpack(ARGV, 9))
+redis.call('HSET', KEYS[1], unpack(ARGV, 10))
 redis.call('HINCRBY', KEYS[2], ARGV[3], 1)
 if ARGV[3] == 'queued' then
     redis.call('ZADD', KEYS[3], ARGV[4], ARGV[1])

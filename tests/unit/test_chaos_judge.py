@@ -1,0 +1,144 @@
+"""The chaos checkers on evidence written by hand: each passes what keeps its promise and
+fails what breaks it (the runs in tests/e2e/test_chaos.py show the same on real stacks)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from chaos.concurrency import partition_bound, series
+from chaos.faults import Window
+from chaos.judge import (
+    FAIL,
+    PASS,
+    ChaosEvidence,
+    TaskEnd,
+    judge_cap,
+    judge_detect,
+    judge_failed_calls,
+    judge_repromote,
+    judge_tasks,
+    judge_terminal_kept,
+)
+from chaos.scenarios import SCENARIOS
+
+NS = 1_000_000_000
+WALL0 = 1_800_000_000.0  # the wall clock at monotonic 100 s
+
+
+def journal(directory: Path, lines: list[tuple[float, str, int, str]]) -> Path:
+    """(monotonic s, start|end, pid, task) lines, one journal file per pid."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for at, event, pid, task in lines:
+        entry = {"t": int(at * NS), "event": event, "pid": pid, "task": task, "fencing": 1}
+        with (directory / f"journal-{pid}.jsonl").open("a") as out:
+            out.write(json.dumps(entry) + "\n")
+    return directory
+
+
+def evidence(tmp_path: Path, scenario: str = "redis-down", policy: str = "partition",
+             **kwargs: object) -> ChaosEvidence:  # fmt: skip
+    found = ChaosEvidence(
+        scenario=SCENARIOS[scenario], policy=policy, limit=4, workers=4, lease_ttl_s=2.0,
+        journal_dir=tmp_path / "journal", load_start=90.0, load_end=130.0,
+    )  # fmt: skip
+    window = Window("proxy-down", 100.0, WALL0, 110.0, WALL0 + 10)
+    found.windows = [window]
+    found.pids = {0: [11, 12, 13, 14]}
+    for name, value in kwargs.items():
+        setattr(found, name, value)
+    return found
+
+
+def log_line(wall: float, pid: int, what: str) -> str:
+    from datetime import datetime  # noqa: PLC0415
+
+    stamp = datetime.fromtimestamp(wall).strftime("%Y-%m-%d %H:%M:%S,%f")[:-3]
+    return f"{stamp} [{pid}] WARNING taskmon.failover.switch: Redis at redis://x:1/0 {what}\n"
+
+
+def switches_log(down_after: float, up_after: float) -> str:
+    text = ""
+    for pid in (11, 12, 13, 14):
+        text += log_line(WALL0 + down_after, pid, "stopped answering (refused): ...")
+        text += log_line(WALL0 + 10 + up_after, pid, "answers again: back")
+    return text
+
+
+def test_partition_bound_is_the_shares_or_what_was_carried() -> None:
+    assert partition_bound(4, 4, [0, 0, 0, 0]) == 4
+    assert partition_bound(4, 4, [3, 1]) == 6  # 3 + 1 + 1 + 1
+    assert partition_bound(5, 4, [2]) == 6, "the spare share on another rank: 2 + 2 + 1 + 1"
+    assert partition_bound(4, 4, [2], among=2) == 3, "two cut workers of four"
+
+
+def test_series_counts_a_dead_workers_unended_synthesis_until_its_death(tmp_path: Path) -> None:
+    directory = journal(tmp_path / "j", [(1.0, "start", 7, "a"), (2.0, "start", 8, "b"),
+                                         (3.0, "end", 8, "b"), (9.0, "start", 8, "c"),
+                                         (9.5, "end", 8, "c")])  # fmt: skip
+    assert series(directory).peak(5.0, 6.0) == 1, "unended: running to the last line"
+    dead = series(directory, {7: 4.0})
+    assert dead.peak(5.0, 6.0) == 0
+    assert dead.seconds_above(1, 0.0, 10.0) == pytest.approx(1.0)
+
+
+def test_cap_passes_within_the_bound_and_fails_above_it(tmp_path: Path) -> None:
+    lines = [(95.0 + i * 0.01, "start", 11 + i, f"t{i}") for i in range(4)]
+    lines += [(96.0 + i * 0.01, "end", 11 + i, f"t{i}") for i in range(4)]
+    journal(tmp_path / "journal", lines)
+    kept = evidence(tmp_path, logs={0: switches_log(0.1, 0.5)})
+    assert judge_cap(kept).status == PASS
+    # Five at once after the fault has settled: over the limit, outside any allowance.
+    late = [(120.0 + i * 0.01, "start", 11 + i % 4, f"late{i}") for i in range(5)]
+    journal(tmp_path / "journal", [*late, *[(125.0, "end", p, t) for _, _, p, t in late]])
+    broken = judge_cap(evidence(tmp_path, logs={0: switches_log(0.1, 0.5)}))
+    assert broken.status == FAIL
+    assert "after the fault" in broken.where
+
+
+def test_detect_and_repromote_are_judged_by_the_slowest_workers_own_log(tmp_path: Path) -> None:
+    fast = evidence(tmp_path, logs={0: switches_log(0.2, 0.8)})
+    assert judge_detect(fast).status == PASS
+    assert judge_repromote(fast).status == PASS
+    slow = evidence(tmp_path, logs={0: switches_log(1.6, 6.0)})
+    assert judge_detect(slow).status == FAIL
+    assert judge_repromote(slow).status == FAIL
+    silent = evidence(tmp_path, logs={0: ""})
+    assert judge_detect(silent).status == FAIL, "a worker that never degrades fails"
+
+
+def test_failed_calls_count_5xx_and_drops_but_not_degraded_answers(tmp_path: Path) -> None:
+    calls = [{"k": "req", "t": 101.0, "ms": 5, "name": "GET s", "status": s, "outcome": "ok"}
+             for s in (200, 421, 429)]  # fmt: skip
+    assert judge_failed_calls(evidence(tmp_path, records=calls)).status == PASS
+    broken = [*calls, {"k": "req", "t": 102.0, "ms": 5, "name": "POST", "status": 503,
+                       "outcome": "unexpected"}]  # fmt: skip
+    assert judge_failed_calls(evidence(tmp_path, records=broken)).status == FAIL
+    dropped = [*calls, {"k": "stream", "t": 102.0, "t_end": 103.0, "status": None,
+                        "outcome": "connection"}]  # fmt: skip
+    assert judge_failed_calls(evidence(tmp_path, records=dropped)).status == FAIL
+
+
+def test_a_task_failed_abandoned_is_lost_unless_the_fault_killed_its_worker(
+    tmp_path: Path,
+) -> None:
+    records = [{"k": "accepted", "task": "t1", "worker": "h:11"}]
+    endings = {"t1": TaskEnd("failed", "abandoned", {0: "failed"})}
+    partitioned = judge_tasks(evidence(tmp_path, records=records, endings=endings))
+    assert partitioned.status == FAIL
+    killed = judge_tasks(evidence(tmp_path, "worker-killed", records=records, endings=endings))
+    assert killed.status == PASS
+    unread = {"t1": TaskEnd(None, None, {0: "404"})}
+    assert judge_tasks(evidence(tmp_path, records=records, endings=unread)).status == FAIL
+
+
+def test_a_task_a_client_saw_done_must_end_done(tmp_path: Path) -> None:
+    seen = [{"k": "read", "task": "t1", "state": "done"}]
+    flipped = {"t1": TaskEnd("failed", "abandoned", {0: "failed"})}
+    assert judge_terminal_kept(evidence(tmp_path, records=seen, endings=flipped)).status == FAIL
+    corrected = [{"k": "read", "task": "t1", "state": "failed"}]
+    done = {"t1": TaskEnd("done", None, {0: "done"})}
+    result = judge_terminal_kept(evidence(tmp_path, records=corrected, endings=done))
+    assert result.status == PASS
+    assert result.figures["corrected"] == 1
