@@ -20,9 +20,11 @@ from typing import Any
 from chaos.proxy_control import FaultProxyControl
 from chaos.scenarios import Scenario
 from taskmon.harness.journal_check import read_events
-from taskmon.harness.processes import children_of
 from taskmon.harness.redis_server import RedisServer
 from taskmon.harness.stack import GunicornInstance
+
+# A synthesis of the load's sentences takes 0.3 s or more (tone engine, 10 ms a character).
+FRESH_S = 0.12
 
 # Toxics per network fault: (type, stream, attributes). Both directions for a blackhole: a
 # network that drops packets drops them both ways.
@@ -200,15 +202,10 @@ class FaultRun:
         instance = self.target.instances[0]
         pid, held = self._busiest_worker(instance)
         self.victim, self.held_by_victim = pid, held
-        engines = engine_processes(pid)
         # The fault is the signal: its window starts now, not when the search for a holder did.
         window = self.windows[-1]
         window.start, window.start_wall = time.monotonic(), time.time()
         instance.signal_worker(pid, signum)
-        if signum == signal.SIGKILL and self.scenario.engine == "espeak":
-            time.sleep(0.5)
-            alive = [p for p in engines if _alive(p)]
-            self.windows[-1].details.update(engines_at_kill=engines, orphan_engines=alive)
 
     def _thaw(self) -> None:
         if self.victim is not None:
@@ -216,61 +213,38 @@ class FaultRun:
                 self.target.instances[0].signal_worker(self.victim, signal.SIGCONT)
 
     def _busiest_worker(self, instance: GunicornInstance) -> tuple[int, int]:
-        """The worker running the most syntheses now (by the journal), waiting up to 10 s for
-        one that runs any: the fault must hit a holder of permits."""
+        """The worker running the most syntheses now (by the journal), one of them begun
+        within FRESH_S, waiting up to 10 s for one: the fault must hit a holder of permits,
+        and a synthesis that just began is still running when the signal lands."""
         deadline = time.monotonic() + 10
         pids = set(instance.worker_pids())
         while True:
             running = running_now(self.target.journal_dir)
-            busy = {pid: n for pid, n in running.items() if pid in pids and n > 0}
-            if self.scenario.engine == "espeak":
-                # Caught with its engine process running, so the kill shows what becomes of it.
-                busy = {pid: n for pid, n in busy.items() if engine_processes(pid)}
+            now = time.monotonic()
+            busy = {
+                pid: len(starts) for pid, starts in running.items()
+                if pid in pids and starts and now - max(starts) < FRESH_S
+            }  # fmt: skip
             if busy:
                 pid = max(busy, key=lambda p: busy[p])
                 return pid, busy[pid]
-            if time.monotonic() > deadline or self.stopping.is_set():
+            if now > deadline or self.stopping.is_set():
                 raise RuntimeError("no worker held a permit within 10 s: is the load running?")
-            time.sleep(0.02)
+            time.sleep(0.01)
 
 
-def running_now(journal_dir: Path) -> dict[int, int]:
-    """Syntheses running now, per worker pid, by the journals (a start with no end yet)."""
+def running_now(journal_dir: Path) -> dict[int, list[float]]:
+    """The start times (monotonic s) of the syntheses running now, per worker pid, by the
+    journals (a start with no end yet)."""
     events, _ = read_events(journal_dir)
-    running: set[tuple[str, str, str]] = set()
-    for _, delta, synthesis in sorted(events, key=lambda e: (e[0], e[1])):
+    running: dict[tuple[str, str, str], float] = {}
+    for t, delta, synthesis in sorted(events, key=lambda e: (e[0], e[1])):
         if delta > 0:
-            running.add(synthesis)
+            running[synthesis] = t / 1e9
         else:
-            running.discard(synthesis)
-    per_pid: dict[int, int] = {}
-    for pid, _, _ in running:
+            running.pop(synthesis, None)
+    per_pid: dict[int, list[float]] = {}
+    for (pid, _, _), began in running.items():
         with contextlib.suppress(ValueError):
-            per_pid[int(pid)] = per_pid.get(int(pid), 0) + 1
+            per_pid.setdefault(int(pid), []).append(began)
     return per_pid
-
-
-def engine_processes(worker_pid: int) -> list[int]:
-    """The espeak-ng processes a worker runs now (its children and their children)."""
-    found = []
-    for child in children_of(worker_pid):
-        for pid in [child, *children_of(child)]:
-            if b"espeak" in _cmdline(pid):
-                found.append(pid)
-    return found
-
-
-def _cmdline(pid: int) -> bytes:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return b""
-
-
-def _alive(pid: int) -> bool:
-    """Running, and not a zombie waiting for its reaper."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"

@@ -123,6 +123,7 @@ def judge(evidence: ChaosEvidence) -> list[Check]:
         judge_failed_calls(evidence),
         judge_tasks(evidence),
         judge_terminal_kept(evidence),
+        judge_visible(evidence),
         judge_cap(evidence),
     ]
     if evidence.scenario.redis_fault:
@@ -133,8 +134,6 @@ def judge(evidence: ChaosEvidence) -> list[Check]:
         checks.append(judge_untouched(evidence))
     if evidence.scenario.fault in VICTIM_ENDS:
         checks.append(judge_victim(evidence))
-    if evidence.scenario.engine == "espeak" and evidence.scenario.fault == "kill-worker":
-        checks.append(judge_engines(evidence))
     return checks
 
 
@@ -163,16 +162,25 @@ def judge_failed_calls(evidence: ChaosEvidence) -> Check:
         return Check("no failed call", UNKNOWN, rule, "no call recorded")
     failed, cut = [], []
     death = evidence.deaths.get(evidence.victim or -1)
+
+    def cut_by_kill(start: float, end: float, dropped: bool) -> bool:
+        """A connection the dead worker had open: opened before its death, dropped (no
+        answer: a 5xx is an answer, and never excused) within KILL_CUT_S after it."""
+        return death is not None and dropped and start <= death <= end <= death + KILL_CUT_S
+
     for record in calls:
         status, outcome = record.get("status"), record.get("outcome")
         if not ((status or 0) >= 500 or outcome in ("timeout", "connection")):
             continue
         end = record.get("t_end") or record["t"] + (record.get("ms") or 0) / 1000
-        if death is not None and record["t"] <= death and end <= death + KILL_CUT_S:
+        if cut_by_kill(record["t"], end, outcome == "connection"):
             cut.append(record)
         else:
             failed.append(record)
-    watcher = [x for x in evidence.looks if x.status == 0 or x.status >= 500]
+    watcher = [
+        x for x in evidence.looks
+        if (x.status == 0 or x.status >= 500) and not cut_by_kill(x.t, x.t_end, x.status == 0)
+    ]  # fmt: skip
     statuses = Counter(str(r.get("status")) for r in calls)
     figures = {
         "calls": len(calls), "failed": len(failed), "cut_by_kill": len(cut),
@@ -243,6 +251,36 @@ def judge_tasks(evidence: ChaosEvidence) -> Check:
     return Check("no task lost", PASS, rule, measured, figures)
 
 
+def ends_seen(records: list[dict[str, Any]]) -> dict[str, set[str]]:
+    """task -> every end a client saw of it: "done", or "failed/<code>"."""
+    seen: dict[str, set[str]] = {}
+    for record in records:
+        if record["k"] == "read" and record.get("state") in ("done", "failed"):
+            state = record["state"]
+            seen.setdefault(record["task"], set()).add(
+                state if state == "done" else f"failed/{record.get('error')}"
+            )
+        elif record["k"] == "stream":
+            for event in record.get("events") or []:
+                if event[1] in ("done", "failed"):
+                    code = event[5] if len(event) > 5 else None
+                    end = "done" if event[1] == "done" else f"failed/{code}"
+                    seen.setdefault(record["task"], set()).add(end)
+    return seen
+
+
+def end_change(states: set[str], end: TaskEnd) -> str | None:
+    """How the final end differs from what clients saw: None (the same), "corrected" (an
+    `abandoned` that became its worker's done), or what changed."""
+    final = "done" if end.state == "done" else f"failed/{end.error}"
+    others = states - {final}
+    if not others:
+        return None
+    if final == "done" and others == {"failed/abandoned"}:
+        return "corrected"
+    return f"a client saw {sorted(states)}, it ended {final}"
+
+
 def judge_terminal_kept(evidence: ChaosEvidence) -> Check:
     rule = (
         "a task a client saw done stays done; only a reaper's `abandoned`, presumed while its "
@@ -250,26 +288,17 @@ def judge_terminal_kept(evidence: ChaosEvidence) -> Check:
     )
     if evidence.endings is None:
         return Check("ends kept", UNKNOWN, rule, "the tasks were never read back")
-    seen: dict[str, set[str]] = {}
-    for record in evidence.records:
-        if record["k"] == "read" and record.get("state") in ("done", "failed"):
-            seen.setdefault(record["task"], set()).add(record["state"])
-        elif record["k"] == "stream":
-            for event in record.get("events") or []:
-                if event[1] in ("done", "failed"):
-                    seen.setdefault(record["task"], set()).add(event[1])
+    seen = ends_seen(evidence.records)
     changed, corrected = [], []
     for task, states in sorted(seen.items()):
         end = evidence.endings.get(task)
-        final = end.state if end else None
-        if final is None:
+        if end is None or end.state is None:
             continue  # judged by "no task lost"
-        if "done" in states and final != "done":
-            changed.append(
-                f"{task}: a client saw done, it ended {final}/{end.error if end else ''}"
-            )
-        elif "failed" in states and final == "done":
+        change = end_change(states, end)
+        if change == "corrected":
             corrected.append(task)
+        elif change is not None:
+            changed.append(f"{task}: {change}")
     figures = {"tasks_seen_ended": len(seen), "changed": len(changed), "corrected": len(corrected)}
     measured = (
         f"{len(seen)} tasks seen ended by clients; {len(changed)} changed after, "
@@ -278,6 +307,50 @@ def judge_terminal_kept(evidence: ChaosEvidence) -> Check:
     if changed:
         return Check("ends kept", FAIL, rule, measured, figures, changed[0])
     return Check("ends kept", PASS, rule, measured, figures)
+
+
+def judge_visible(evidence: ChaosEvidence) -> Check:
+    """I2 through the fault: a task once accepted is never answered 404 (a degraded worker
+    that does not know it says 421). One exception, counted: with one instance cut off, the
+    others cannot know what its workers accept until they write it back."""
+    rule = "no read of an accepted task answers 404 (a degraded worker says 421)"
+    cut = evidence.cut_pids
+    partial = len(evidence.scenario.cut_instances) < evidence.scenario.instances
+    if partial:
+        rule += "; the instance that kept Redis may not know the cut one's tasks yet"
+    accepted: dict[str, tuple[float, int | None]] = {}
+    for record in evidence.records:
+        if record["k"] == "accepted":
+            accepted.setdefault(record["task"], (record.get("t_answer", record["t"]),
+                                                 _pid(record.get("worker"))))  # fmt: skip
+    reads = [r for r in evidence.records if r["k"] in ("read", "stream") and r["task"] in accepted]
+    missing, excused = [], 0
+    for read in reads:
+        answered_at, owner = accepted[read["task"]]
+        if read.get("status") != 404 or read["t"] < answered_at:
+            continue
+        if partial and owner in cut and _pid(read.get("worker")) not in cut:
+            excused += 1
+        else:
+            missing.append(read)
+    unknown = sum(1 for r in reads if r.get("status") == 421)
+    figures = {"reads": len(reads), "not_found": len(missing), "excused": excused,
+               "unknown_while_degraded": unknown}  # fmt: skip
+    measured = f"{len(missing)} of {len(reads)} reads answered 404; {unknown} answered 421"
+    if partial:
+        measured += f"; {excused} 404s of the cut instance's tasks from the other"
+    if missing:
+        first = missing[0]
+        where = (f"{first['task']} at {first['t'] - evidence.load_start:+.2f} s from "
+                 f"{first.get('worker')}")  # fmt: skip
+        return Check("visible", FAIL, rule, measured, figures, where)
+    return Check("visible", PASS, rule, measured, figures)
+
+
+def _pid(worker: object) -> int | None:
+    text = str(worker or "")
+    tail = text.rsplit(":", 1)[-1]
+    return int(tail) if tail.isdigit() else None
 
 
 def _trip_times(evidence: ChaosEvidence, window: Window) -> dict[int, float]:
@@ -471,7 +544,9 @@ def judge_victim(evidence: ChaosEvidence) -> Check:
     )
     if evidence.victim is None or evidence.endings is None:
         return Check("victim's tasks", UNKNOWN, rule, "no worker was hit, or no task read back")
-    caught = caught_running(evidence.journal_dir, evidence.victim, evidence.windows[0].start)
+    window = evidence.windows[0]
+    until = window.end if evidence.scenario.fault == "freeze-worker" else None
+    caught = caught_running(evidence.journal_dir, evidence.victim, window.start, until)
     wrong = {}
     for task in caught:
         end = evidence.endings.get(task)
@@ -489,28 +564,22 @@ def judge_victim(evidence: ChaosEvidence) -> Check:
     return Check("victim's tasks", PASS, rule, measured, figures)
 
 
-def caught_running(journal_dir: Path, pid: int, at: float) -> list[str]:
-    """Tasks whose synthesis on `pid` had started and not ended at `at` (monotonic s)."""
+def caught_running(journal_dir: Path, pid: int, at: float, until: float | None) -> list[str]:
+    """Tasks whose synthesis on `pid` had started by `at` (monotonic s) and had not ended by
+    `until`: never ended (a kill: `until` None), or ended only after the fault (a freeze).
+    A synthesis whose end line was written before the signal landed is not caught."""
     events, _ = read_events(journal_dir)
-    running: set[str] = set()
-    for t, delta, (who, task, _) in sorted(events, key=lambda e: (e[0], e[1])):
-        if t / 1e9 > at:
-            break
+    started: dict[str, float] = {}
+    ended: dict[str, float] = {}
+    for t, delta, (who, task, _) in events:
         if who == str(pid):
-            (running.add if delta > 0 else running.discard)(task)
-    return sorted(running)
-
-
-def judge_engines(evidence: ChaosEvidence) -> Check:
-    rule = "no engine process of the killed worker outlives it (half a second later)"
-    orphans = evidence.windows[0].details.get("orphan_engines")
-    if orphans is None or not evidence.windows[0].details.get("engines_at_kill"):
-        return Check("engines die", UNKNOWN, rule, "engine processes were not counted")
-    measured = f"{len(orphans)} espeak-ng processes left by pid {evidence.victim}"
-    figures = {"orphans": orphans}
-    if orphans:
-        return Check("engines die", FAIL, rule, measured, figures, f"pids {orphans}")
-    return Check("engines die", PASS, rule, measured, figures)
+            (started if delta > 0 else ended)[task] = t / 1e9
+    caught = []
+    for task, began in started.items():
+        end = ended.get(task)
+        if began <= at and (end is None or (until is not None and end > until)):
+            caught.append(task)
+    return sorted(caught)
 
 
 def judge_toxics_reached(evidence: ChaosEvidence) -> Check:

@@ -18,7 +18,8 @@ from typing import Any
 from taskmon.harness.client import TERMINAL, call
 
 WATCH_EVERY_S = 0.1
-PROBE_TIMEOUT_S = 5.0
+# As long as the users wait: a worker frozen for 5 s answers late, not never.
+PROBE_TIMEOUT_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,7 @@ class Look:
     degraded: bool | None = None
     limit: int | None = None
     error: str = ""
+    t_end: float = 0.0
 
 
 class Watcher(threading.Thread):
@@ -69,7 +71,7 @@ def look(index: int, base: str) -> Look:
     try:
         answer = call(base, "GET", "/api/monitor/stats", timeout=PROBE_TIMEOUT_S)
     except Exception as exc:  # no answer a client could read: that is what is recorded
-        return Look(t, index, 0, error=repr(exc))
+        return Look(t, index, 0, error=repr(exc), t_end=time.monotonic())
     body = answer.body if isinstance(answer.body, dict) else {}
     pid = None
     if answer.worker and ":" in answer.worker:
@@ -87,6 +89,7 @@ def look(index: int, base: str) -> Look:
         degraded=body.get("degraded"),
         limit=concurrency.get("limit"),
         error="" if answer.status == 200 else str(body)[:200],
+        t_end=time.monotonic(),
     )
 
 

@@ -5,10 +5,10 @@ Chosen in this order: TOXIPROXY_URL (a running Toxiproxy, e.g. the Compose `chao
 here the same way). Every call goes through toxiproxy-python with a timeout, so the scenarios
 drive either one unchanged.
 
-Teardown is guaranteed: `reset_everything()` removes every toxic and enables every proxy; if
-the control API does not answer within its timeout, a proxy this run started is killed (its
-faults die with it), and one it did not start is named in a loud message with the command that
-resets it by hand.
+Teardown is guaranteed: `reset_everything()` resets a proxy this run started (every toxic
+removed, every proxy enabled) and deletes this run's proxies from a shared one; if the control
+API does not answer within its timeout, a proxy this run started is killed (its faults die with
+it), and for one it did not start the trouble says so, with the command that cleans up by hand.
 """
 
 from __future__ import annotations
@@ -63,10 +63,18 @@ class FaultProxyControl:
         return found
 
     def reset_everything(self) -> bool:
-        """Every toxic removed and every proxy enabled; False (and `trouble` says why) if the
-        control API could not be made to, in which case an owned proxy has been killed."""
+        """No fault of this run left: False (and `trouble` says why) if that could not be
+        made sure of through the API, in which case a proxy this run started is killed.
+
+        A proxy this run started gets `POST /reset` (every toxic removed, every proxy
+        enabled); a shared Toxiproxy (TOXIPROXY_URL) only loses this run's own proxies,
+        toxics with them, so another user's faults are left alone.
+        """
         try:
-            requests.post(f"{self.url}/reset", timeout=CONTROL_TIMEOUT_S).raise_for_status()
+            if self.process is not None:
+                requests.post(f"{self.url}/reset", timeout=CONTROL_TIMEOUT_S).raise_for_status()
+            else:
+                self.remove_proxies(strict=True)
             return True
         except requests.RequestException as exc:
             if self.process is not None:
@@ -76,17 +84,28 @@ class FaultProxyControl:
                     "so no fault outlives the run"
                 )
             else:
+                names = ", ".join(p.name for p in self.proxies.values())
                 self.trouble.append(
-                    f"Toxiproxy at {self.url} did not reset ({exc}): toxics may still be "
-                    f"active; reset it by hand: curl -X POST {self.url}/reset"
+                    f"Toxiproxy at {self.url} did not remove this run's proxies ({exc}): "
+                    f"their toxics may still be active; remove them by hand: curl -X DELETE "
+                    f"{self.url}/proxies/NAME for {names}"
                 )
             return False
 
-    def remove_proxies(self) -> None:
-        for proxy in self.proxies.values():
-            with contextlib.suppress(requests.RequestException):
-                requests.delete(f"{self.url}/proxies/{proxy.name}", timeout=CONTROL_TIMEOUT_S)
-        self.proxies.clear()
+    def remove_proxies(self, *, strict: bool = False) -> None:
+        """Delete this run's proxies (`strict`: raise on the first that does not go)."""
+        for key, proxy in list(self.proxies.items()):
+            try:
+                answer = requests.delete(
+                    f"{self.url}/proxies/{proxy.name}", timeout=CONTROL_TIMEOUT_S
+                )
+                if answer.status_code not in (204, 404):
+                    answer.raise_for_status()
+            except requests.RequestException:
+                if strict:
+                    raise
+                continue
+            del self.proxies[key]
 
 
 def _answers(url: str) -> bool:

@@ -137,6 +137,7 @@ class SubmitAndPoll(TaskmonUser):
                 status=answer.status,
                 version=body.get("version"),
                 state=body.get("state"),
+                error=(body.get("error") or {}).get("code"),
             )
             if body.get("state") in TERMINAL:
                 if body["state"] == "done":
@@ -228,7 +229,8 @@ class SubmitAndStream(TaskmonUser):
 
 
 def _state_events(messages: list[SSEMessage]) -> list[list[Any]]:
-    """[version, state, arrival, worker, finished_at] of each state event (a bad one as such)."""
+    """[version, state, arrival, worker, finished_at, error code] of each state event (a bad
+    one as such)."""
     events: list[list[Any]] = []
     for message in messages:
         if message.event != "state":
@@ -242,10 +244,11 @@ def _state_events(messages: list[SSEMessage]) -> list[list[Any]]:
                     message.received_at,
                     data.get("worker"),
                     data.get("finished_at"),
+                    (data.get("error") or {}).get("code"),
                 ]
             )
         except (ValueError, KeyError, TypeError):
-            events.append([None, "unreadable", message.received_at, None, None])
+            events.append([None, "unreadable", message.received_at, None, None, None])
     return events
 
 

@@ -60,6 +60,9 @@ class RestoreResult:
     # The task's Idempotency-Key names another task in the store (two workers took the key
     # while apart): the key stays with that task, and this one keeps running without it.
     key_conflict: bool = False
+    # What the store now holds when written: the copy, or the copy one version past a
+    # reaper's `abandoned` it overruled (a mirror must follow it, or it would go back).
+    stored: Task | None = None
 
 
 class Subscription(Protocol):

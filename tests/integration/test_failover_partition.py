@@ -22,6 +22,8 @@ from taskmon.domain import TaskState
 from taskmon.faultproxy import FaultProxy
 from taskmon.harness.redis_server import RedisServer
 from taskmon.harness.toxiproxy_client import connect
+from taskmon.redis.workers import WorkerRegistry
+from taskmon.runtime import _probe
 from tests.support.failover_rig import KEYS, MakeRuntime, ended, stored
 from tests.support.timing import wait_for
 
@@ -69,6 +71,53 @@ def test_a_worker_cut_off_alone_is_alive_again_before_it_writes_back(
         wait_for(partial(ended, cut, task.task_id), timeout=20, message="every task ends")
     ends = {t.task_id: stored(own_observer, t.task_id) for t in tasks}
     assert {task.state for task in ends.values()} == {TaskState.DONE}, ends
+
+
+def test_the_probe_renews_the_heartbeat_it_finds_lapsed(
+    own_redis: RedisServer, own_observer: redis.Redis
+) -> None:
+    """The re-promotion's probe is the write that makes the worker alive again, before any
+    write-back (deterministic, where the test above races the heartbeat thread)."""
+    client = redis.Redis.from_url(own_redis.url, socket_timeout=5)
+    try:
+        registry = WorkerRegistry(client, KEYS, "host:probe", ttl_s=1.5, retention_s=60)
+        own_observer.zadd(KEYS.workers, {"host:probe": 0})  # lapsed long ago
+        _probe(client, KEYS, registry)
+        deadline, now = deadline_ms(own_observer, "host:probe")
+        assert deadline > now
+    finally:
+        client.close()
+
+
+def test_a_done_reached_after_the_partition_overrules_the_reapers_abandoned(
+    own_observer: redis.Redis, cut_off: tuple[Any, int], make_runtime: MakeRuntime
+) -> None:
+    """The synthesis outlasts the partition: it was running through Redis, the reaper failed
+    it while its worker was cut off, the worker came back, and only then did it end. Its
+    done goes through Redis against the failed task, and overrules it."""
+    proxy, port = cut_off
+    cut = make_runtime("host:A", redis_url=f"redis://127.0.0.1:{port}/0",
+                       lease_ttl_ms=TTL_MS, tone_ms_per_char=12)  # fmt: skip
+    make_runtime("host:B", lease_ttl_ms=TTL_MS)
+    task = cut.service.submit({"text": "outlasts the partition " + "x" * 600}).task  # 7.5 s
+    wait_for(lambda: (s := stored(own_observer, task.task_id)) is not None
+             and s.state is TaskState.RUNNING, message="running through Redis")  # fmt: skip
+    proxy.disable()
+    wait_for(
+        lambda: (s := stored(own_observer, task.task_id)) is not None
+        and s.state is TaskState.FAILED,
+        timeout=10, message="the reaper failed it while its worker was cut off",
+    )  # fmt: skip
+    reaped = stored(own_observer, task.task_id)
+    proxy.enable()
+    wait_for(lambda: not cut.degraded, timeout=5, message="re-promoted")
+    wait_for(lambda: stored(own_observer, task.task_id).state is TaskState.DONE, timeout=15,
+             message="the done that came after the partition")  # fmt: skip
+    final = stored(own_observer, task.task_id)
+    assert final.version == reaped.version + 1
+    mirror = cut.monitor.get(task.task_id)
+    assert mirror is not None
+    assert (mirror.state, mirror.version) == (TaskState.DONE, final.version)
 
 
 def test_a_reapers_abandoned_gives_way_to_the_done_of_a_worker_that_was_only_cut_off(

@@ -137,8 +137,28 @@ def test_a_task_a_client_saw_done_must_end_done(tmp_path: Path) -> None:
     seen = [{"k": "read", "task": "t1", "state": "done"}]
     flipped = {"t1": TaskEnd("failed", "abandoned", {0: "failed"})}
     assert judge_terminal_kept(evidence(tmp_path, records=seen, endings=flipped)).status == FAIL
-    corrected = [{"k": "read", "task": "t1", "state": "failed"}]
+    corrected = [{"k": "read", "task": "t1", "state": "failed", "error": "abandoned"}]
     done = {"t1": TaskEnd("done", None, {0: "done"})}
     result = judge_terminal_kept(evidence(tmp_path, records=corrected, endings=done))
     assert result.status == PASS
     assert result.figures["corrected"] == 1
+    other = [{"k": "stream", "task": "t1", "events": [[3, "failed", 1.0, "h:1", 2.0, "boom"]]}]
+    assert judge_terminal_kept(evidence(tmp_path, records=other, endings=done)).status == FAIL
+
+
+def test_the_kill_excuses_only_connections_the_dead_worker_had_open(tmp_path: Path) -> None:
+    death = 100.0
+
+    def run(*records: dict[str, object]) -> str:
+        found = evidence(tmp_path, "worker-killed", records=list(records), victim=11,
+                         deaths={11: death})  # fmt: skip
+        return judge_failed_calls(found).status
+
+    ok = {"k": "req", "t": 99.0, "ms": 5, "name": "GET s", "status": 200, "outcome": "ok"}
+    open_at_death = {"k": "req", "t": 99.8, "ms": 400, "name": "GET s", "status": None,
+                     "outcome": "connection"}  # fmt: skip
+    assert run(ok, open_at_death) == PASS
+    before = {**open_at_death, "t": 91.0, "ms": 5}  # failed long before the kill
+    assert run(ok, before) == FAIL
+    answered = {**open_at_death, "status": 502, "outcome": "unexpected"}
+    assert run(ok, answered) == FAIL, "a 5xx is an answer: never excused"

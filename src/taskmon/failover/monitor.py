@@ -31,7 +31,15 @@ import threading
 from collections.abc import Callable
 
 from taskmon import metrics
-from taskmon.domain import StartOutcome, StateCounts, Task, TaskError, TaskEvent, TaskState
+from taskmon.domain import (
+    StartOutcome,
+    StateCounts,
+    Task,
+    TaskError,
+    TaskEvent,
+    TaskState,
+    overrules_abandoned,
+)
 from taskmon.failover.switch import Failover
 from taskmon.memory import InMemoryEventHub, InMemoryTaskMonitor
 from taskmon.memory.hub import InMemorySubscription
@@ -151,7 +159,7 @@ class FailoverTaskMonitor:
         while True:
             if not self._failover.degraded:
                 try:
-                    updated = self._on_redis(task_id, expected_version, move)
+                    updated = self._on_redis(task_id, expected_version, move, state, now, worker)
                 except BackendUnavailable as exc:
                     self._failover.trip(exc)
                 else:
@@ -172,8 +180,14 @@ class FailoverTaskMonitor:
             # Re-promoted while this call waited for the lock: Redis again (a first try that
             # landed with its reply lost is told apart by the caller's re-read).
 
-    def _on_redis(
-        self, task_id: str, expected_version: int, move: Callable[[], Task | None]
+    def _on_redis(  # noqa: PLR0917
+        self,
+        task_id: str,
+        expected_version: int,
+        move: Callable[[], Task | None],
+        state: TaskState,
+        now: float,
+        worker: str | None,
     ) -> Task | None:
         updated = move()
         if updated is not None:
@@ -187,6 +201,21 @@ class FailoverTaskMonitor:
         if mine is not None and mine.version == expected_version and behind:
             self._write(mine)
             return move()
+        if (
+            stored is not None
+            and mine is not None
+            and mine.version == expected_version
+            and state is TaskState.DONE
+            and mine.can_become(TaskState.DONE)
+        ):
+            # A reaper failed it `abandoned` while this worker was cut off and ran it on:
+            # the done it reached now overrules that presumption (one version past it).
+            done = mine.transition(TaskState.DONE, now=now, worker=worker)
+            if overrules_abandoned(stored, done):
+                result = self._primary.restore(done)
+                if result.stored is not None:
+                    self._local.restore(result.stored, publish=False, follow=True)
+                return result.stored
         if stored is not None and mine is not None and stored.version > mine.version:
             self._local.restore(stored, publish=False)  # moved elsewhere (a reaper): follow
         return None
@@ -305,4 +334,8 @@ class FailoverTaskMonitor:
             )
         if result.written:
             metrics.WRITTEN_BACK.labels("task").inc()
+            if result.stored is not None and result.stored.version != task.version:
+                # Written past a reaper's version: the mirror follows, so a later outage
+                # never answers the older version.
+                self._local.restore(result.stored, publish=False, follow=True)
         return int(result.written)

@@ -76,16 +76,20 @@ class InMemoryTaskMonitor:
             self._purge_expired()
             return self._tasks.get(self._keys.get(key, ""))
 
-    def restore(self, task: Task, *, publish: bool = True) -> RestoreResult:
+    def restore(self, task: Task, *, publish: bool = True, follow: bool = False) -> RestoreResult:
         """Keep `task` unless this store has it at its version or newer (see the port).
 
         `publish=False` keeps the event to the caller (the failover layer's mirror, whose
-        events already went out through Redis).
+        events already went out through Redis); `follow=True` keeps any newer version, even
+        over a finished copy (a mirror follows what the store decided).
         """
         with self._lock:
             self._purge_expired()
             stored = self._tasks.get(task.task_id)
-            if stored is not None and overrules_abandoned(stored, task):
+            if follow:
+                if stored is not None and stored.version >= task.version:
+                    return RestoreResult(written=False)
+            elif stored is not None and overrules_abandoned(stored, task):
                 # Past the stored version, so no reader sees a version go backwards.
                 task = dataclasses.replace(task, version=max(task.version, stored.version + 1))
             elif stored is not None and (stored.version >= task.version or stored.state.terminal):
@@ -107,7 +111,7 @@ class InMemoryTaskMonitor:
                     conflict = True
         if publish:
             self.hub.publish(TaskEvent(task))
-        return RestoreResult(written=True, key_conflict=conflict)
+        return RestoreResult(written=True, key_conflict=conflict, stored=task)
 
     def settle_start(self, task: Task) -> bool:
         """A start in memory either raised before it wrote or wrote: the dict is the answer."""

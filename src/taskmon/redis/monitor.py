@@ -145,8 +145,14 @@ class RedisTaskMonitor:
         """
         reply = self._restore(task)
         if reply[0] == "behind":
-            reply = self._restore(dataclasses.replace(task, version=int(reply[1]) + 1))
-        return RestoreResult(written=reply[0] == "written", key_conflict=reply[1] == "key_conflict")
+            task = dataclasses.replace(task, version=int(reply[1]) + 1)
+            reply = self._restore(task)
+        written = reply[0] == "written"
+        return RestoreResult(
+            written=written,
+            key_conflict=reply[1] == "key_conflict",
+            stored=task if written else None,
+        )
 
     def _restore(self, task: Task) -> list[str]:
         keys = [self._keys.task(task.task_id), self._keys.counters]

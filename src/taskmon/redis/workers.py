@@ -15,8 +15,10 @@ Heartbeats that lapsed while Redis itself was away (or while this reaper could n
 are not judged: a reaper judges only once it has been in contact with Redis for a whole TTL, so
 every live worker has had that TTL to heartbeat again (and, under the failover layer, to write
 back what it finished meanwhile). A worker that stays cut from Redis while others reach it is
-still taken for dead after a TTL of their contact: its tasks are failed, and what it writes back
-later does not overwrite them (the version moved on).
+still taken for dead after a TTL of their contact: its tasks are failed `abandoned`. That is a
+presumption: when it comes back, a `done` it reached (written back, or recorded after the
+re-promotion) overrules it, one version past the reaper's (domain.overrules_abandoned); any
+other end it reached is dropped.
 """
 
 from __future__ import annotations
