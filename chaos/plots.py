@@ -15,7 +15,8 @@ import matplotlib.pyplot as plt
 from matplotlib.axes import Axes
 
 from chaos.concurrency import series
-from chaos.judge import ChaosEvidence, _fault_regions
+from chaos.evidence import ChaosEvidence
+from chaos.switching import fault_regions
 
 BIN_S = 1.0
 
@@ -47,7 +48,7 @@ def plot_scenario(evidence: ChaosEvidence, out: Path) -> list[str]:
         flight_ax.step(times, [n for _, n in flight.steps], where="post", lw=1,
                        label="syntheses in flight (journals)")  # fmt: skip
     flight_ax.axhline(evidence.limit, color="black", ls="--", lw=1, label="limit")
-    for number, (start, end, bound, _) in enumerate(_fault_regions(evidence)):
+    for number, (start, end, bound, _) in enumerate(fault_regions(evidence)):
         flight_ax.hlines(bound, start - t0, end - t0, color="tab:orange", lw=2,
                          label="policy's bound" if number == 0 else None)  # fmt: skip
     flight_ax.set_ylabel("in flight")

@@ -14,7 +14,8 @@ from xml.etree import ElementTree as ET
 
 from loadtests.report import machine_facts
 
-from chaos.judge import FAIL, PASS, UNKNOWN, ChaosEvidence, Check, judge
+from chaos.evidence import FAIL, PASS, UNKNOWN, ChaosEvidence, Check
+from chaos.judge import judge
 
 EXIT_PASS, EXIT_BROKEN, EXIT_UNKNOWN = 0, 1, 3
 EXIT_CODES = "0 every promise kept, 1 a promise broken, 3 unknown or harness trouble"

@@ -27,8 +27,8 @@ from loadtests.driving import STOPPING, LoadPlan, Sampler, run_locust, sweep
 from loadtests.evidence import read_records
 from loadtests.rehearsal import wait_out
 
+from chaos.evidence import ChaosEvidence, TaskEnd
 from chaos.faults import FaultRun, Target
-from chaos.judge import ChaosEvidence, TaskEnd
 from chaos.probes import Watcher, steady_state
 from chaos.proxy_control import FaultProxyControl
 from chaos.report import EXIT_CODES, report_run, report_scenario

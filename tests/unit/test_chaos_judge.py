@@ -8,20 +8,11 @@ from pathlib import Path
 
 import pytest
 from chaos.concurrency import partition_bound, series
+from chaos.evidence import FAIL, PASS, ChaosEvidence, TaskEnd
 from chaos.faults import Window
-from chaos.judge import (
-    FAIL,
-    PASS,
-    ChaosEvidence,
-    TaskEnd,
-    judge_cap,
-    judge_detect,
-    judge_failed_calls,
-    judge_repromote,
-    judge_tasks,
-    judge_terminal_kept,
-)
+from chaos.judge import judge_failed_calls, judge_tasks, judge_terminal_kept
 from chaos.scenarios import SCENARIOS
+from chaos.switching import judge_cap, judge_detect, judge_repromote
 
 NS = 1_000_000_000
 WALL0 = 1_800_000_000.0  # the wall clock at monotonic 100 s
