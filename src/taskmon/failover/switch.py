@@ -24,7 +24,6 @@ other parts' warnings are held back by OutageLogFilter and counted in the re-pro
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import random
 import threading
@@ -59,10 +58,6 @@ class Participant(Protocol):
         ...
 
 
-# How often a settling window asks Redis whether every worker is back.
-SETTLE_LOOK_S = 0.1
-
-
 class Failover:
     def __init__(
         self,
@@ -76,8 +71,6 @@ class Failover:
         max_backoff_s: float = 1.0,
         on_promoted: Callable[[], int] | None = None,
         settle_s: float = 0.0,
-        announce: Callable[[], None] | None = None,
-        all_back: Callable[[float], bool] | None = None,
         rng: Callable[[], float] = random.random,
     ) -> None:
         """`probe()` raises BackendUnavailable unless Redis answers now; `store_lost()` says
@@ -85,11 +78,7 @@ class Failover:
         `on_promoted()` returns how many log lines were held back during the outage.
         `settle_s`: how long after a re-promotion `settling()` stays true, for the other
         workers (back one probe interval later at most) to have written back and
-        re-registered what they kept. `announce()` tells the others this worker is back
-        (after its write-back); `all_back(seconds)` says whether every worker alive that
-        long ago has announced since: the window then ends early (a Redis that flaps would
-        otherwise leave little time between windows). Either may raise BackendUnavailable:
-        the window then simply runs its length."""
+        re-registered what they kept."""
         self.target = target
         self.policy = policy
         self._probe = probe
@@ -106,10 +95,6 @@ class Failover:
         self._since = 0.0
         self.settle_s = settle_s
         self._settled_at = 0.0  # monotonic
-        self._announce = announce
-        self._all_back = all_back
-        self._looked_back_at = 0.0  # monotonic: all_back is asked at most every SETTLE_LOOK_S
-        self._away_s = 0.0
         self.outages = 0
         self._checking = threading.Lock()  # one look at the epoch at a time
         # Redis lost its data and the write-back has not completed yet: kept across failed
@@ -125,21 +110,8 @@ class Failover:
         return self._degraded
 
     def settling(self) -> float:
-        """Seconds left of the settling window after the last re-promotion (0 when over):
-        its length, or until every worker alive when the outage began is back."""
-        now = time.monotonic()
-        left = self._settled_at - now
-        if left <= 0:
-            return 0.0
-        if self._all_back is not None and now - self._looked_back_at >= SETTLE_LOOK_S:
-            self._looked_back_at = now
-            try:
-                if self._all_back(self._away_s + self.settle_s):
-                    self._settled_at = now  # every one re-registered what it holds
-                    return 0.0
-            except BackendUnavailable:
-                pass  # the window runs its length; the caller's own call will tell
-        return left
+        """Seconds left of the settling window after the last re-promotion (0 when over)."""
+        return max(0.0, self._settled_at - time.monotonic())
 
     def join(self, participant: Participant) -> None:
         self._participants.append(participant)
@@ -220,7 +192,7 @@ class Failover:
                 self._degraded = False
                 self._lost_pending = False
                 self._promoted.notify_all()
-                away = self._away_s = time.monotonic() - self._since
+                away = time.monotonic() - self._since
         except BackendUnavailable:
             return False
         except Exception:
@@ -228,10 +200,6 @@ class Failover:
             return False
         metrics.DEGRADED.set(0)
         metrics.FAILOVER_SWITCHES.labels("redis").inc()
-        if self._announce is not None:
-            # If it does not land, the others wait their whole window for this worker.
-            with contextlib.suppress(BackendUnavailable):
-                self._announce()
         held_back = self._on_promoted()
         log.warning(
             "Redis at %s answers again: this worker is back on it after %.1f s degraded; %d "

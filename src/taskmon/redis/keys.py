@@ -60,12 +60,6 @@ class Keys:
         """Sorted set: worker id -> heartbeat deadline (ms, Redis clock)."""
         return self._name("workers")
 
-    @property
-    def workers_promoted(self) -> str:
-        """Sorted set: worker id -> when it last came back on Redis after an outage, its
-        permits and tasks written back (ms, Redis clock)."""
-        return self._name("workers", "promoted")
-
     # -- semaphore -------------------------------------------------------------------------
 
     @property

@@ -71,30 +71,6 @@ class WorkerRegistry:
         with unavailable_as("recording the heartbeat of this worker"):
             self._scripts["worker_heartbeat"](keys=[self._keys.workers], args=[self.worker_id, ttl])
 
-    def mark_promoted(self) -> None:
-        """Say that this worker is back on Redis with everything it kept written back and its
-        permits re-registered (entries older than the retention are dropped as it goes)."""
-        with unavailable_as("recording this worker's re-promotion"):
-            seconds, micros = self._client.time()
-            now_ms = seconds * 1000 + micros // 1000
-            pipe = self._client.pipeline(transaction=True)
-            pipe.zadd(self._keys.workers_promoted, {self.worker_id: now_ms})
-            pipe.zremrangebyscore(self._keys.workers_promoted, "-inf", now_ms - self._retention_ms)
-            pipe.execute()
-
-    def all_back_since(self, away_s: float) -> bool:
-        """Whether every other worker alive when an outage of `away_s` seconds began (its
-        heartbeat deadline reached past that moment) has said it is back since. A worker that
-        died just before still counts, and keeps this false: the caller then waits its whole
-        settling window, as it would without this."""
-        with unavailable_as("reading which workers are back on Redis"):
-            seconds, micros = self._client.time()
-            began_ms = seconds * 1000 + micros // 1000 - int(away_s * 1000)
-            alive = self._client.zrangebyscore(self._keys.workers, began_ms, "+inf")
-            back = self._client.zrangebyscore(self._keys.workers_promoted, began_ms, "+inf")
-        others = {str(w) for w in alive} - {self.worker_id}
-        return others <= {str(w) for w in back}
-
     def leave(self) -> None:
         """Expire at once: the other workers' reapers now fail any task of ours that
         appears, for the retention."""
