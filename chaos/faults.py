@@ -202,10 +202,11 @@ class FaultRun:
         instance = self.target.instances[0]
         pid, held = self._busiest_worker(instance)
         self.victim, self.held_by_victim = pid, held
-        # The fault is the signal: its window starts now, not when the search for a holder did.
+        instance.signal_worker(pid, signum)
+        # The fault is the signal: its window starts once it is sent (not when the search for
+        # a holder did), so every connection the worker had open was opened before it.
         window = self.windows[-1]
         window.start, window.start_wall = time.monotonic(), time.time()
-        instance.signal_worker(pid, signum)
 
     def _thaw(self) -> None:
         if self.victim is not None:
