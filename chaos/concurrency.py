@@ -79,22 +79,28 @@ def series(journal_dir: Path, deaths: dict[int, float] | None = None) -> Series:
     return Series(steps, sorted(t / NS for t, delta, _ in events if delta > 0))
 
 
-def running_per_pid(journal_dir: Path, at: float) -> dict[int, int]:
-    """Syntheses each worker pid was running at `at` (monotonic s)."""
+def running_starts(journal_dir: Path, at: float | None = None) -> dict[int, list[float]]:
+    """The start times (monotonic s) of the syntheses each worker pid was running at `at`
+    (now, the journals' last line, when None)."""
     events, _ = read_events(journal_dir)
-    running: set[tuple[str, str, str]] = set()
+    running: dict[tuple[str, str, str], float] = {}
     for t, delta, who in sorted(events, key=lambda e: (e[0], e[1])):
-        if t / NS > at:
+        if at is not None and t / NS > at:
             break
         if delta > 0:
-            running.add(who)
+            running[who] = t / NS
         else:
-            running.discard(who)
-    per_pid: dict[int, int] = defaultdict(int)
-    for pid, _, _ in running:
+            running.pop(who, None)
+    per_pid: dict[int, list[float]] = defaultdict(list)
+    for (pid, _, _), began in running.items():
         if pid.isdigit():
-            per_pid[int(pid)] += 1
+            per_pid[int(pid)].append(began)
     return dict(per_pid)
+
+
+def running_per_pid(journal_dir: Path, at: float) -> dict[int, int]:
+    """Syntheses each worker pid was running at `at` (monotonic s)."""
+    return {pid: len(starts) for pid, starts in running_starts(journal_dir, at).items()}
 
 
 def partition_bound(limit: int, workers: int, carried: list[int], among: int | None = None) -> int:

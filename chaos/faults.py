@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from chaos.concurrency import running_starts
 from chaos.proxy_control import FaultProxyControl
 from chaos.scenarios import Scenario
-from taskmon.harness.journal_check import read_events
 from taskmon.harness.redis_server import RedisServer
 from taskmon.harness.stack import GunicornInstance
 
@@ -220,7 +220,7 @@ class FaultRun:
         deadline = time.monotonic() + 10
         pids = set(instance.worker_pids())
         while True:
-            running = running_now(self.target.journal_dir)
+            running = running_starts(self.target.journal_dir)
             now = time.monotonic()
             busy = {
                 pid: len(starts) for pid, starts in running.items()
@@ -232,20 +232,3 @@ class FaultRun:
             if now > deadline or self.stopping.is_set():
                 raise RuntimeError("no worker held a permit within 10 s: is the load running?")
             time.sleep(0.01)
-
-
-def running_now(journal_dir: Path) -> dict[int, list[float]]:
-    """The start times (monotonic s) of the syntheses running now, per worker pid, by the
-    journals (a start with no end yet)."""
-    events, _ = read_events(journal_dir)
-    running: dict[tuple[str, str, str], float] = {}
-    for t, delta, synthesis in sorted(events, key=lambda e: (e[0], e[1])):
-        if delta > 0:
-            running[synthesis] = t / 1e9
-        else:
-            running.pop(synthesis, None)
-    per_pid: dict[int, list[float]] = {}
-    for (pid, _, _), began in running.items():
-        with contextlib.suppress(ValueError):
-            per_pid.setdefault(int(pid), []).append(began)
-    return per_pid

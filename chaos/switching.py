@@ -158,16 +158,26 @@ def judge_cap(evidence: ChaosEvidence) -> Check:
     return Check("cap", PASS, rule, measured, figures)
 
 
-def judge_detect(evidence: ChaosEvidence) -> Check:
-    rule = f"every cut worker says it is degraded within {DETECT_BOUND_S:.0f} s of each fault"
+def _switch_delays(evidence: ChaosEvidence, way: str) -> tuple[list[float], list[str]]:
+    """Each cut worker's delay to degrade ("down", from each fault's start) or to come back
+    ("up", from its end), and the workers that never did, for every outage."""
     delays, missing = [], []
     for window in evidence.windows:
-        trips = _trip_times(evidence, window)
+        if way == "down":
+            times, since, where = _trip_times(evidence, window), window.start, "in"
+        else:
+            times, since, where = _back_times(evidence, window), window.end or window.start, "after"
         for pid in sorted(evidence.cut_pids):
-            if pid in trips:
-                delays.append(trips[pid] - window.start)
+            if pid in times:
+                delays.append(times[pid] - since)
             else:
-                missing.append(f"{pid} in {window.name}")
+                missing.append(f"{pid} {where} {window.name}")
+    return delays, missing
+
+
+def judge_detect(evidence: ChaosEvidence) -> Check:
+    rule = f"every cut worker says it is degraded within {DETECT_BOUND_S:.0f} s of each fault"
+    delays, missing = _switch_delays(evidence, "down")
     figures = {"max_s": round(max(delays), 3) if delays else None, "outages": len(evidence.windows)}
     if missing:
         return Check("detect", FAIL, rule, f"{len(missing)} never degraded", figures, missing[0])
@@ -179,14 +189,7 @@ def judge_detect(evidence: ChaosEvidence) -> Check:
 
 def judge_repromote(evidence: ChaosEvidence) -> Check:
     rule = f"every cut worker is back on Redis within {REPROMOTE_BOUND_S:.0f} s of it answering"
-    delays, missing = [], []
-    for window in evidence.windows:
-        backs = _back_times(evidence, window)
-        for pid in sorted(evidence.cut_pids):
-            if pid in backs:
-                delays.append(backs[pid] - (window.end or window.start))
-            else:
-                missing.append(f"{pid} after {window.name}")
+    delays, missing = _switch_delays(evidence, "up")
     figures = {"max_s": round(max(delays), 3) if delays else None}
     if missing:
         return Check("re-promote", FAIL, rule, f"{len(missing)} never back", figures, missing[0])

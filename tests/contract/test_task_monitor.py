@@ -358,12 +358,8 @@ def test_restore_leaves_a_key_taken_meanwhile_to_its_task(monitor: TaskMonitor) 
     assert monitor.counts() == StateCounts(queued=2)
 
 
-def test_restore_lets_a_workers_own_done_overrule_a_reapers_abandoned(
-    monitor: TaskMonitor,
-) -> None:
-    """A worker cut off from the store (not dead) ran its task to done while another worker's
-    reaper, seeing its heartbeat lapse, failed it `abandoned`: the worker's done is written
-    back past the reaper's version, so readers of either see the versions go forward."""
+def reaped_while_running(monitor: TaskMonitor) -> tuple[Task, Task]:
+    """A task running on worker w:1 (v2), then failed `abandoned` by a reaper (v3)."""
     task = make_task()
     monitor.start(task)
     running = monitor.transition(task.task_id, expected_version=1, state=RUNNING, now=11.0,
@@ -372,12 +368,22 @@ def test_restore_lets_a_workers_own_done_overrule_a_reapers_abandoned(
     reaped = monitor.transition(task.task_id, expected_version=2, state=FAILED, now=14.0,
                                 error=TaskError("abandoned", "worker w:1 stopped"))  # fmt: skip
     assert reaped is not None
+    return running, reaped
+
+
+def test_restore_lets_a_workers_own_done_overrule_a_reapers_abandoned(
+    monitor: TaskMonitor,
+) -> None:
+    """A worker cut off from the store (not dead) ran its task to done while another worker's
+    reaper, seeing its heartbeat lapse, failed it `abandoned`: the worker's done is written
+    back past the reaper's version, so readers of either see the versions go forward."""
+    running, reaped = reaped_while_running(monitor)
     ran = running.transition(DONE, now=12.0)
     assert ran.version == reaped.version, "both moved on from v2: the copy is not newer"
-    with monitor.subscribe(task.task_id) as events:
+    with monitor.subscribe(running.task_id) as events:
         assert monitor.restore(ran).written
         event = events.get(timeout=EVENT_S)
-    stored = monitor.get(task.task_id)
+    stored = monitor.get(running.task_id)
     assert stored is not None
     assert (stored.state, stored.version) == (DONE, reaped.version + 1)
     assert event is not None
@@ -389,18 +395,12 @@ def test_restore_lets_a_workers_own_done_overrule_a_reapers_abandoned(
 def test_restore_keeps_an_abandoned_task_against_another_workers_copy(
     monitor: TaskMonitor,
 ) -> None:
-    task = make_task()
-    monitor.start(task)
-    running = monitor.transition(task.task_id, expected_version=1, state=RUNNING, now=11.0,
-                                 worker="w:1")  # fmt: skip
-    assert running is not None
-    reaped = monitor.transition(task.task_id, expected_version=2, state=FAILED, now=14.0,
-                                error=TaskError("abandoned", "worker w:1 stopped"))  # fmt: skip
+    running, reaped = reaped_while_running(monitor)
     stranger = running.transition(DONE, now=12.0, worker="w:2")
     failed_here = running.transition(FAILED, now=12.0, error=BOOM)
     assert not monitor.restore(stranger).written, "only the task's own worker overrules"
     assert not monitor.restore(failed_here).written, "a failure never overrules a failure"
-    assert monitor.get(task.task_id) == reaped
+    assert monitor.get(running.task_id) == reaped
     assert monitor.counts() == StateCounts(failed=1)
 
 

@@ -18,12 +18,12 @@ from typing import Any
 import pytest
 import redis
 
-from taskmon.domain import TaskState
+from taskmon.domain import Task, TaskState
 from taskmon.faultproxy import FaultProxy
 from taskmon.harness.redis_server import RedisServer
 from taskmon.harness.toxiproxy_client import connect
 from taskmon.redis.workers import WorkerRegistry
-from taskmon.runtime import _probe
+from taskmon.runtime import Runtime, _probe
 from tests.support.failover_rig import KEYS, MakeRuntime, ended, stored
 from tests.support.timing import wait_for
 
@@ -45,6 +45,28 @@ def deadline_ms(observer: redis.Redis, worker: str) -> tuple[float, float]:
     seconds, micros = observer.time()
     score = observer.zscore(KEYS.workers, worker)
     return float(score or 0), seconds * 1000 + micros / 1000
+
+
+def reaped_while_cut_off(
+    observer: redis.Redis, cut_off: tuple[Any, int], make_runtime: MakeRuntime, text: str
+) -> tuple[Any, Runtime, Task, Task]:
+    """Worker A behind the proxy runs a task through Redis, is cut off, and worker B's
+    reaper fails the task `abandoned`: (the proxy, A, the task, the reaped task in Redis)."""
+    proxy, port = cut_off
+    cut = make_runtime("host:A", redis_url=f"redis://127.0.0.1:{port}/0",
+                       lease_ttl_ms=TTL_MS, tone_ms_per_char=12)  # fmt: skip
+    make_runtime("host:B", lease_ttl_ms=TTL_MS)
+    task = cut.service.submit({"text": text}).task
+
+    def in_redis(state: TaskState) -> bool:
+        found = stored(observer, task.task_id)
+        return found is not None and found.state is state
+
+    wait_for(lambda: in_redis(TaskState.RUNNING), message="running through Redis")
+    proxy.disable()
+    wait_for(lambda: in_redis(TaskState.FAILED), timeout=10,
+             message="the reaper failed it while its worker was cut off")  # fmt: skip
+    return proxy, cut, task, stored(observer, task.task_id)
 
 
 def test_a_worker_cut_off_alone_is_alive_again_before_it_writes_back(
@@ -95,20 +117,12 @@ def test_a_done_reached_after_the_partition_overrules_the_reapers_abandoned(
     """The synthesis outlasts the partition: it was running through Redis, the reaper failed
     it while its worker was cut off, the worker came back, and only then did it end. Its
     done goes through Redis against the failed task, and overrules it."""
-    proxy, port = cut_off
-    cut = make_runtime("host:A", redis_url=f"redis://127.0.0.1:{port}/0",
-                       lease_ttl_ms=TTL_MS, tone_ms_per_char=12)  # fmt: skip
-    make_runtime("host:B", lease_ttl_ms=TTL_MS)
-    task = cut.service.submit({"text": "outlasts the partition " + "x" * 600}).task  # 7.5 s
-    wait_for(lambda: (s := stored(own_observer, task.task_id)) is not None
-             and s.state is TaskState.RUNNING, message="running through Redis")  # fmt: skip
-    proxy.disable()
-    wait_for(
-        lambda: (s := stored(own_observer, task.task_id)) is not None
-        and s.state is TaskState.FAILED,
-        timeout=10, message="the reaper failed it while its worker was cut off",
-    )  # fmt: skip
-    reaped = stored(own_observer, task.task_id)
+    proxy, cut, task, reaped = reaped_while_cut_off(
+        own_observer,
+        cut_off,
+        make_runtime,
+        "outlasts the partition " + "x" * 600,  # 7.5 s
+    )
     proxy.enable()
     wait_for(lambda: not cut.degraded, timeout=5, message="re-promoted")
     wait_for(lambda: stored(own_observer, task.task_id).state is TaskState.DONE, timeout=15,
@@ -125,20 +139,10 @@ def test_a_reapers_abandoned_gives_way_to_the_done_of_a_worker_that_was_only_cut
 ) -> None:
     """The task was running through Redis when its worker was cut off; the worker ran it to
     done on its own meanwhile, while the other worker's reaper failed it `abandoned`."""
-    proxy, port = cut_off
-    cut = make_runtime("host:A", redis_url=f"redis://127.0.0.1:{port}/0",
-                       lease_ttl_ms=TTL_MS, tone_ms_per_char=12)  # fmt: skip
-    make_runtime("host:B", lease_ttl_ms=TTL_MS)
-    task = cut.service.submit({"text": "running when cut off " + "x" * 60}).task
-    wait_for(lambda: (s := stored(own_observer, task.task_id)) is not None
-             and s.state is TaskState.RUNNING, message="running through Redis")  # fmt: skip
-    proxy.disable()
-    wait_for(
-        lambda: (s := stored(own_observer, task.task_id)) is not None
-        and s.state is TaskState.FAILED,
-        timeout=10, message="the reaper failed it while its worker was cut off",
-    )  # fmt: skip
-    reaped = stored(own_observer, task.task_id)
+    proxy, cut, task, reaped = reaped_while_cut_off(
+        own_observer, cut_off, make_runtime, "running when cut off " + "x" * 60
+    )
+    assert reaped.error is not None
     assert reaped.error.code == "abandoned"
     wait_for(lambda: ended(cut, task.task_id), timeout=10, message="done on its own worker")
     proxy.enable()
