@@ -142,4 +142,6 @@ def test_the_worker_registry_passes_the_keys_its_table_names(rig: Rig) -> None:
     recorded.wrap(registry._scripts)
     registry.heartbeat()
     assert registry.expired() == []
+    mark = registry.mark_promoted()
+    assert registry.others_not_back(mark - 1000, mark) == 0
     check(WORKERS_SCRIPTS, recorded, rig.keys)

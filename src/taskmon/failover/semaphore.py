@@ -86,7 +86,8 @@ class FailoverSemaphore:
         the registry, raising BackendUnavailable like every Redis read). While the Failover
         is settling after a re-promotion, nothing new is granted through Redis, so the
         workers that re-promote a little later have re-registered what they carried through
-        the outage before it can be granted again."""
+        the outage before it can be granted again (until every worker is back, at most the
+        window's length)."""
         self.lease_ttl_s = primary.lease_ttl_s
         self._primary = primary
         self._failover = failover
@@ -110,7 +111,7 @@ class FailoverSemaphore:
             if not self._failover.degraded and settling > 0:
                 if remaining <= 0:
                     raise PermitTimeout(f"no permit within {timeout:.3g} s (re-promoting)")
-                time.sleep(min(settling, remaining))
+                self._failover.wait_settled(min(settling, remaining))  # may end early
                 continue
             if not self._failover.degraded:
                 try:

@@ -13,6 +13,16 @@ re-registers every permit still held) and the switch flips. Nothing written loca
 between the last write-back and the flip. A failure in either step aborts the re-promotion and
 the probing goes on.
 
+After a re-promotion comes a settling window (`settling()`), in which the semaphore grants
+nothing new through Redis: the other workers, back up to a probe interval later, must first
+re-register what they carried through the outage. The worker says it is back (`announce`), and
+the window ends early once every worker alive when its outage began has said so after that
+moment (`not_back`, looked up every SETTLE_LOOK_S by this thread). The moment is fixed once, in
+Redis time, so a mark from an earlier up-period, written before that worker degraded again,
+never counts. After Redis lost its data the window always runs its length: the registry and
+the marks are gone with it, so they cannot tell who still holds what (the look also answers
+"cannot tell" when this worker's own mark is gone).
+
 While healthy, the thread checks every `healthy_interval_s` whether Redis lost its data (the
 epoch key changed: restarted empty, flushed) and, if so, has every participant write back what
 this worker still holds; it also lets participants refresh what they need for the next outage
@@ -35,6 +45,9 @@ from taskmon import metrics
 from taskmon.ports import BackendUnavailable
 
 log = logging.getLogger(__name__)
+
+# How often, in a settling window, this thread asks Redis whether every worker is back.
+SETTLE_LOOK_S = 0.1
 
 
 class Participant(Protocol):
@@ -71,6 +84,8 @@ class Failover:
         max_backoff_s: float = 1.0,
         on_promoted: Callable[[], int] | None = None,
         settle_s: float = 0.0,
+        announce: Callable[[], int] | None = None,
+        not_back: Callable[[int, int], int] | None = None,
         rng: Callable[[], float] = random.random,
     ) -> None:
         """`probe()` raises BackendUnavailable unless Redis answers now; `store_lost()` says
@@ -78,7 +93,10 @@ class Failover:
         `on_promoted()` returns how many log lines were held back during the outage.
         `settle_s`: how long after a re-promotion `settling()` stays true, for the other
         workers (back one probe interval later at most) to have written back and
-        re-registered what they kept."""
+        re-registered what they kept. `announce()` says this worker is back and returns its
+        mark (ms, Redis clock); `not_back(began_ms, mark_ms)` counts the other workers alive
+        at `began_ms` not back since (-1: cannot tell, the mark is gone): at 0 the window
+        ends early. Both may raise BackendUnavailable; the window then runs its length."""
         self.target = target
         self.policy = policy
         self._probe = probe
@@ -95,6 +113,12 @@ class Failover:
         self._since = 0.0
         self.settle_s = settle_s
         self._settled_at = 0.0  # monotonic
+        self._announce = announce
+        self._not_back = not_back
+        # Bumped whenever a window opens: a look or a mark meant for an older one is dropped.
+        self._window = 0
+        # (began_ms, mark_ms) while the open window may still end early.
+        self._settle_look: tuple[int, int] | None = None
         self.outages = 0
         self._checking = threading.Lock()  # one look at the epoch at a time
         # Redis lost its data and the write-back has not completed yet: kept across failed
@@ -110,8 +134,17 @@ class Failover:
         return self._degraded
 
     def settling(self) -> float:
-        """Seconds left of the settling window after the last re-promotion (0 when over)."""
+        """Seconds left of the settling window after the last re-promotion (0 when over).
+        Local: no Redis call."""
         return max(0.0, self._settled_at - time.monotonic())
+
+    def wait_settled(self, timeout: float) -> None:
+        """Block up to `timeout` seconds, or until the settling window is over (it may end
+        early, when every worker is back)."""
+        with self._promoted:
+            left = self.settling()
+            if left > 0:
+                self._promoted.wait(min(timeout, left))
 
     def join(self, participant: Participant) -> None:
         self._participants.append(participant)
@@ -163,6 +196,7 @@ class Failover:
 
     def _run(self) -> None:
         backoff = self._min_backoff_s
+        next_check = time.monotonic() + self._healthy_interval_s
         while not self._stop.is_set():
             if self._degraded:
                 # Full jitter: anywhere up to the backoff, never less than the minimum.
@@ -173,11 +207,20 @@ class Failover:
                     backoff = self._min_backoff_s
                 else:
                     backoff = min(self.max_backoff_s, backoff * 2)
+                next_check = time.monotonic() + self._healthy_interval_s
                 continue
-            self._wake.wait(self._healthy_interval_s)
+            wait = next_check - time.monotonic()
+            if self._settle_look is not None:
+                wait = min(wait, SETTLE_LOOK_S)
+            self._wake.wait(max(0.0, wait))
             self._wake.clear()
-            if not self._degraded and not self._stop.is_set():
+            if self._degraded or self._stop.is_set():
+                continue
+            if self._settle_look is not None:
+                self._look_back()
+            if time.monotonic() >= next_check:
                 self._check_healthy()
+                next_check = time.monotonic() + self._healthy_interval_s
 
     def _try_promote(self) -> bool:
         try:
@@ -188,7 +231,8 @@ class Failover:
             written = sum(p.write_back(store_lost=lost) for p in self._participants)
             with self.lock:
                 written += sum(p.on_promote(store_lost=lost) for p in self._participants)
-                self._settled_at = time.monotonic() + self.settle_s
+                self._open_window()
+                window = self._window
                 self._degraded = False
                 self._lost_pending = False
                 self._promoted.notify_all()
@@ -208,6 +252,7 @@ class Failover:
             " (Redis had lost its data: every held task was rewritten)" if lost else "",
             held_back,
         )  # fmt: skip
+        self._say_back(window, away_s=away, store_lost=lost)
         return True
 
     def recheck_store(self) -> bool:
@@ -237,7 +282,7 @@ class Failover:
                 # Permits first: until they are registered again, other workers can grant them.
                 with self.lock:
                     written = sum(p.on_promote(store_lost=True) for p in self._participants)
-                    self._settled_at = time.monotonic() + self.settle_s
+                    self._open_window()  # its whole length: nothing tells who holds what
                 written += sum(p.write_back(store_lost=True) for p in self._participants)
                 self._lost_pending = False
                 log.warning("wrote back %d task(s) and permit(s) to Redis at %s", written,
@@ -250,3 +295,69 @@ class Failover:
         except Exception:
             log.exception("checking Redis at %s failed; checking again", self.target)
         return lost
+
+    # -- the settling window -----------------------------------------------------------------
+
+    def _open_window(self) -> None:
+        """Under the lock: a window of its whole length, which no older look may end."""
+        self._settled_at = time.monotonic() + self.settle_s
+        self._window += 1
+        self._settle_look = None
+
+    def _say_back(self, window: int, *, away_s: float, store_lost: bool) -> None:
+        """Mark this worker back, and let the window `window` end early if it is still open.
+
+        The outage's start is the mark's Redis time less the time away measured up to the
+        flip: never earlier than the trip, so a mark that another worker wrote before the
+        outage (and before it degraded again) is never taken for one written after it."""
+        if self._announce is None or self._not_back is None:
+            return
+        try:
+            mark = self._announce()
+        except BackendUnavailable:
+            return  # the others wait their whole window for this worker; so does it
+        except Exception:
+            log.exception("recording the re-promotion at %s failed; the settling window "
+                          "runs its length", self.target)  # fmt: skip
+            return
+        if store_lost:
+            return  # the registry was lost with the data: it cannot tell who is back
+        with self.lock:
+            if self._window == window and not self._degraded:
+                self._settle_look = (mark - int(away_s * 1000), mark)
+
+    def _look_back(self) -> None:
+        """End the window now if every worker alive when the outage began is back."""
+        look = self._settle_look
+        if look is None or self._not_back is None:
+            return
+        if self.settling() <= 0:
+            self._drop_look(look)
+            return
+        try:
+            missing = self._not_back(*look)
+        except BackendUnavailable as exc:
+            self.trip(exc)
+            return
+        except Exception:
+            log.exception("reading which workers are back on Redis at %s failed; the "
+                          "settling window runs its length", self.target)  # fmt: skip
+            self._drop_look(look)
+            return
+        if missing < 0:  # this worker's mark is gone: Redis lost its data meanwhile
+            self._drop_look(look)
+        elif missing == 0:
+            with self.lock:
+                if self._settle_look == look:
+                    self._settle_look = None
+                    left = self.settling()
+                    self._settled_at = time.monotonic()
+                    self._promoted.notify_all()
+                    log.info("every worker is back on Redis at %s: admitting through it "
+                             "again, %.1f s before the settling window's end", self.target,
+                             left)  # fmt: skip
+
+    def _drop_look(self, look: tuple[int, int]) -> None:
+        with self.lock:
+            if self._settle_look == look:
+                self._settle_look = None

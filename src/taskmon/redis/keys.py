@@ -60,6 +60,12 @@ class Keys:
         """Sorted set: worker id -> heartbeat deadline (ms, Redis clock)."""
         return self._name("workers")
 
+    @property
+    def workers_promoted(self) -> str:
+        """Sorted set: worker id -> when it last came back on Redis after an outage, with
+        everything it kept written back and its permits re-registered (ms, Redis clock)."""
+        return self._name("workers", "promoted")
+
     # -- semaphore -------------------------------------------------------------------------
 
     @property

@@ -42,6 +42,8 @@ log = logging.getLogger(__name__)
 SCRIPT_KEYS: ScriptKeys = {
     "worker_heartbeat": ("workers",),
     "workers_expired": ("workers",),
+    "worker_promoted": ("workers_promoted",),
+    "workers_not_back": ("workers", "workers_promoted"),
 }
 
 
@@ -70,6 +72,28 @@ class WorkerRegistry:
         ttl = self._ttl_ms if ttl_ms is None else ttl_ms
         with unavailable_as("recording the heartbeat of this worker"):
             self._scripts["worker_heartbeat"](keys=[self._keys.workers], args=[self.worker_id, ttl])
+
+    def mark_promoted(self) -> int:
+        """Say that this worker is back on Redis, everything it kept written back and its
+        permits re-registered; returns the mark (ms, Redis clock) for `others_not_back`."""
+        with unavailable_as("recording this worker's re-promotion"):
+            mark = self._scripts["worker_promoted"](
+                keys=[self._keys.workers_promoted], args=[self.worker_id, self._retention_ms]
+            )
+        return int(mark)
+
+    def others_not_back(self, began_ms: int, mark_ms: int) -> int:
+        """How many other workers alive when this worker's outage began (at `began_ms`, Redis
+        clock) have not said since that they are back; -1 when this worker's own mark
+        (`mark_ms`) is gone, i.e. Redis lost its data and the registry cannot tell. A worker
+        that died just before the outage, or never lost Redis, counts as not back: the
+        caller then waits its whole settling window, as it would without this."""
+        with unavailable_as("reading which workers are back on Redis"):
+            missing = self._scripts["workers_not_back"](
+                keys=[self._keys.workers, self._keys.workers_promoted],
+                args=[self.worker_id, began_ms, mark_ms],
+            )
+        return int(missing)
 
     def leave(self) -> None:
         """Expire at once: the other workers' reapers now fail any task of ours that

@@ -1,0 +1,171 @@
+"""The settling window after a re-promotion: no new grant through Redis until the workers that
+come back later have re-registered what they hold. It ends early once every worker alive when
+the outage began has said it is back since; it runs its whole length while one is still away,
+when the only word from one is older than the outage, and after Redis lost its data.
+
+Found by the chaos scenario `redis-flapping` under `reject`: with Redis down and up every 3 s,
+a fixed 2.8 s window after each re-promotion left almost no time to admit work.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from taskmon.faultproxy import FaultProxy
+from taskmon.harness.redis_server import RedisServer
+from taskmon.harness.toxiproxy_client import connect
+from taskmon.ports import Holder
+from taskmon.runtime import Runtime
+from tests.support.failover_rig import MakeRuntime
+from tests.support.timing import wait_for
+
+pytestmark = [pytest.mark.redis, pytest.mark.usefixtures("clean_taskmon_env")]
+
+TTL_MS = 1500
+
+
+@pytest.fixture
+def cut_off(own_redis: RedisServer) -> Iterator[tuple[Any, int]]:
+    """A proxy in front of the test's Redis, for a worker that can lose it alone."""
+    with FaultProxy("127.0.0.1", 0, seed=5) as server:
+        proxy = connect(server.url).create(upstream=f"127.0.0.1:{own_redis.port}", name="redis_b")
+        yield proxy, int(str(proxy.listen).rsplit(":", 1)[1])
+
+
+def settle_left(rt: Runtime) -> float:
+    assert rt.failover is not None
+    return rt.failover.settling()
+
+
+def full_window(rt: Runtime) -> float:
+    assert rt.failover is not None
+    return rt.failover.settle_s
+
+
+def degrade(*runtimes: Runtime) -> None:
+    for rt in runtimes:
+        rt.service.submit({"text": "while Redis is away"})  # a Redis call: it degrades
+    wait_for(lambda: all(rt.degraded for rt in runtimes), timeout=5, message="all degraded")
+
+
+def outage(own_redis: RedisServer, *runtimes: Runtime) -> None:
+    own_redis.stop_for_now()
+    degrade(*runtimes)
+    time.sleep(TTL_MS / 1000)  # past the heartbeats: the case a flapping Redis makes
+
+
+def back_on_redis(*runtimes: Runtime) -> float:
+    wait_for(lambda: not any(rt.degraded for rt in runtimes), timeout=5, message="all back")
+    return time.monotonic()
+
+
+def test_the_window_ends_once_every_worker_is_back(
+    own_redis: RedisServer, make_runtime: MakeRuntime
+) -> None:
+    first = make_runtime("host:A", lease_ttl_ms=TTL_MS)
+    second = make_runtime("host:B", lease_ttl_ms=TTL_MS)
+    outage(own_redis, first, second)
+    own_redis.start()
+    back = back_on_redis(first, second)
+    full = full_window(first)
+    wait_for(lambda: settle_left(first) == 0 and settle_left(second) == 0, timeout=full,
+             message="both windows over")  # fmt: skip
+    assert time.monotonic() - back < full / 2, "ended early: every worker is back"
+
+
+def test_a_waiter_in_the_window_is_granted_as_soon_as_it_ends(
+    own_redis: RedisServer, make_runtime: MakeRuntime
+) -> None:
+    first = make_runtime("host:A", lease_ttl_ms=TTL_MS)
+    second = make_runtime("host:B", lease_ttl_ms=TTL_MS)
+    outage(own_redis, first, second)
+    own_redis.start()
+    wait_for(lambda: not first.degraded, timeout=5, message="the first back")
+    assert settle_left(first) > 0
+    granted: list[float] = []
+
+    def acquire() -> None:
+        lease = first.semaphore.acquire(Holder("host:A", "waiter"), timeout=10)
+        granted.append(time.monotonic())
+        lease.release()
+
+    waiter = threading.Thread(target=acquire)
+    waiter.start()
+    try:
+        back = back_on_redis(second)
+        ended = time.monotonic() + settle_left(first)  # the window's end, as it stands now
+        wait_for(lambda: settle_left(first) == 0, timeout=full_window(first), message="over")
+        waiter.join(timeout=10)
+        assert granted, "the waiter got its permit"
+        assert granted[0] < back + full_window(first) / 2, "granted once every worker was back"
+        assert granted[0] < ended, "not held to the window's whole length"
+    finally:
+        waiter.join(timeout=10)
+
+
+def test_a_worker_still_away_keeps_the_window_its_whole_length(
+    own_redis: RedisServer, cut_off: tuple[Any, int], make_runtime: MakeRuntime
+) -> None:
+    proxy, port = cut_off
+    first = make_runtime("host:A", lease_ttl_ms=TTL_MS)
+    second = make_runtime("host:B", redis_url=f"redis://127.0.0.1:{port}/0", lease_ttl_ms=TTL_MS)
+    outage(own_redis, first, second)
+    proxy.disable()  # the second stays away when Redis comes back
+    own_redis.start()
+    back = back_on_redis(first)
+    full = full_window(first)
+    time.sleep(full / 2)
+    assert second.degraded
+    assert settle_left(first) > 0, "the second may hold permits Redis forgot: keep waiting"
+    wait_for(lambda: settle_left(first) == 0, timeout=full, message="the window over")
+    assert time.monotonic() - back >= full - 0.2
+
+
+def test_a_mark_from_before_the_outage_does_not_count(
+    own_redis: RedisServer, cut_off: tuple[Any, int], make_runtime: MakeRuntime
+) -> None:
+    """The second said it was back after the first outage; in the next one it stays cut off
+    when Redis comes back: its old mark must not end the first's window."""
+    proxy, port = cut_off
+    first = make_runtime("host:A", lease_ttl_ms=TTL_MS)
+    second = make_runtime("host:B", redis_url=f"redis://127.0.0.1:{port}/0", lease_ttl_ms=TTL_MS)
+    outage(own_redis, first, second)
+    own_redis.start()
+    back_on_redis(first, second)
+    wait_for(lambda: settle_left(first) == 0 and settle_left(second) == 0, timeout=5,
+             message="both windows over")  # fmt: skip
+    own_redis.stop_for_now()
+    proxy.disable()
+    degrade(first, second)
+    own_redis.start()
+    back = back_on_redis(first)
+    full = full_window(first)
+    time.sleep(full / 2)
+    assert second.degraded
+    assert settle_left(first) > 0, "the second's mark is older than this outage"
+    wait_for(lambda: settle_left(first) == 0, timeout=full, message="the window over")
+    assert time.monotonic() - back >= full - 0.2
+
+
+def test_after_redis_lost_its_data_the_window_runs_its_whole_length(
+    own_redis: RedisServer, make_runtime: MakeRuntime
+) -> None:
+    """The registry went with the data: it cannot say who else holds permits."""
+    first = make_runtime("host:A", lease_ttl_ms=TTL_MS)
+    second = make_runtime("host:B", lease_ttl_ms=TTL_MS)
+    own_redis.stop()
+    degrade(first, second)
+    own_redis.start()
+    back = back_on_redis(first)
+    back_on_redis(second)
+    full = full_window(first)
+    time.sleep(full / 2)
+    assert settle_left(first) > 0
+    assert settle_left(second) > 0
+    wait_for(lambda: settle_left(first) == 0, timeout=full, message="the window over")
+    assert time.monotonic() - back >= full - 0.2
