@@ -5,13 +5,19 @@ Toxics apply to connections open when the toxic is added as well as to later one
 Toxiproxy): each connection rolls a toxic's toxicity once, when they meet, and keeps the
 outcome. Removing a toxic ends its effect on every connection at once (a timeout toxic's pending
 close is cancelled, data flows again). Everything here runs on the proxy's one event loop.
+
+The HTTP toxics (toxics.py) take a chunk that follows one in the other direction for the start of
+a request (upstream) or of an answer (downstream): right for HTTP/1.1 without pipelining, which
+is what clients send.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import random
+import re
 import socket
 import struct
 from collections.abc import Callable
@@ -19,6 +25,12 @@ from collections.abc import Callable
 from taskmon.faultproxy.toxics import Toxic
 
 _CHUNK = 32 * 1024
+# An `http_error` upstream reads the whole request before answering (the client would see a
+# reset otherwise), up to this much of it.
+_MAX_REQUEST = 1024 * 1024
+_CONTENT_LENGTH = re.compile(rb"\r\ncontent-length:[ \t]*(\d+)", re.IGNORECASE)
+_REASONS = {400: "Bad Request", 429: "Too Many Requests", 500: "Internal Server Error",
+            502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout"}  # fmt: skip
 
 
 class Link:
@@ -41,6 +53,7 @@ class Link:
         self._sent: dict[int, int] = {}  # limit_data: bytes passed per toxic
         self._closed = asyncio.Event()
         self._pumps: list[asyncio.Task[None]] = []
+        self._last_stream = ""  # the direction of the last chunk read: where a message starts
 
     async def run(self) -> None:
         """Pump both ways until either side ends or a toxic ends the connection."""
@@ -109,6 +122,10 @@ class Link:
                 if not data:
                     await self._slow_close(stream)
                     break
+                starts = self._last_stream != stream
+                self._last_stream = stream
+                if starts and await self._http(data, reader, stream):
+                    return
                 await self._forward(data, writer, stream)
                 if self._closed.is_set():
                     return
@@ -150,6 +167,57 @@ class Link:
             if index and delay_s:
                 await asyncio.sleep(delay_s)
             await self._write(writer, stream, piece)
+
+    async def _http(self, data: bytes, reader: asyncio.StreamReader, stream: str) -> bool:
+        """At the start of a request or an answer: the HTTP toxics. True when one answered in
+        the service's place (the connection is then closed)."""
+        for toxic in self._active(stream):
+            if toxic.type == "slow_headers":
+                await asyncio.sleep(toxic.attr("delay") / 1000)
+        for toxic in self._active(stream):
+            if toxic.type == "http_error":
+                if stream == "upstream":
+                    await self._read_request(data, reader)
+                await self._answer_error(toxic)
+                return True
+        return False
+
+    async def _read_request(self, data: bytes, reader: asyncio.StreamReader) -> None:
+        """The rest of the request `data` begins (head, then Content-Length bytes of body)."""
+        received = data
+        while b"\r\n\r\n" not in received and len(received) < _MAX_REQUEST:
+            more = await reader.read(_CHUNK)
+            if not more:
+                return
+            received += more
+        head, _, body = received.partition(b"\r\n\r\n")
+        length = _CONTENT_LENGTH.search(head)
+        missing = min(int(length.group(1)), _MAX_REQUEST) - len(body) if length else 0
+        while missing > 0:
+            more = await reader.read(min(_CHUNK, missing))
+            if not more:
+                return
+            missing -= len(more)
+
+    async def _answer_error(self, toxic: Toxic) -> None:
+        status = toxic.attr("status") or 503
+        reason = _REASONS.get(status, "Error")
+        body = json.dumps({
+            "type": "about:blank",
+            "title": reason,
+            "status": status,
+            "detail": f"injected by the fault proxy (toxic {toxic.name})",
+        }).encode()  # fmt: skip
+        head = (
+            f"HTTP/1.1 {status} {reason}\r\n"
+            "Content-Type: application/problem+json\r\n"
+            f"X-Fault-Injected: {toxic.name}\r\n"
+            "Connection: close\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        ).encode()
+        with contextlib.suppress(ConnectionError, OSError):
+            await self._write(self._client[1], "downstream", head + body)
+        self.close()
 
     def _slice(self, toxic: Toxic, data: bytes) -> list[bytes]:
         average = max(1, toxic.attr("average_size"))

@@ -4,6 +4,13 @@ Pure data and validation; what a toxic does to a connection is in links.py. A to
 Toxiproxy's (`name`, `type`, `stream`, `toxicity`, `attributes`) plus two fields of ours that
 Toxiproxy clients ignore: `stats` (how many connections the toxic met, hit and missed, the
 proof that it was applied) and `duration` (ms; the toxic removes itself when it ends).
+
+Two types are ours alone, for a proxy in front of an HTTP/1.1 service (Toxiproxy has none, and
+answers 400 to them): `http_error` answers an error of its own, with the header
+`X-Fault-Injected: <toxic name>` and `Connection: close`, on stream `upstream` instead of
+forwarding the request (the service never sees it), on `downstream` in place of the service's
+answer (the service acted; its answer is lost); `slow_headers` holds back the first bytes of
+each request (`upstream`) or of each answer (`downstream`) for `delay` ms.
 """
 
 from __future__ import annotations
@@ -23,7 +30,10 @@ TOXIC_ATTRIBUTES: dict[str, tuple[str, ...]] = {
     "reset_peer": ("timeout",),  # TCP RST after timeout ms (0: at once)
     "limit_data": ("bytes",),  # close once this many bytes have passed
     "slicer": ("average_size", "size_variation", "delay"),  # split chunks; delay in us
+    "http_error": ("status",),  # ours: an HTTP error answer (default 503), then close
+    "slow_headers": ("delay",),  # ours: ms before each request's or answer's first bytes
 }
+HTTP_TOXICS = ("http_error", "slow_headers")
 STREAMS = ("upstream", "downstream")
 
 
@@ -132,6 +142,9 @@ def parse_attributes(kind: str, attributes: object) -> dict[str, int]:
             if not _is_int(value) or value < 0:
                 raise bad_body(f"attribute {name} must be a non-negative integer")
             parsed[name] = value
+    status = parsed.get("status")
+    if kind == "http_error" and status is not None and not 400 <= status <= 599:
+        raise bad_body("attribute status must be an HTTP error status, 400 to 599")
     return parsed
 
 

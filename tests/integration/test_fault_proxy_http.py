@@ -1,0 +1,142 @@
+"""The fault proxy's HTTP toxics (ours alone: Toxiproxy has none), in front of a real HTTP
+server on a real socket: an error answered instead of forwarding the request, an error in place
+of the service's answer, headers held back, and toxicity 0 doing nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+import requests
+
+from taskmon.faultproxy import FaultProxy
+from taskmon.harness.toxiproxy_client import connect
+
+TIMEOUT_S = 5.0
+
+
+class Upstream(ThreadingHTTPServer):
+    daemon_threads = True
+    received: list[bytes]
+
+
+class Handler(BaseHTTPRequestHandler):
+    server: Upstream
+    protocol_version = "HTTP/1.1"
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        self.server.received.append(body)
+        answer = json.dumps({"got": len(body)}).encode()
+        self.send_response(202)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(answer)))
+        self.end_headers()
+        self.wfile.write(answer)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def upstream() -> Iterator[Upstream]:
+    server = Upstream(("127.0.0.1", 0), Handler)
+    server.received = []
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def proxy(upstream: Upstream) -> Iterator[tuple[Any, str]]:
+    with FaultProxy("127.0.0.1", 0, seed=11) as ours:
+        port = upstream.server_address[1]
+        made = connect(ours.url, timeout_s=TIMEOUT_S).create(
+            upstream=f"127.0.0.1:{port}", name="service"
+        )
+        made.api_url = ours.url  # for the calls toxiproxy-python does not make
+        yield made, f"http://{made.listen}"
+
+
+def post(url: str, body: bytes = b'{"text": "hello"}', timeout: float = TIMEOUT_S) -> Any:
+    return requests.post(f"{url}/api/tts", data=body, timeout=timeout,
+                         headers={"Content-Type": "application/json"})  # fmt: skip
+
+
+def toxic_stats(proxy: Any, name: str) -> dict[str, int]:
+    answer = requests.get(
+        f"{proxy.api_url}/proxies/{proxy.name}/toxics/{name}", timeout=TIMEOUT_S
+    ).json()
+    return dict(answer["stats"])
+
+
+def test_an_error_upstream_answers_in_the_services_place(
+    proxy: tuple[Any, str], upstream: Upstream
+) -> None:
+    made, url = proxy
+    made.add_toxic(type="http_error", name="refuse", stream="upstream", toxicity=1.0,
+                   attributes={"status": 503})  # fmt: skip
+    answer = post(url, body=b'{"text": "' + b"x" * 100_000 + b'"}')  # a body in many chunks
+    assert answer.status_code == 503
+    assert answer.headers["X-Fault-Injected"] == "refuse"
+    assert answer.headers["Content-Type"] == "application/problem+json"
+    assert answer.json()["status"] == 503
+    assert upstream.received == [], "the service never saw the request"
+    assert toxic_stats(made, "refuse")["connections_hit"] == 1
+
+
+def test_an_error_downstream_replaces_the_answer_of_a_service_that_acted(
+    proxy: tuple[Any, str], upstream: Upstream
+) -> None:
+    made, url = proxy
+    made.add_toxic(type="http_error", name="lose", stream="downstream", toxicity=1.0,
+                   attributes={"status": 502})  # fmt: skip
+    answer = post(url)
+    assert answer.status_code == 502
+    assert answer.headers["X-Fault-Injected"] == "lose"
+    assert upstream.received == [b'{"text": "hello"}'], "the service got it and answered"
+    made.destroy_toxic("lose")
+    assert post(url).status_code == 202, "gone with its toxic"
+
+
+def test_slow_headers_hold_the_answer_back(proxy: tuple[Any, str], upstream: Upstream) -> None:
+    made, url = proxy
+    made.add_toxic(type="slow_headers", name="slow", stream="downstream", toxicity=1.0,
+                   attributes={"delay": 800})  # fmt: skip
+    with pytest.raises(requests.exceptions.ReadTimeout):
+        post(url, timeout=0.3)  # a client with a short read timeout gives up
+    started = time.monotonic()
+    assert post(url).status_code == 202
+    assert time.monotonic() - started >= 0.8, "held back by at least its delay"
+    assert len(upstream.received) == 2, "both requests reached the service"
+
+
+def test_toxicity_0_has_no_effect(proxy: tuple[Any, str], upstream: Upstream) -> None:
+    made, url = proxy
+    made.add_toxic(type="http_error", name="never", stream="downstream", toxicity=0.0)
+    for _ in range(5):
+        assert post(url).status_code == 202
+    stats = toxic_stats(made, "never")
+    assert stats["connections_hit"] == 0
+    assert stats["connections_met"] >= 1
+
+
+def test_an_error_status_outside_4xx_and_5xx_is_refused(proxy: tuple[Any, str]) -> None:
+    made, _ = proxy
+    answer = requests.post(
+        f"{made.api_url}/proxies/{made.name}/toxics",
+        json={"type": "http_error", "attributes": {"status": 200}},
+        timeout=TIMEOUT_S,
+    )
+    assert answer.status_code == 400
+    assert "status" in answer.json()["error"]
