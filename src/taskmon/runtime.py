@@ -265,7 +265,7 @@ def _redis_backend(settings: Settings, worker_id: str, target: str) -> Backend:
             on_promoted=quiet.outage_over,
             # Two probe intervals at most: every worker has written back by then.
             settle_s=2 * _MAX_PROBE_BACKOFF_S + call_budget_s(settings),
-            announce=registry.mark_promoted,
+            announce=lambda: registry.mark_promoted(epoch.seen),
             not_back=registry.others_not_back,
             max_backoff_s=_MAX_PROBE_BACKOFF_S,
         )

@@ -38,7 +38,8 @@ ENV = {
 
 def started_tasks(journal: Path) -> tuple[set[str], int]:
     """The tasks whose synthesis began (the journal's witness), and how many are still running."""
-    started, ended = set(), set()
+    started: set[str] = set()
+    ended: set[str] = set()
     for path in journal.glob("*.jsonl"):
         for line in path.read_text().splitlines():
             event = json.loads(line)

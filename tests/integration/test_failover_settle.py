@@ -87,6 +87,7 @@ def test_a_waiter_in_the_window_is_granted_as_soon_as_it_ends(
     own_redis.start()
     wait_for(lambda: not first.degraded, timeout=5, message="the first back")
     assert settle_left(first) > 0
+    ended = time.monotonic() + settle_left(first)  # the window's whole length: it only shortens
     granted: list[float] = []
 
     def acquire() -> None:
@@ -98,7 +99,6 @@ def test_a_waiter_in_the_window_is_granted_as_soon_as_it_ends(
     waiter.start()
     try:
         back = back_on_redis(second)
-        ended = time.monotonic() + settle_left(first)  # the window's end, as it stands now
         wait_for(lambda: settle_left(first) == 0, timeout=full_window(first), message="over")
         waiter.join(timeout=10)
         assert granted, "the waiter got its permit"
@@ -169,3 +169,49 @@ def test_after_redis_lost_its_data_the_window_runs_its_whole_length(
     assert settle_left(second) > 0
     wait_for(lambda: settle_left(first) == 0, timeout=full, message="the window over")
     assert time.monotonic() - back >= full - 0.2
+
+
+def test_a_worker_that_lost_redis_well_before_this_one_noticed_still_counts(
+    own_redis: RedisServer, cut_off: tuple[Any, int], make_runtime: MakeRuntime
+) -> None:
+    """Short heartbeats: the second trips at once and its last beat lapses before the idle
+    first notices (by a timeout); it stays away when Redis comes back. It may hold permits
+    Redis forgot, so the first's window must not end early."""
+    proxy, port = cut_off
+    ttl = 600
+    first = make_runtime("host:A", lease_ttl_ms=ttl)
+    second = make_runtime("host:B", redis_url=f"redis://127.0.0.1:{port}/0", lease_ttl_ms=ttl)
+    own_redis.pause()
+    degrade(second)
+    wait_for(lambda: first.degraded, timeout=10, message="the idle first degraded")
+    proxy.disable()
+    own_redis.resume()
+    back = back_on_redis(first)
+    full = full_window(first)
+    time.sleep(full / 2)
+    assert second.degraded
+    assert settle_left(first) > 0, "the second may hold permits Redis forgot"
+    wait_for(lambda: settle_left(first) == 0, timeout=full, message="the window over")
+    assert time.monotonic() - back >= full - 0.2
+
+
+def test_redis_losing_its_data_mid_window_never_ends_it_early(
+    own_redis: RedisServer, own_observer: Any, cut_off: tuple[Any, int], make_runtime: MakeRuntime
+) -> None:
+    """Flushed while the second is still away: the registry forgets it, and only the first's
+    own mark, gone too, tells the look that it cannot judge."""
+    proxy, port = cut_off
+    first = make_runtime("host:A", lease_ttl_ms=TTL_MS)
+    second = make_runtime("host:B", redis_url=f"redis://127.0.0.1:{port}/0", lease_ttl_ms=TTL_MS)
+    outage(own_redis, first, second)
+    proxy.disable()
+    own_redis.start()
+    back_on_redis(first)
+    assert first.failover is not None
+    wait_for(lambda: first.failover is not None and first.failover._settle_look is not None,
+             timeout=2, message="the first marked and looking")  # fmt: skip
+    own_observer.flushall()
+    watched_until = time.monotonic() + full_window(first) / 2
+    while time.monotonic() < watched_until:
+        assert settle_left(first) > 0, "ended early on a registry that forgot the second"
+        time.sleep(0.01)

@@ -18,6 +18,7 @@ from redis.commands.core import Script
 from taskmon.domain import TaskError, TaskState
 from taskmon.harness.redis_server import RedisServer
 from taskmon.ports import Holder, PermitTimeout
+from taskmon.redis.epoch import EpochWatch
 from taskmon.redis.keys import Keys
 from taskmon.redis.monitor import SCRIPT_KEYS as MONITOR_SCRIPTS
 from taskmon.redis.scripts import ScriptKeys, ScriptSet
@@ -142,6 +143,10 @@ def test_the_worker_registry_passes_the_keys_its_table_names(rig: Rig) -> None:
     recorded.wrap(registry._scripts)
     registry.heartbeat()
     assert registry.expired() == []
-    mark = registry.mark_promoted()
+    epoch = EpochWatch(wiring.client, rig.keys)
+    epoch.changed()  # sets the dataset's id and reads it
+    assert registry.mark_promoted("another dataset") == -1, "nothing marked"
+    mark = registry.mark_promoted(epoch.seen)
+    assert mark > 0
     assert registry.others_not_back(mark - 1000, mark) == 0
     check(WORKERS_SCRIPTS, recorded, rig.keys)

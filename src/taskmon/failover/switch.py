@@ -19,9 +19,17 @@ re-register what they carried through the outage. The worker says it is back (`a
 the window ends early once every worker alive when its outage began has said so after that
 moment (`not_back`, looked up every SETTLE_LOOK_S by this thread). The moment is fixed once, in
 Redis time, so a mark from an earlier up-period, written before that worker degraded again,
-never counts. After Redis lost its data the window always runs its length: the registry and
-the marks are gone with it, so they cannot tell who still holds what (the look also answers
-"cannot tell" when this worker's own mark is gone).
+never counts; "alive" reaches one heartbeat TTL further back, for a worker that lost Redis
+well before this one noticed. After Redis lost its data the window always runs its length:
+the registry and the marks are gone with it, so they cannot tell who still holds what (the
+mark is refused when the dataset changed since the last look, and the look answers "cannot
+tell" once this worker's own mark is gone).
+
+A worker that came back and marked during this worker's outage, then lost Redis again on its
+own, counts as back. That is the partial outage of docs/invariants.md (the reachable workers'
+cap plus the cut worker's share or carried permits), which a window of any fixed length does
+not prevent either: its permits were re-registered when it marked, and Redis counts them
+until their leases end.
 
 While healthy, the thread checks every `healthy_interval_s` whether Redis lost its data (the
 epoch key changed: restarted empty, flushed) and, if so, has every participant write back what
@@ -94,9 +102,10 @@ class Failover:
         `settle_s`: how long after a re-promotion `settling()` stays true, for the other
         workers (back one probe interval later at most) to have written back and
         re-registered what they kept. `announce()` says this worker is back and returns its
-        mark (ms, Redis clock); `not_back(began_ms, mark_ms)` counts the other workers alive
-        at `began_ms` not back since (-1: cannot tell, the mark is gone): at 0 the window
-        ends early. Both may raise BackendUnavailable; the window then runs its length."""
+        mark (ms, Redis clock; -1 when Redis lost its data since the last look);
+        `not_back(began_ms, mark_ms)` counts the other workers alive at `began_ms` not back
+        since (-1: cannot tell, the mark is gone): at 0 the window ends early. Both may
+        raise BackendUnavailable; the window then runs its length."""
         self.target = target
         self.policy = policy
         self._probe = probe
@@ -320,7 +329,7 @@ class Failover:
             log.exception("recording the re-promotion at %s failed; the settling window "
                           "runs its length", self.target)  # fmt: skip
             return
-        if store_lost:
+        if store_lost or mark < 0:
             return  # the registry was lost with the data: it cannot tell who is back
         with self.lock:
             if self._window == window and not self._degraded:

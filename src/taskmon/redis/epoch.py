@@ -23,6 +23,11 @@ class EpochWatch:
         self._key = keys.epoch
         self._seen: str | None = None
 
+    @property
+    def seen(self) -> str | None:
+        """The dataset id read at the last look (None before the first)."""
+        return self._seen
+
     def changed(self) -> bool:
         """True when the dataset is not the one seen at the last call (never on the first).
 

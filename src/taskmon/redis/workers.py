@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 SCRIPT_KEYS: ScriptKeys = {
     "worker_heartbeat": ("workers",),
     "workers_expired": ("workers",),
-    "worker_promoted": ("workers_promoted",),
+    "worker_promoted": ("workers_promoted", "epoch"),
     "workers_not_back": ("workers", "workers_promoted"),
 }
 
@@ -73,25 +73,30 @@ class WorkerRegistry:
         with unavailable_as("recording the heartbeat of this worker"):
             self._scripts["worker_heartbeat"](keys=[self._keys.workers], args=[self.worker_id, ttl])
 
-    def mark_promoted(self) -> int:
+    def mark_promoted(self, epoch_seen: str | None) -> int:
         """Say that this worker is back on Redis, everything it kept written back and its
-        permits re-registered; returns the mark (ms, Redis clock) for `others_not_back`."""
+        permits re-registered; returns the mark (ms, Redis clock) for `others_not_back`, or
+        -1 (nothing marked) when the dataset is no longer `epoch_seen` (Redis lost its data
+        since this worker looked)."""
         with unavailable_as("recording this worker's re-promotion"):
             mark = self._scripts["worker_promoted"](
-                keys=[self._keys.workers_promoted], args=[self.worker_id, self._retention_ms]
+                keys=[self._keys.workers_promoted, self._keys.epoch],
+                args=[self.worker_id, self._retention_ms, epoch_seen or ""],
             )
         return int(mark)
 
     def others_not_back(self, began_ms: int, mark_ms: int) -> int:
         """How many other workers alive when this worker's outage began (at `began_ms`, Redis
         clock) have not said since that they are back; -1 when this worker's own mark
-        (`mark_ms`) is gone, i.e. Redis lost its data and the registry cannot tell. A worker
-        that died just before the outage, or never lost Redis, counts as not back: the
-        caller then waits its whole settling window, as it would without this."""
+        (`mark_ms`) is gone, i.e. Redis lost its data and the registry cannot tell. Alive
+        means a heartbeat deadline up to one heartbeat TTL before `began_ms`: a worker that
+        lost Redis first, while this one had not noticed yet, still counts. A worker that
+        died just before the outage, or never lost Redis, counts as not back: the caller
+        then waits its whole settling window, as it would without this."""
         with unavailable_as("reading which workers are back on Redis"):
             missing = self._scripts["workers_not_back"](
                 keys=[self._keys.workers, self._keys.workers_promoted],
-                args=[self.worker_id, began_ms, mark_ms],
+                args=[self.worker_id, began_ms - self._ttl_ms, began_ms, mark_ms],
             )
         return int(missing)
 
