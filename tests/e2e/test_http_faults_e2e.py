@@ -71,9 +71,11 @@ def submit_with_retry(first: str, second: str, key: str) -> tuple[list[int], Any
     body = {"text": f"retried request {key}"}
     headers = {"Idempotency-Key": key, "Connection": "close"}
     seen: list[int] = []
-    for base in (first, second):
+    # A short read timeout on the faulty host (the held answer is given up on); the retry
+    # waits as long as a healthy answer may take.
+    for base, timeout in ((first, 0.5), (second, 10.0)):
         try:
-            answer = requests.post(f"{base}/api/tts", json=body, headers=headers, timeout=0.5)
+            answer = requests.post(f"{base}/api/tts", json=body, headers=headers, timeout=timeout)
         except requests.exceptions.Timeout:
             seen.append(0)
             continue

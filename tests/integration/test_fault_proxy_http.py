@@ -6,6 +6,7 @@ of the service's answer, headers held back, and toxicity 0 doing nothing.
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -36,6 +37,13 @@ class Handler(BaseHTTPRequestHandler):
         answer = json.dumps({"got": len(body)}).encode()
         self.send_response(202)
         self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(answer)))
+        self.end_headers()
+        self.wfile.write(answer)
+
+    def do_GET(self) -> None:
+        answer = b"x" * 1_000_000  # many chunks through the proxy
+        self.send_response(200)
         self.send_header("Content-Length", str(len(answer)))
         self.end_headers()
         self.wfile.write(answer)
@@ -140,3 +148,65 @@ def test_an_error_status_outside_4xx_and_5xx_is_refused(proxy: tuple[Any, str]) 
     )
     assert answer.status_code == 400
     assert "status" in answer.json()["error"]
+
+
+def test_slow_headers_hold_each_answer_once_not_each_chunk(
+    proxy: tuple[Any, str], upstream: Upstream
+) -> None:
+    made, url = proxy
+    made.add_toxic(type="slow_headers", name="slow", stream="downstream", toxicity=1.0,
+                   attributes={"delay": 300})  # fmt: skip
+    with requests.Session() as session:  # one kept-alive connection, two answers
+        for _ in range(2):
+            started = time.monotonic()
+            answer = session.get(f"{url}/big", timeout=TIMEOUT_S)
+            assert len(answer.content) == 1_000_000
+            took = time.monotonic() - started
+            assert took >= 0.3, "each answer's head is held"
+            assert took < 3.0, "but not each of its chunks"
+
+
+def test_removing_slow_headers_ends_its_hold(proxy: tuple[Any, str], upstream: Upstream) -> None:
+    made, url = proxy
+    made.add_toxic(type="slow_headers", name="slow", stream="downstream", toxicity=1.0,
+                   attributes={"delay": 4000})  # fmt: skip
+    timer = threading.Timer(0.3, made.destroy_toxic, args=("slow",))
+    timer.start()
+    started = time.monotonic()
+    try:
+        assert post(url).status_code == 202
+    finally:
+        timer.join()
+    assert time.monotonic() - started < 3.0, "released when the toxic went"
+
+
+def test_an_error_upstream_answers_a_client_waiting_for_100_continue(
+    proxy: tuple[Any, str], upstream: Upstream
+) -> None:
+    made, url = proxy
+    made.add_toxic(type="http_error", name="refuse", stream="upstream", toxicity=1.0)
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=TIMEOUT_S) as sock:
+        sock.sendall(b"POST /api/tts HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: 2000000\r\nExpect: 100-continue\r\n\r\n")  # fmt: skip
+        started = time.monotonic()
+        answer = sock.recv(4096)
+    assert answer.startswith(b"HTTP/1.1 503 "), answer[:40]
+    assert time.monotonic() - started < 2.0, "answered without waiting for the body"
+    assert upstream.received == []
+
+
+def test_an_error_upstream_reads_a_chunked_body_before_answering(
+    proxy: tuple[Any, str], upstream: Upstream
+) -> None:
+    made, url = proxy
+    made.add_toxic(type="http_error", name="refuse", stream="upstream", toxicity=1.0)
+
+    def body() -> Iterator[bytes]:
+        for _ in range(3):
+            time.sleep(0.1)  # in pieces, later than the head
+            yield b'{"text": "hi"}'
+
+    answer = requests.post(f"{url}/api/tts", data=body(), timeout=TIMEOUT_S)
+    assert answer.status_code == 503
+    assert answer.headers["X-Fault-Injected"] == "refuse"

@@ -7,8 +7,10 @@ outcome. Removing a toxic ends its effect on every connection at once (a timeout
 close is cancelled, data flows again). Everything here runs on the proxy's one event loop.
 
 The HTTP toxics (toxics.py) take a chunk that follows one in the other direction for the start of
-a request (upstream) or of an answer (downstream): right for HTTP/1.1 without pipelining, which
-is what clients send.
+a request (upstream) or of an answer (downstream), an interim `1xx` answer aside: right for
+HTTP/1.1 without pipelining, which is what clients send. Not for a service that answers while
+the request's body is still coming (an early 413, say): the next body chunk would count as a new
+request, and the rest of that answer as a new answer.
 """
 
 from __future__ import annotations
@@ -28,7 +30,11 @@ _CHUNK = 32 * 1024
 # An `http_error` upstream reads the whole request before answering (the client would see a
 # reset otherwise), up to this much of it.
 _MAX_REQUEST = 1024 * 1024
-_CONTENT_LENGTH = re.compile(rb"\r\ncontent-length:[ \t]*(\d+)", re.IGNORECASE)
+_CONTENT_LENGTH = re.compile(rb"\r\ncontent-length[ \t]*:[ \t]*(\d+)", re.IGNORECASE)
+_CHUNKED = re.compile(rb"\r\ntransfer-encoding[ \t]*:[^\r]*chunked", re.IGNORECASE)
+_EXPECTS = re.compile(rb"\r\nexpect[ \t]*:[ \t]*100-continue", re.IGNORECASE)
+# A client that sends less than its request says is answered anyway after this long.
+_REQUEST_READ_S = 5.0
 _REASONS = {400: "Bad Request", 429: "Too Many Requests", 500: "Internal Server Error",
             502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout"}  # fmt: skip
 
@@ -123,8 +129,10 @@ class Link:
                     await self._slow_close(stream)
                     break
                 starts = self._last_stream != stream
-                self._last_stream = stream
-                if starts and await self._http(data, reader, stream):
+                # An interim answer (100 Continue) is not the answer: the next chunk still is.
+                interim = stream == "downstream" and data[:10].startswith(b"HTTP/1.1 1")
+                self._last_stream = "" if interim else stream
+                if starts and not interim and await self._http(data, reader, stream):
                     return
                 await self._forward(data, writer, stream)
                 if self._closed.is_set():
@@ -173,14 +181,26 @@ class Link:
         the service's place (the connection is then closed)."""
         for toxic in self._active(stream):
             if toxic.type == "slow_headers":
-                await asyncio.sleep(toxic.attr("delay") / 1000)
+                await self._hold(toxic, toxic.attr("delay") / 1000)
+        if any(t.type in ("timeout", "reset_peer") for t in self._active("downstream")):
+            return False  # nothing reaches the client: no answer of ours either
         for toxic in self._active(stream):
             if toxic.type == "http_error":
                 if stream == "upstream":
-                    await self._read_request(data, reader)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._read_request(data, reader), _REQUEST_READ_S)
                 await self._answer_error(toxic)
                 return True
         return False
+
+    async def _hold(self, toxic: Toxic, seconds: float) -> None:
+        """Sleep `seconds`, or less if `toxic` is removed meanwhile (its effect ends then)."""
+        until = asyncio.get_running_loop().time() + seconds
+        while self._hits.get(id(toxic)) and not self._closed.is_set():
+            left = until - asyncio.get_running_loop().time()
+            if left <= 0:
+                return
+            await asyncio.sleep(min(left, 0.05))
 
     async def _read_request(self, data: bytes, reader: asyncio.StreamReader) -> None:
         """The rest of the request `data` begins (head, then Content-Length bytes of body)."""
@@ -191,6 +211,15 @@ class Link:
                 return
             received += more
         head, _, body = received.partition(b"\r\n\r\n")
+        if _EXPECTS.search(head):
+            return  # the client sends its body only after a 100 Continue: answer now
+        if _CHUNKED.search(head):
+            while not body.endswith(b"0\r\n\r\n") and len(body) < _MAX_REQUEST:
+                more = await reader.read(_CHUNK)
+                if not more:
+                    return
+                body += more
+            return
         length = _CONTENT_LENGTH.search(head)
         missing = min(int(length.group(1)), _MAX_REQUEST) - len(body) if length else 0
         while missing > 0:
@@ -216,7 +245,8 @@ class Link:
             f"Content-Length: {len(body)}\r\n\r\n"
         ).encode()
         with contextlib.suppress(ConnectionError, OSError):
-            await self._write(self._client[1], "downstream", head + body)
+            # Through the downstream toxics, as the service's answer would have gone.
+            await self._forward(head + body, self._client[1], "downstream")
         self.close()
 
     def _slice(self, toxic: Toxic, data: bytes) -> list[bytes]:
