@@ -15,7 +15,7 @@ from taskmon.harness.redis_server import RedisServer
 from taskmon.redis.keys import Keys
 
 # A private redis-server per test, and runtimes on it, for the failover tests.
-from tests.support.failover_rig import make_runtime, own_observer, own_redis  # noqa: F401
+from tests.support.failover_rig import cut_off, make_runtime, own_observer, own_redis  # noqa: F401
 from tests.support.redis_wiring import MonitorWiring, wire_monitor
 
 

@@ -11,7 +11,6 @@ to `done` ends done, past the reaper's version.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from functools import partial
 from typing import Any
 
@@ -19,9 +18,7 @@ import pytest
 import redis
 
 from taskmon.domain import Task, TaskState
-from taskmon.faultproxy import FaultProxy
 from taskmon.harness.redis_server import RedisServer
-from taskmon.harness.toxiproxy_client import connect
 from taskmon.redis.workers import WorkerRegistry
 from taskmon.runtime import Runtime, _probe
 from tests.support.failover_rig import KEYS, MakeRuntime, ended, stored
@@ -30,14 +27,6 @@ from tests.support.timing import wait_for
 pytestmark = [pytest.mark.redis, pytest.mark.usefixtures("clean_taskmon_env")]
 
 TTL_MS = 1500
-
-
-@pytest.fixture
-def cut_off(own_redis: RedisServer) -> Iterator[tuple[Any, int]]:
-    """A proxy in front of the test's Redis: (the toxiproxy Proxy, the port it listens on)."""
-    with FaultProxy("127.0.0.1", 0, seed=3) as server:
-        proxy = connect(server.url).create(upstream=f"127.0.0.1:{own_redis.port}", name="redis_a")
-        yield proxy, int(str(proxy.listen).rsplit(":", 1)[1])
 
 
 def deadline_ms(observer: redis.Redis, worker: str) -> tuple[float, float]:

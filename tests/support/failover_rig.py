@@ -11,7 +11,9 @@ import pytest
 import redis
 
 from taskmon.config import load_settings
+from taskmon.faultproxy import FaultProxy
 from taskmon.harness.redis_server import RedisServer
+from taskmon.harness.toxiproxy_client import connect
 from taskmon.redis.codec import task_from_fields
 from taskmon.redis.keys import Keys
 from taskmon.runtime import Runtime, build_runtime
@@ -24,6 +26,15 @@ KEYS = Keys("failover")
 def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
     with RedisServer(workdir=tmp_path / "redis") as made:
         yield made
+
+
+@pytest.fixture
+def cut_off(own_redis: RedisServer) -> Iterator[tuple[Any, int]]:
+    """A proxy in front of the test's Redis, for a worker that can lose it alone: (the
+    toxiproxy Proxy, the port it listens on)."""
+    with FaultProxy("127.0.0.1", 0, seed=3) as server:
+        proxy = connect(server.url).create(upstream=f"127.0.0.1:{own_redis.port}", name="redis_a")
+        yield proxy, int(str(proxy.listen).rsplit(":", 1)[1])
 
 
 @pytest.fixture
