@@ -16,7 +16,7 @@ from chaos.faults import Window
 from chaos.probes import Look, Step
 from chaos.scenarios import Scenario
 
-PASS, FAIL, UNKNOWN = "pass", "fail", "unknown"
+PASS, FAIL, UNKNOWN, SKIPPED = "pass", "fail", "unknown", "skipped"
 
 
 @dataclass(frozen=True)

@@ -26,16 +26,24 @@ from taskmon.harness.stack import GunicornInstance
 # A synthesis of the load's sentences takes 0.3 s or more (tone engine, 10 ms a character).
 FRESH_S = 0.12
 
-# Toxics per network fault: (type, stream, attributes). Both directions for a blackhole: a
-# network that drops packets drops them both ways.
-TOXICS: dict[str, list[tuple[str, str, dict[str, Any]]]] = {
+# Toxics per network fault: (type, stream, attributes, toxicity). Both directions for a
+# blackhole: a network that drops packets drops them both ways.
+TOXICS: dict[str, list[tuple[str, str, dict[str, Any], float]]] = {
     "blackhole": [
-        ("timeout", "upstream", {"timeout": 0}),
-        ("timeout", "downstream", {"timeout": 0}),
+        ("timeout", "upstream", {"timeout": 0}, 1.0),
+        ("timeout", "downstream", {"timeout": 0}, 1.0),
     ],
-    "latency": [("latency", "downstream", {"latency": 500, "jitter": 0})],
-    "reset": [("reset_peer", "upstream", {"timeout": 0})],
+    "latency": [("latency", "downstream", {"latency": 500, "jitter": 0}, 1.0)],
+    "reset": [("reset_peer", "upstream", {"timeout": 0}, 1.0)],
+    # In front of the service (taskmon's fault proxy only: Toxiproxy has no HTTP toxics).
+    # Each connection carries one call, so a toxicity is a share of calls.
+    "http-faults": [
+        ("http_error", "upstream", {"status": 503}, 0.3),
+        ("http_error", "downstream", {"status": 502}, 0.3),
+        ("slow_headers", "downstream", {"delay": 2000}, 0.2),
+    ],
 }
+HTTP_FAULTS = frozenset({"http-faults"})  # faults whose toxics go on the front proxy
 
 
 @dataclass
@@ -75,6 +83,7 @@ class Target:
     proxy_names: list[str]  # one proxy per instance, in instance order
     instances: list[GunicornInstance]
     journal_dir: Path
+    front_proxy: str | None = None  # the proxy in front of the first instance's HTTP port
 
 
 class FaultRun:
@@ -137,6 +146,10 @@ class FaultRun:
     # -- the actions -----------------------------------------------------------------------
 
     def _cut_proxies(self) -> list[Any]:
+        if self.scenario.fault in HTTP_FAULTS:
+            if self.target.front_proxy is None:
+                raise RuntimeError(f"{self.scenario.fault} needs the proxy in front of the service")
+            return [self.target.proxies.proxy(self.target.front_proxy)]
         return [
             self.target.proxies.proxy(self.target.proxy_names[index])
             for index in self.scenario.cut_instances
@@ -171,10 +184,11 @@ class FaultRun:
 
     def _add_toxics(self, fault: str) -> None:
         for proxy in self._cut_proxies():
-            for number, (kind, stream, attributes) in enumerate(TOXICS[fault]):
+            for number, (kind, stream, attributes, toxicity) in enumerate(TOXICS[fault]):
                 proxy.add_toxic(
-                    type=kind, name=f"{fault}_{number}", stream=stream, attributes=attributes
-                )
+                    type=kind, name=f"{fault}_{number}", stream=stream, attributes=attributes,
+                    toxicity=toxicity,
+                )  # fmt: skip
             # toxiproxy-python does not look at the answer: make sure the fault is in place.
             present = set(proxy.toxics())
             missing = {f"{fault}_{n}" for n in range(len(TOXICS[fault]))} - present
@@ -185,18 +199,25 @@ class FaultRun:
         # What each toxic met and hit, read before it goes (taskmon's proxy counts them; a
         # real Toxiproxy does not, and then nothing is kept).
         reached: dict[str, Any] = {}
-        for index in self.scenario.cut_instances:
-            name = self.target.proxy_names[index]
+        for proxy in self._cut_proxies():
+            name = self._key_of(proxy)
             try:
                 toxics = self.target.proxies.details(name).get("toxics") or []
             except Exception:  # noqa: S112 (the counts are evidence, not a step: mend first)
                 continue
-            reached |= {f"{name}/{t['name']}": t["stats"] for t in toxics if "stats" in t}
+            reached |= {
+                f"{name}/{t['name']}": {**t["stats"], "toxicity": t.get("toxicity", 1.0)}
+                for t in toxics if "stats" in t
+            }  # fmt: skip
         if reached:
             self.windows[-1].details.setdefault("toxics", {}).update(reached)
         for proxy in self._cut_proxies():
             for number in range(len(TOXICS[fault])):
                 proxy.destroy_toxic(f"{fault}_{number}")
+
+    def _key_of(self, proxy: Any) -> str:
+        """The run's own name of a proxy (the API's name has a suffix unique to the run)."""
+        return next(key for key, known in self.target.proxies.proxies.items() if known is proxy)
 
     def _signal_victim(self, signum: int) -> None:
         instance = self.target.instances[0]

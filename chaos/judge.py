@@ -6,11 +6,13 @@ and, when it fails, where.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from chaos.evidence import FAIL, PASS, UNKNOWN, ChaosEvidence, Check, TaskEnd
+from chaos.retries import judge_keys, judge_no_stray_synthesis, proxy_made
 from chaos.switching import (
     judge_cap,
     judge_detect,
@@ -47,6 +49,8 @@ def judge(evidence: ChaosEvidence) -> list[Check]:
         checks.append(judge_untouched(evidence))
     if evidence.scenario.fault in VICTIM_ENDS:
         checks.append(judge_victim(evidence))
+    if evidence.scenario.http_front:
+        checks += [judge_keys(evidence), judge_no_stray_synthesis(evidence)]
     return checks
 
 
@@ -70,10 +74,12 @@ def judge_failed_calls(evidence: ChaosEvidence) -> Check:
     rule = "no 5xx and no dropped or timed-out call, users' and watcher's alike"
     if evidence.scenario.fault == "kill-worker":
         rule += f" (except calls the killed worker had open, ended within {KILL_CUT_S:.0f} s)"
-    calls = [r for r in evidence.records if r["k"] in ("req", "stream")]
+    if evidence.scenario.http_front:
+        rule += " (except the fault proxy's own: its injected 5xx, the answers it held)"
+    calls = [r for r in evidence.records if r["k"] in ("req", "stream", "attempt")]
     if not calls:
         return Check("no failed call", UNKNOWN, rule, "no call recorded")
-    failed, cut = [], []
+    failed, cut, injected = [], [], []
     death = evidence.deaths.get(evidence.victim or -1)
 
     def cut_by_kill(start: float, end: float, dropped: bool) -> bool:
@@ -86,7 +92,9 @@ def judge_failed_calls(evidence: ChaosEvidence) -> Check:
         if not ((status or 0) >= 500 or outcome in ("timeout", "connection")):
             continue
         end = record.get("t_end") or record["t"] + (record.get("ms") or 0) / 1000
-        if cut_by_kill(record["t"], end, outcome == "connection"):
+        if proxy_made(record, evidence.windows):
+            injected.append(record)
+        elif cut_by_kill(record["t"], end, outcome == "connection"):
             cut.append(record)
         else:
             failed.append(record)
@@ -98,11 +106,15 @@ def judge_failed_calls(evidence: ChaosEvidence) -> Check:
     figures = {
         "calls": len(calls), "failed": len(failed), "cut_by_kill": len(cut),
         "watcher_failed": len(watcher), "statuses": dict(statuses),
-        "five_xx": sum(1 for r in calls if (r.get("status") or 0) >= 500),
+        # The service's own 5xx: the fault proxy's injected ones are counted apart.
+        "five_xx": sum(1 for r in calls if (r.get("status") or 0) >= 500 and not r.get("injected")),
+        "proxy_made": len(injected),
     }  # fmt: skip
     measured = f"{len(failed)} of {len(calls)} calls failed, {len(watcher)} of the watcher's reads"
     if cut:
         measured += f"; {len(cut)} cut by the kill"
+    if injected:
+        measured += f"; {len(injected)} failed by the fault proxy itself"
     if failed or watcher:
         first = failed[0] if failed else None
         where = (
@@ -313,19 +325,33 @@ def caught_running(journal_dir: Path, pid: int, at: float, until: float | None) 
 
 def judge_toxics_reached(evidence: ChaosEvidence) -> Check:
     """Toxiproxy's users find toxics that silently missed connections, even at toxicity 1.0:
-    every toxic of the fault must have hit at least one connection, and missed none."""
-    rule = "every toxic of the fault hit connections (its own counts), and missed none"
+    every toxic of the fault must have hit connections; at toxicity 1.0 it may miss none,
+    below it, the share it hit must be its toxicity (within TOXICITY_SIGMAS deviations)."""
+    rule = "every toxic hit connections, missed none at toxicity 1.0 and kept its toxicity below"
     counts: dict[str, Any] = {}
     for window in evidence.windows:
         counts |= window.details.get("toxics", {})
-    idle = [name for name, c in counts.items() if c.get("connections_hit", 0) == 0]
-    missed = [name for name, c in counts.items() if c.get("missed", 0) > 0]
+    wrong = [name for name, c in counts.items() if not toxicity_kept(c)]
     measured = ", ".join(
         f"{name}: {c.get('connections_hit')} hit of {c.get('connections_met')}"
+        + (f" (toxicity {c['toxicity']})" if c.get("toxicity", 1.0) < 1.0 else "")
         for name, c in sorted(counts.items())
     )
-    if idle or missed:
-        return Check(
-            "toxics reached", FAIL, rule, measured, counts, f"idle {idle}, missed {missed}"
-        )
+    if wrong:
+        return Check("toxics reached", FAIL, rule, measured, counts, f"not as set: {wrong}")
     return Check("toxics reached", PASS, rule, measured, counts)
+
+
+TOXICITY_SIGMAS = 5.0  # a false alarm once in millions of runs; a toxicity ignored, at once
+
+
+def toxicity_kept(counts: dict[str, Any]) -> bool:
+    met, hit = int(counts.get("connections_met", 0)), int(counts.get("connections_hit", 0))
+    toxicity = float(counts.get("toxicity", 1.0))
+    if toxicity >= 1.0:
+        return hit == met > 0
+    if hit == 0:
+        # Idle: wrong only where hitting nothing by chance is as unlikely as the bound below.
+        return met > 0 and (1 - toxicity) ** met > 1e-6
+    spread = TOXICITY_SIGMAS * math.sqrt(met * toxicity * (1 - toxicity))
+    return abs(hit - met * toxicity) <= spread

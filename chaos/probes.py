@@ -98,6 +98,7 @@ class Probe:
     name: str
     ok: bool
     detail: str
+    tasks: list[str] = field(default_factory=list)  # the tasks its submissions were given
 
 
 @dataclass
@@ -173,12 +174,14 @@ def steady_state(
 
 
 def _submit_during(bases: list[str], cut: set[int], policy: str, redis_fault: bool) -> Probe:
-    answers = []
+    answers, tasks = [], []
     for index, base in enumerate(bases):
         try:
             answer = call(base, "POST", "/api/tts", {"text": "steady state probe"}, timeout=10)
         except Exception as exc:
             return Probe("a submission is answered", False, f"instance {index + 1}: {exc!r}")
+        if answer.status == 202:
+            tasks.append(answer.body["task_id"])
         slug = str((answer.body or {}).get("type", "")).rsplit(":", 1)[-1]
         answers.append(f"{answer.status} {slug}".strip())
         allowed = {202, 429}
@@ -189,10 +192,11 @@ def _submit_during(bases: list[str], cut: set[int], policy: str, redis_fault: bo
                 "a submission is answered as the policy says",
                 False,
                 f"instance {index + 1} answered {answer.status}: {str(answer.body)[:200]}",
+                tasks,
             )
         if answer.status == 429 and slug not in {"queue-full", "degraded-rejecting"}:
-            return Probe("a refusal says why", False, f"429 {slug}")
-    return Probe("a submission is answered as the policy says", True, "; ".join(answers))
+            return Probe("a refusal says why", False, f"429 {slug}", tasks)
+    return Probe("a submission is answered as the policy says", True, "; ".join(answers), tasks)
 
 
 def _task_round_trip(bases: list[str]) -> Probe:
@@ -218,5 +222,5 @@ def _task_round_trip(bases: list[str]) -> Probe:
                 states[index] = read.body["state"]
         time.sleep(0.05)
     if len(states) < len(bases) or set(states.values()) != {"done"}:
-        return Probe(name, False, f"after 20 s: {states or 'never ended'}")
-    return Probe(name, True, f"{task_id} done, read on {len(bases)} instance(s)")
+        return Probe(name, False, f"after 20 s: {states or 'never ended'}", [task_id])
+    return Probe(name, True, f"{task_id} done, read on {len(bases)} instance(s)", [task_id])

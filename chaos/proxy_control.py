@@ -136,6 +136,14 @@ def _start(argv: list[str], url: str, log: Path, what: str) -> ManagedProcess:
     return process
 
 
+def chosen_kind(choose: str = "auto") -> str:
+    """Which proxy `running_fault_proxy(choose=...)` will drive: "toxiproxy" or "ours"."""
+    if choose == "ours":
+        return "ours"
+    real = os.environ.get("TOXIPROXY_URL") or shutil.which("toxiproxy-server")
+    return "toxiproxy" if real or choose == "toxiproxy" else "ours"
+
+
 @contextlib.contextmanager
 def running_fault_proxy(workdir: Path, *, choose: str = "auto") -> Iterator[FaultProxyControl]:
     """The run's fault proxy (`choose`: auto, toxiproxy, ours), reset and emptied on exit."""

@@ -2,7 +2,9 @@
 file and a table on the terminal.
 
 Exit codes: 0 every scenario kept every promise, 1 a promise was broken, 3 a verdict is
-unknown (a scenario broke off, was interrupted, or left too little evidence).
+unknown (a scenario broke off, was interrupted, or left too little evidence, or none ran). A
+scenario the fault proxy cannot carry out (HTTP faults on a real Toxiproxy) is `skipped`, with
+its reason, and counts neither way.
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ from xml.etree import ElementTree as ET
 
 from loadtests.report import machine_facts
 
-from chaos.evidence import FAIL, PASS, UNKNOWN, ChaosEvidence, Check
+from chaos.evidence import FAIL, PASS, SKIPPED, UNKNOWN, ChaosEvidence, Check
 from chaos.judge import judge
+from chaos.scenarios import Scenario
 
 EXIT_PASS, EXIT_BROKEN, EXIT_UNKNOWN = 0, 1, 3
 EXIT_CODES = "0 every promise kept, 1 a promise broken, 3 unknown or harness trouble"
@@ -72,6 +75,19 @@ def report_scenario(
     return summary
 
 
+def skipped_scenario(out: Path, scenario: Scenario, policy: str, why: str) -> dict[str, Any]:
+    """A scenario not run on this fault proxy: its summary says why; no verdict either way."""
+    out.mkdir(parents=True, exist_ok=True)
+    summary: dict[str, Any] = {
+        "scenario": scenario.name, "policy": policy, "summary": scenario.summary,
+        "expectations": list(scenario.expectations), "status": SKIPPED, "skipped": why,
+        "figures": headline([]), "checks": [], "trouble": [],
+    }  # fmt: skip
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print(f"\n== {scenario.name} ({policy}): skipped: {why}", flush=True)
+    return summary
+
+
 def headline(checks: list[Check]) -> dict[str, Any]:
     """The figures the run's table and the issue ask for, from the checks."""
     by_name = {check.name: check.figures for check in checks}
@@ -99,10 +115,10 @@ def _cell(value: Any) -> str:
 
 
 def report_run(run_dir: Path, results: list[dict[str, Any]], *, stopped: bool) -> int:
-    statuses = [result["status"] for result in results]
+    statuses = [result["status"] for result in results if result["status"] != SKIPPED]
     if FAIL in statuses:
         code = EXIT_BROKEN
-    elif stopped or not results or UNKNOWN in statuses:
+    elif stopped or not statuses or UNKNOWN in statuses:
         code = EXIT_UNKNOWN
     else:
         code = EXIT_PASS
@@ -145,7 +161,9 @@ def write_junit(path: Path, results: list[dict[str, Any]]) -> None:
             suite, "testcase", classname="chaos", name=f"{result['scenario']}[{result['policy']}]"
         )
         broken = [c for c in result["checks"] if c["status"] != PASS]
-        if result["status"] == FAIL or result["status"] == UNKNOWN:
+        if result["status"] == SKIPPED:
+            ET.SubElement(case, "skipped", message=result.get("skipped", ""))
+        elif result["status"] == FAIL or result["status"] == UNKNOWN:
             failures += 1
             tag = "failure" if result["status"] == FAIL else "error"
             text = "\n".join(f"{c['name']}: {c['measured']} {c['where']}" for c in broken)

@@ -30,8 +30,8 @@ from loadtests.rehearsal import wait_out
 from chaos.evidence import ChaosEvidence, TaskEnd
 from chaos.faults import FaultRun, Target
 from chaos.probes import Watcher, steady_state
-from chaos.proxy_control import FaultProxyControl
-from chaos.report import EXIT_CODES, report_run, report_scenario
+from chaos.proxy_control import FaultProxyControl, chosen_kind
+from chaos.report import EXIT_CODES, report_run, report_scenario, skipped_scenario
 from chaos.scenarios import LEASE_TTL_MS, LIMIT, SCENARIOS, SMOKE, WORKERS, Scenario
 from chaos.stack import ChaosStack, running_chaos_stack, service_settings
 from taskmon.harness.client import TERMINAL, call
@@ -114,6 +114,14 @@ def main(argv: list[str] | None = None) -> int:
         for policy in chosen_policies(args, scenario):
             if STOPPING.is_set():
                 break
+            if scenario.http_front and chosen_kind(args.proxy) != "ours":
+                # Toxiproxy's toxics are TCP only: the HTTP faults are taskmon's proxy's own.
+                why = (
+                    "Toxiproxy has no HTTP toxics (http_error, slow_headers): run with --proxy ours"
+                )
+                results.append(skipped_scenario(run_dir / f"{scenario.name}-{policy}", scenario,
+                                                policy, why))  # fmt: skip
+                continue
             results.append(run_one(args, scenario, policy, run_dir))
     return report_run(run_dir, results, stopped=STOPPING.is_set())
 
@@ -171,7 +179,7 @@ def gather(  # noqa: PLR0917
         accepted = sorted({r["task"] for r in evidence.records if r["k"] == "accepted"})
         print(f"  reading {len(accepted)} accepted tasks on every instance", flush=True)
         evidence.endings = read_endings(stack.bases, accepted, args.drain)
-        extra["proxy_stats"] = {name: _proxy_stats(proxies, name) for name in stack.proxy_names}
+        extra["proxy_stats"] = {name: _proxy_stats(proxies, name) for name in stack.all_proxies}
     # Down now, and the fault proxy reset (or killed): whatever that teardown met is trouble.
     trouble.extend(stack.proxies.trouble)
     # The stack is stopped: every journal and log is complete.
@@ -193,7 +201,7 @@ def under_load(  # noqa: PLR0917
     watcher = Watcher(bases)
     watcher.start()
     stop_file = out / "stop-load"
-    plan = LoadPlan("steady", args.users, 600.0, stop_file)  # it ends on its stop file
+    plan = LoadPlan("steady", args.users, 600.0, stop_file, front=stack.front)  # ends on the file
     outcome: dict[str, tuple[float, float, list[str]]] = {}
     locust = threading.Thread(
         target=lambda: outcome.setdefault(
@@ -216,7 +224,7 @@ def under_load(  # noqa: PLR0917
         step("before")
         evidence.pids = {i: inst.worker_pids() for i, inst in enumerate(stack.instances)}
         target = Target(stack.redis, stack.proxies, stack.proxy_names, stack.instances,
-                        evidence.journal_dir)  # fmt: skip
+                        evidence.journal_dir, stack.front_proxy)  # fmt: skip
         fault = FaultRun(scenario, target, STOPPING)
         evidence.windows = fault.windows
         print(f"  fault: {scenario.fault} for {scenario.seconds:.0f} s", flush=True)

@@ -34,6 +34,9 @@ class Scenario:
     cut_instances: tuple[int, ...] = (0,)  # the instances whose Redis the fault reaches
     period_s: float = 0.0  # flapping: down and up in turns of this length
     engine: str = "tone"
+    # The fault proxy also stands in front of the first instance's HTTP port, and retrying
+    # clients (loadtests/retrying.py) send their submissions through it first.
+    http_front: bool = False
 
     @property
     def outages(self) -> int:
@@ -149,6 +152,29 @@ SCENARIOS: dict[str, Scenario] = {
             ),
             instances=2,
             smoke=True,
+        ),
+        Scenario(
+            "http-faults",
+            "HTTP faults in front of one instance of two for 15 s: 30% of submissions answered "
+            "503 before the service sees them, 30% of the service's answers replaced by a 502 "
+            "after it acted, 20% held 2 s past the client's timeout; clients retry with the "
+            "same Idempotency-Key",
+            "http-faults",
+            15.0,
+            (
+                "the service answers no 5xx itself: every 5xx a client saw carries the fault "
+                "proxy's X-Fault-Injected, every timeout is an answer the proxy held",
+                "every retried key is accepted in the end, and every try answered under one "
+                "key names the same task",
+                "no synthesis runs that no client was given: a retry after a lost answer "
+                "replays the task, never runs it again (the journals against the answers)",
+                "every accepted task ends done and every instance reads that end",
+                "the cap holds all along",
+            ),
+            instances=2,
+            smoke=True,
+            redis_fault=False,
+            http_front=True,
         ),
     )
 }

@@ -1,6 +1,7 @@
 """A scenario's stack: one redis-server, the fault proxy with one proxy per instance in front
 of it, and `gunicorn -w N` instances whose TASKMON_REDIS_URL points at their own proxy (so a
-fault can reach one instance and spare the other). Everything stops on every path.
+fault can reach one instance and spare the other); for the HTTP faults, one more proxy in
+front of the first instance's HTTP port. Everything stops on every path.
 """
 
 from __future__ import annotations
@@ -27,10 +28,16 @@ class ChaosStack:
     proxy_names: list[str]  # one per instance, in instance order
     instances: list[GunicornInstance]
     backend: str
+    front_proxy: str | None = None  # the proxy in front of the first instance's HTTP port
+    front: str | None = None  # its URL
 
     @property
     def bases(self) -> list[str]:
         return [instance.base_url for instance in self.instances]
+
+    @property
+    def all_proxies(self) -> list[str]:
+        return [*self.proxy_names, *([self.front_proxy] if self.front_proxy else [])]
 
 
 def service_settings(policy: str, overrides: list[str]) -> dict[str, str]:
@@ -89,4 +96,9 @@ def running_chaos_stack(
                 workers=options.workers, env=env, workdir=workdir / f"instance-{number + 1}"
             )
             instances.append(stack.enter_context(instance))
-        yield ChaosStack(redis, proxies, names, instances, backend)
+        chaos_stack = ChaosStack(redis, proxies, names, instances, backend)
+        if scenario.http_front:
+            chaos_stack.front_proxy = "service_1"
+            port = proxies.create("service_1", f"127.0.0.1:{instances[0].port}")
+            chaos_stack.front = f"http://127.0.0.1:{port}"
+        yield chaos_stack

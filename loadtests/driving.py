@@ -26,7 +26,7 @@ from typing import Any
 
 from loadtests.evidence import ProbeFailure, Sample, SweepResult
 from loadtests.report import EXIT_UNKNOWN
-from loadtests.shapes import SHAPES, STOP_FILE_ENV, TASK_DEADLINE_S
+from loadtests.shapes import FRONT_ENV, SHAPES, STOP_FILE_ENV, TASK_DEADLINE_S
 from taskmon.harness.client import TERMINAL, call
 from taskmon.harness.processes import ManagedProcess
 
@@ -131,6 +131,9 @@ class LoadPlan:
     users: int | None = None
     duration_s: float | None = None
     stop_file: Path | None = None
+    # A URL in front of the first target (a fault proxy): retrying submitters join the users
+    # and send each submission's first try there (loadtests/retrying.py).
+    front: str | None = None
 
 
 def run_locust(
@@ -151,6 +154,8 @@ def run_locust(
         env["TASKMON_LOADTEST_DURATION_S"] = str(plan.duration_s)
     if plan.stop_file:
         env[STOP_FILE_ENV] = str(plan.stop_file)
+    if plan.front:
+        env[FRONT_ENV] = plan.front
     shape = SHAPES[plan.shape].scaled(plan.users, plan.duration_s)
     progress = run_dir / "progress.json"
     argv = [

@@ -16,10 +16,17 @@ from typing import Any
 import gevent
 
 from loadtests.recording import RECORDER
-from loadtests.shapes import STOP_FILE_ENV, shape_from_env
+from loadtests.shapes import FRONT_ENV, STOP_FILE_ENV, shape_from_env
 from loadtests.users import IdempotencyStorm, MonitorReader, SubmitAndPoll, SubmitAndStream
 
 __all__ = ["IdempotencyStorm", "MonitorReader", "StagedShape", "SubmitAndPoll", "SubmitAndStream"]
+
+if os.environ.get(FRONT_ENV):
+    # Only with a fault proxy in front of the service (the chaos harness's HTTP faults):
+    # Locust runs every user class this module holds.
+    from loadtests.retrying import RetryingSubmitter
+
+    __all__ += ["RetryingSubmitter"]
 
 LAG_PROBE_S = 0.1
 PROGRESS_S = 1.0

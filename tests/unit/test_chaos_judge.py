@@ -8,9 +8,11 @@ from pathlib import Path
 
 import pytest
 from chaos.concurrency import partition_bound, series
-from chaos.evidence import FAIL, PASS, ChaosEvidence, TaskEnd
+from chaos.evidence import FAIL, PASS, UNKNOWN, ChaosEvidence, TaskEnd
 from chaos.faults import Window
-from chaos.judge import judge_failed_calls, judge_tasks, judge_terminal_kept
+from chaos.judge import judge_failed_calls, judge_tasks, judge_terminal_kept, toxicity_kept
+from chaos.probes import Probe, Step
+from chaos.retries import judge_keys, judge_no_stray_synthesis
 from chaos.scenarios import SCENARIOS
 from chaos.switching import judge_cap, judge_detect, judge_repromote
 
@@ -153,3 +155,71 @@ def test_the_kill_excuses_only_connections_the_dead_worker_had_open(tmp_path: Pa
     assert run(ok, before) == FAIL
     answered = {**open_at_death, "status": 502, "outcome": "unexpected"}
     assert run(ok, answered) == FAIL, "a 5xx is an answer: never excused"
+
+
+def attempt(t: float, **fields: object) -> dict[str, object]:
+    base = {"k": "attempt", "t": t, "t_end": t + 0.01, "key": "k1", "front": True,
+            "status": 202, "outcome": "answered", "injected": None, "task": None}  # fmt: skip
+    return base | fields
+
+
+def test_only_the_fault_proxys_own_failures_are_excused(tmp_path: Path) -> None:
+    def run(*records: dict[str, object]) -> str:
+        return judge_failed_calls(evidence(tmp_path, "http-faults", records=list(records))).status
+
+    assert run(attempt(101.0, status=502, injected="http-faults_1")) == PASS
+    assert run(attempt(101.0, status=None, outcome="timeout")) == PASS, "held in the window"
+    assert run(attempt(115.0, status=None, outcome="timeout")) == FAIL, "after the window"
+    assert run(attempt(101.0, status=500, outcome="answered")) == FAIL, "the service's own 5xx"
+    direct = attempt(101.0, front=False, status=None, outcome="timeout")
+    assert run(direct) == FAIL, "a try on an instance directly has no proxy to blame"
+    figures = judge_failed_calls(
+        evidence(tmp_path, "http-faults", records=[attempt(101.0, status=503, injected="x")])
+    ).figures
+    assert figures["five_xx"] == 0
+    assert figures["proxy_made"] == 1
+
+
+def test_a_key_must_end_accepted_with_one_task(tmp_path: Path) -> None:
+    def keyed(**fields: object) -> dict[str, object]:
+        return {"k": "keyed", "t": 101.0, "key": "k1", "attempts": 2, "tasks": ["t1"],
+                "accepted": "t1"} | fields  # fmt: skip
+
+    def run(*records: dict[str, object]) -> str:
+        return judge_keys(evidence(tmp_path, "http-faults", records=list(records))).status
+
+    assert run(keyed()) == PASS
+    assert run(keyed(tasks=["t1", "t2"])) == FAIL, "two tasks under one key"
+    assert run(keyed(accepted=None, tasks=[])) == FAIL, "given up"
+    assert run(keyed(attempts=1)) == UNKNOWN, "no retry: nothing was proven"
+
+
+def test_a_synthesis_no_client_was_given_is_a_retry_run_twice(tmp_path: Path) -> None:
+    lines = [(101.0, "start", 11, "t1"), (101.5, "end", 11, "t1"),
+             (102.0, "start", 12, "t2"), (102.5, "end", 12, "t2")]  # fmt: skip
+    journal(tmp_path / "journal", lines)
+    given = [{"k": "accepted", "task": "t1"}, attempt(101.0, task="t2", status=200)]
+    found = evidence(tmp_path, "http-faults", records=given)
+    assert judge_no_stray_synthesis(found).status == PASS
+    lost_answer = evidence(tmp_path, "http-faults", records=given[:1])
+    result = judge_no_stray_synthesis(lost_answer)
+    assert result.status == FAIL
+    assert "t2" in result.where
+    excused = evidence(tmp_path, "http-faults", records=[*given[:1], {"k": "unsure", "t": 1.0}])
+    assert judge_no_stray_synthesis(excused).status == PASS, "an unanswered submission"
+    probed = Step("during", 101.0, [Probe("a submission is answered", True, "202", ["t2"])])
+    by_probe = evidence(tmp_path, "http-faults", records=given[:1], steps=[probed])
+    assert judge_no_stray_synthesis(by_probe).status == PASS, "the steady-state probe's task"
+
+
+def test_a_toxic_must_keep_its_toxicity() -> None:
+    def counts(met: int, hit: int, toxicity: float) -> dict[str, object]:
+        return {"connections_met": met, "connections_hit": hit, "toxicity": toxicity}
+
+    assert toxicity_kept(counts(10, 10, 1.0))
+    assert not toxicity_kept(counts(10, 9, 1.0)), "a miss at toxicity 1.0"
+    assert not toxicity_kept(counts(0, 0, 1.0)), "idle"
+    assert toxicity_kept(counts(100, 31, 0.3))
+    assert not toxicity_kept(counts(100, 95, 0.3)), "toxicity ignored"
+    assert not toxicity_kept(counts(100, 0, 0.3)), "never hit in 100"
+    assert toxicity_kept(counts(5, 0, 0.2)), "nothing in 5 at 0.2 is chance"
