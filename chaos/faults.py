@@ -40,7 +40,7 @@ TOXICS: dict[str, list[tuple[str, str, dict[str, Any], float]]] = {
     "http-faults": [
         ("http_error", "upstream", {"status": 503}, 0.3),
         ("http_error", "downstream", {"status": 502}, 0.3),
-        ("slow_headers", "downstream", {"delay": 2000}, 0.2),
+        ("slow_headers", "downstream", {"delay": 5000}, 0.2),
     ],
 }
 HTTP_FAULTS = frozenset({"http-faults"})  # faults whose toxics go on the front proxy
@@ -206,7 +206,9 @@ class FaultRun:
             except Exception:  # noqa: S112 (the counts are evidence, not a step: mend first)
                 continue
             reached |= {
-                f"{name}/{t['name']}": {**t["stats"], "toxicity": t.get("toxicity", 1.0)}
+                f"{name}/{t['name']}": {
+                    **t["stats"], "type": t.get("type"), "toxicity": t.get("toxicity", 1.0)
+                }
                 for t in toxics if "stats" in t
             }  # fmt: skip
         if reached:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from chaos.evidence import FAIL, PASS, UNKNOWN, ChaosEvidence, Check, TaskEnd
-from chaos.retries import judge_keys, judge_no_stray_synthesis, proxy_made
+from chaos.retries import judge_keys, judge_no_stray_synthesis, proxy_made, service_5xx
 from chaos.switching import (
     judge_cap,
     judge_detect,
@@ -81,18 +81,19 @@ def judge_failed_calls(evidence: ChaosEvidence) -> Check:
         return Check("no failed call", UNKNOWN, rule, "no call recorded")
     failed, cut, injected = [], [], []
     death = evidence.deaths.get(evidence.victim or -1)
+    by_proxy = proxy_made(calls, evidence.windows)
 
     def cut_by_kill(start: float, end: float, dropped: bool) -> bool:
         """A connection the dead worker had open: opened before its death, dropped (no
         answer: a 5xx is an answer, and never excused) within KILL_CUT_S after it."""
         return death is not None and dropped and start <= death <= end <= death + KILL_CUT_S
 
-    for record in calls:
+    for index, record in enumerate(calls):
         status, outcome = record.get("status"), record.get("outcome")
-        if not ((status or 0) >= 500 or outcome in ("timeout", "connection")):
+        if not ((status or 0) >= 500 or outcome in ("timeout", "connection", "unreadable")):
             continue
         end = record.get("t_end") or record["t"] + (record.get("ms") or 0) / 1000
-        if proxy_made(record, evidence.windows):
+        if index in by_proxy:
             injected.append(record)
         elif cut_by_kill(record["t"], end, outcome == "connection"):
             cut.append(record)
@@ -107,7 +108,7 @@ def judge_failed_calls(evidence: ChaosEvidence) -> Check:
         "calls": len(calls), "failed": len(failed), "cut_by_kill": len(cut),
         "watcher_failed": len(watcher), "statuses": dict(statuses),
         # The service's own 5xx: the fault proxy's injected ones are counted apart.
-        "five_xx": sum(1 for r in calls if (r.get("status") or 0) >= 500 and not r.get("injected")),
+        "five_xx": sum(1 for r in calls if service_5xx(r)),
         "proxy_made": len(injected),
     }  # fmt: skip
     measured = f"{len(failed)} of {len(calls)} calls failed, {len(watcher)} of the watcher's reads"
@@ -118,13 +119,20 @@ def judge_failed_calls(evidence: ChaosEvidence) -> Check:
     if failed or watcher:
         first = failed[0] if failed else None
         where = (
-            f"{first.get('name', 'SSE stream')} at {first['t'] - evidence.load_start:+.2f} s: "
+            f"{_call_name(first)} at {first['t'] - evidence.load_start:+.2f} s: "
             f"{first.get('status')} {first.get('outcome')} {first.get('error', '')}"
             if first
             else f"watcher: {watcher[0].status} {watcher[0].error}"
         )
         return Check("no failed call", FAIL, rule, measured, figures, where)
     return Check("no failed call", PASS, rule, measured, figures)
+
+
+def _call_name(record: dict[str, Any]) -> str:
+    if record["k"] == "attempt":
+        where = "through the fault proxy" if record.get("front") else "on an instance"
+        return f"POST /api/tts {'replay' if record.get('replay') else 'try'} {where}"
+    return str(record.get("name", "SSE stream"))
 
 
 def judge_tasks(evidence: ChaosEvidence) -> Check:
@@ -325,16 +333,28 @@ def caught_running(journal_dir: Path, pid: int, at: float, until: float | None) 
 
 def judge_toxics_reached(evidence: ChaosEvidence) -> Check:
     """Toxiproxy's users find toxics that silently missed connections, even at toxicity 1.0:
-    every toxic of the fault must have hit connections; at toxicity 1.0 it may miss none,
-    below it, the share it hit must be its toxicity (within TOXICITY_SIGMAS deviations)."""
-    rule = "every toxic hit connections, missed none at toxicity 1.0 and kept its toxicity below"
+    every toxic of the fault must have hit connections; at toxicity 1.0 it may miss none;
+    below it, the share it hit must be its toxicity (an exact binomial tail above one in a
+    million). Clients never saw more of a toxic's injected answers than it hit."""
+    rule = (
+        "every toxic hit connections, missed none at toxicity 1.0, kept its toxicity below, "
+        "and no client saw more of its answers than it hit"
+    )
     counts: dict[str, Any] = {}
     for window in evidence.windows:
         counts |= window.details.get("toxics", {})
+    seen = Counter(
+        str(r["injected"]) for r in evidence.records if r["k"] == "attempt" and r.get("injected")
+    )
     wrong = [name for name, c in counts.items() if not toxicity_kept(c)]
+    wrong += [
+        name for name, c in counts.items()
+        if seen[name.rsplit("/", 1)[-1]] > int(c.get("connections_hit", 0))
+    ]  # fmt: skip
     measured = ", ".join(
         f"{name}: {c.get('connections_hit')} hit of {c.get('connections_met')}"
         + (f" (toxicity {c['toxicity']})" if c.get("toxicity", 1.0) < 1.0 else "")
+        + (f", {seen[name.rsplit('/', 1)[-1]]} seen" if seen[name.rsplit("/", 1)[-1]] else "")
         for name, c in sorted(counts.items())
     )
     if wrong:
@@ -342,7 +362,7 @@ def judge_toxics_reached(evidence: ChaosEvidence) -> Check:
     return Check("toxics reached", PASS, rule, measured, counts)
 
 
-TOXICITY_SIGMAS = 5.0  # a false alarm once in millions of runs; a toxicity ignored, at once
+UNLIKELY = 1e-6  # a false alarm once in a million runs per toxic; a toxicity ignored, at once
 
 
 def toxicity_kept(counts: dict[str, Any]) -> bool:
@@ -350,8 +370,16 @@ def toxicity_kept(counts: dict[str, Any]) -> bool:
     toxicity = float(counts.get("toxicity", 1.0))
     if toxicity >= 1.0:
         return hit == met > 0
-    if hit == 0:
-        # Idle: wrong only where hitting nothing by chance is as unlikely as the bound below.
-        return met > 0 and (1 - toxicity) ** met > 1e-6
-    spread = TOXICITY_SIGMAS * math.sqrt(met * toxicity * (1 - toxicity))
-    return abs(hit - met * toxicity) <= spread
+    if met == 0:
+        return False
+    below = sum(_binomial(met, k, toxicity) for k in range(hit + 1))
+    above = sum(_binomial(met, k, toxicity) for k in range(hit, met + 1))
+    return min(below, above) > UNLIKELY
+
+
+def _binomial(n: int, k: int, p: float) -> float:
+    """P(exactly k of n) at probability p, through logarithms (no overflow for large n)."""
+    if p <= 0.0:
+        return 1.0 if k == 0 else 0.0
+    log_p = math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)
+    return math.exp(log_p + k * math.log(p) + (n - k) * math.log1p(-p))

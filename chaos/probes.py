@@ -174,12 +174,13 @@ def steady_state(
 
 
 def _submit_during(bases: list[str], cut: set[int], policy: str, redis_fault: bool) -> Probe:
-    answers, tasks = [], []
+    answers: list[str] = []
+    tasks: list[str] = []
     for index, base in enumerate(bases):
         try:
             answer = call(base, "POST", "/api/tts", {"text": "steady state probe"}, timeout=10)
         except Exception as exc:
-            return Probe("a submission is answered", False, f"instance {index + 1}: {exc!r}")
+            return Probe("a submission is answered", False, f"instance {index + 1}: {exc!r}", tasks)
         if answer.status == 202:
             tasks.append(answer.body["task_id"])
         slug = str((answer.body or {}).get("type", "")).rsplit(":", 1)[-1]

@@ -127,7 +127,11 @@ def report_run(run_dir: Path, results: list[dict[str, Any]], *, stopped: bool) -
         "exit_code": code,
         "exit_codes": EXIT_CODES,
         "scenarios": [
-            {k: r[k] for k in ("scenario", "policy", "status", "figures", "trouble")}
+            {
+                k: r[k]
+                for k in ("scenario", "policy", "status", "figures", "trouble", "skipped")
+                if k in r
+            }
             for r in results
         ],
         "machine": machine_facts(),

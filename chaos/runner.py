@@ -31,7 +31,7 @@ from chaos.evidence import ChaosEvidence, TaskEnd
 from chaos.faults import FaultRun, Target
 from chaos.probes import Watcher, steady_state
 from chaos.proxy_control import FaultProxyControl, chosen_kind
-from chaos.report import EXIT_CODES, report_run, report_scenario, skipped_scenario
+from chaos.report import EXIT_CODES, EXIT_UNKNOWN, report_run, report_scenario, skipped_scenario
 from chaos.scenarios import LEASE_TTL_MS, LIMIT, SCENARIOS, SMOKE, WORKERS, Scenario
 from chaos.stack import ChaosStack, running_chaos_stack, service_settings
 from taskmon.harness.client import TERMINAL, call
@@ -104,6 +104,10 @@ def chosen_policies(args: argparse.Namespace, scenario: Scenario) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.proxy == "toxiproxy" and chosen_kind("auto") != "toxiproxy":
+        print("chaos: --proxy toxiproxy: set TOXIPROXY_URL or put toxiproxy-server on PATH",
+              file=sys.stderr)  # fmt: skip
+        return EXIT_UNKNOWN
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     label = "smoke" if args.smoke else "full" if not args.scenario else "+".join(args.scenario)
     run_dir = (args.out / f"{stamp}-{label[:60]}-{uuid.uuid4().hex[:6]}").resolve()

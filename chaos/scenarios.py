@@ -155,17 +155,18 @@ SCENARIOS: dict[str, Scenario] = {
         ),
         Scenario(
             "http-faults",
-            "HTTP faults in front of one instance of two for 15 s: 30% of submissions answered "
-            "503 before the service sees them, 30% of the service's answers replaced by a 502 "
-            "after it acted, 20% held 2 s past the client's timeout; clients retry with the "
-            "same Idempotency-Key",
+            "HTTP faults in front of one instance of two for 15 s, rolled per call: 503 "
+            "before the service sees it (0.3), the service's answer replaced by a 502 after "
+            "it acted (0.3), the answer held 5 s, past the client's 2.5 s timeout (0.2); "
+            "clients retry with the same Idempotency-Key",
             "http-faults",
             15.0,
             (
                 "the service answers no 5xx itself: every 5xx a client saw carries the fault "
-                "proxy's X-Fault-Injected, every timeout is an answer the proxy held",
-                "every retried key is accepted in the end, and every try answered under one "
-                "key names the same task",
+                "proxy's X-Fault-Injected and stands for no 5xx of the service's "
+                "(X-Fault-Replaced); no more tries time out than the proxy held answers",
+                "every retried key is accepted in the end, and every answer under one key, "
+                "a replay on the other instance included, names the same task",
                 "no synthesis runs that no client was given: a retry after a lost answer "
                 "replays the task, never runs it again (the journals against the answers)",
                 "every accepted task ends done and every instance reads that end",

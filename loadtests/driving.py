@@ -26,7 +26,7 @@ from typing import Any
 
 from loadtests.evidence import ProbeFailure, Sample, SweepResult
 from loadtests.report import EXIT_UNKNOWN
-from loadtests.shapes import FRONT_ENV, SHAPES, STOP_FILE_ENV, TASK_DEADLINE_S
+from loadtests.shapes import FRONT_ENV, RETRYING_USERS, SHAPES, STOP_FILE_ENV, TASK_DEADLINE_S
 from taskmon.harness.client import TERMINAL, call
 from taskmon.harness.processes import ManagedProcess
 
@@ -148,14 +148,19 @@ def run_locust(
         "TASKMON_LOADTEST_RECORD_DIR": str(run_dir / "records"),
         "TASKMON_LOADTEST_RUN_ID": run_id,
     }
-    if plan.users:
-        env["TASKMON_LOADTEST_USERS"] = str(plan.users)
+    users = plan.users
+    if plan.front:
+        env[FRONT_ENV] = plan.front
+        # Locust counts fixed-count users within the total: add them, take none away.
+        users = (users or SHAPES[plan.shape].peak_users) + RETRYING_USERS
+    else:
+        env.pop(FRONT_ENV, None)  # one left in the caller's shell must not join the users
+    if users:
+        env["TASKMON_LOADTEST_USERS"] = str(users)
     if plan.duration_s:
         env["TASKMON_LOADTEST_DURATION_S"] = str(plan.duration_s)
     if plan.stop_file:
         env[STOP_FILE_ENV] = str(plan.stop_file)
-    if plan.front:
-        env[FRONT_ENV] = plan.front
     shape = SHAPES[plan.shape].scaled(plan.users, plan.duration_s)
     progress = run_dir / "progress.json"
     argv = [

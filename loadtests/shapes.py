@@ -23,8 +23,10 @@ TASK_DEADLINE_S = 30.0
 # How long one HTTP call of a user waits for its answer (a timeout is "may have happened").
 CALL_TIMEOUT_S = 10.0
 STOP_FILE_ENV = "TASKMON_LOADTEST_STOP_FILE"
-# A URL in front of the service (a fault proxy): retrying submitters join the users.
+# A URL in front of the service (a fault proxy): RETRYING_USERS retrying submitters join the
+# users (loadtests/retrying.py), on top of the shape's.
 FRONT_ENV = "TASKMON_LOADTEST_FRONT"
+RETRYING_USERS = 4
 
 
 @dataclass(frozen=True)

@@ -112,6 +112,7 @@ def test_an_error_downstream_replaces_the_answer_of_a_service_that_acted(
     answer = post(url)
     assert answer.status_code == 502
     assert answer.headers["X-Fault-Injected"] == "lose"
+    assert answer.headers["X-Fault-Replaced"] == "202", "what the service had answered"
     assert upstream.received == [b'{"text": "hello"}'], "the service got it and answered"
     made.destroy_toxic("lose")
     assert post(url).status_code == 202, "gone with its toxic"

@@ -10,7 +10,13 @@ import pytest
 from chaos.concurrency import partition_bound, series
 from chaos.evidence import FAIL, PASS, UNKNOWN, ChaosEvidence, TaskEnd
 from chaos.faults import Window
-from chaos.judge import judge_failed_calls, judge_tasks, judge_terminal_kept, toxicity_kept
+from chaos.judge import (
+    judge_failed_calls,
+    judge_tasks,
+    judge_terminal_kept,
+    judge_toxics_reached,
+    toxicity_kept,
+)
 from chaos.probes import Probe, Step
 from chaos.retries import judge_keys, judge_no_stray_synthesis
 from chaos.scenarios import SCENARIOS
@@ -163,20 +169,37 @@ def attempt(t: float, **fields: object) -> dict[str, object]:
     return base | fields
 
 
-def test_only_the_fault_proxys_own_failures_are_excused(tmp_path: Path) -> None:
-    def run(*records: dict[str, object]) -> str:
-        return judge_failed_calls(evidence(tmp_path, "http-faults", records=list(records))).status
+def held(hits: int) -> dict[str, object]:
+    """A fault window's toxic counts: a slow_headers toxic that held `hits` answers."""
+    slow = {"type": "slow_headers", "connections_met": 20, "connections_hit": hits,
+            "toxicity": 0.2}  # fmt: skip
+    return {"toxics": {"service_1/http-faults_2": slow}}
 
-    assert run(attempt(101.0, status=502, injected="http-faults_1")) == PASS
-    assert run(attempt(101.0, status=None, outcome="timeout")) == PASS, "held in the window"
+
+def test_only_the_fault_proxys_own_failures_are_excused(tmp_path: Path) -> None:
+    def run(*records: dict[str, object], holds: int = 1) -> str:
+        found = evidence(tmp_path, "http-faults", records=list(records))
+        found.windows[0].details.update(held(holds))
+        return judge_failed_calls(found).status
+
+    assert run(attempt(101.0, status=502, injected="http-faults_1", replaced=202)) == PASS
+    assert run(attempt(101.0, status=503, injected="http-faults_0")) == PASS, "never reached it"
+    hidden = attempt(101.0, status=502, injected="http-faults_1", replaced=500)
+    assert run(hidden) == FAIL, "the service's own 500 behind the injected answer"
+    timed_out = attempt(101.0, status=None, outcome="timeout")
+    assert run(timed_out) == PASS, "held in the window"
+    assert run(timed_out, holds=0) == FAIL, "no toxic held anything"
+    assert run(timed_out, {**timed_out, "t": 102.0}) == FAIL, "two timeouts, one answer held"
+    assert run(attempt(99.5, t_end=102.0, status=None, outcome="timeout")) == PASS, "overlap"
     assert run(attempt(115.0, status=None, outcome="timeout")) == FAIL, "after the window"
+    dropped = attempt(101.0, status=None, outcome="connection")
+    assert run(dropped) == FAIL, "the proxy's errors are answers: a drop is the service's"
     assert run(attempt(101.0, status=500, outcome="answered")) == FAIL, "the service's own 5xx"
     direct = attempt(101.0, front=False, status=None, outcome="timeout")
     assert run(direct) == FAIL, "a try on an instance directly has no proxy to blame"
-    figures = judge_failed_calls(
-        evidence(tmp_path, "http-faults", records=[attempt(101.0, status=503, injected="x")])
-    ).figures
-    assert figures["five_xx"] == 0
+    both = [attempt(101.0, status=503, injected="x"), hidden]
+    figures = judge_failed_calls(evidence(tmp_path, "http-faults", records=both)).figures
+    assert figures["five_xx"] == 1, "the hidden 500 only"
     assert figures["proxy_made"] == 1
 
 
@@ -189,9 +212,11 @@ def test_a_key_must_end_accepted_with_one_task(tmp_path: Path) -> None:
         return judge_keys(evidence(tmp_path, "http-faults", records=list(records))).status
 
     assert run(keyed()) == PASS
-    assert run(keyed(tasks=["t1", "t2"])) == FAIL, "two tasks under one key"
+    assert run(keyed(tasks=["t1", "t2"])) == FAIL, "two tasks under one key (the replay's)"
     assert run(keyed(accepted=None, tasks=[])) == FAIL, "given up"
+    assert run(keyed(accepted=None, tasks=[], refused=400)) == FAIL, "refused"
     assert run(keyed(attempts=1)) == UNKNOWN, "no retry: nothing was proven"
+    assert run(keyed(), attempt(101.0, key="k2")) == UNKNOWN, "a key tried, never concluded"
 
 
 def test_a_synthesis_no_client_was_given_is_a_retry_run_twice(tmp_path: Path) -> None:
@@ -207,6 +232,8 @@ def test_a_synthesis_no_client_was_given_is_a_retry_run_twice(tmp_path: Path) ->
     assert "t2" in result.where
     excused = evidence(tmp_path, "http-faults", records=[*given[:1], {"k": "unsure", "t": 1.0}])
     assert judge_no_stray_synthesis(excused).status == PASS, "an unanswered submission"
+    later = evidence(tmp_path, "http-faults", records=[*given[:1], {"k": "unsure", "t": 103.0}])
+    assert judge_no_stray_synthesis(later).status == FAIL, "sent after the synthesis began"
     probed = Step("during", 101.0, [Probe("a submission is answered", True, "202", ["t2"])])
     by_probe = evidence(tmp_path, "http-faults", records=given[:1], steps=[probed])
     assert judge_no_stray_synthesis(by_probe).status == PASS, "the steady-state probe's task"
@@ -223,3 +250,17 @@ def test_a_toxic_must_keep_its_toxicity() -> None:
     assert not toxicity_kept(counts(100, 95, 0.3)), "toxicity ignored"
     assert not toxicity_kept(counts(100, 0, 0.3)), "never hit in 100"
     assert toxicity_kept(counts(5, 0, 0.2)), "nothing in 5 at 0.2 is chance"
+    assert not toxicity_kept(counts(20, 20, 0.2)), "every one at 0.2: applied as 1.0"
+    assert toxicity_kept(counts(20, 0, 0.0))
+    assert not toxicity_kept(counts(20, 1, 0.0)), "toxicity 0 has no effect at all"
+    assert not toxicity_kept(counts(0, 0, 0.3)), "met nothing: traffic never went through"
+
+
+def test_no_client_sees_more_injected_answers_than_the_toxic_made(tmp_path: Path) -> None:
+    made = {"connections_met": 10, "connections_hit": 1, "toxicity": 0.3, "type": "http_error"}
+    found = evidence(tmp_path, "http-faults", records=[
+        attempt(101.0, status=503, injected="http-faults_0") for _ in range(2)])  # fmt: skip
+    found.windows[0].details["toxics"] = {"service_1/http-faults_0": made}
+    assert judge_toxics_reached(found).status == FAIL
+    made["connections_hit"] = 2
+    assert judge_toxics_reached(found).status == PASS

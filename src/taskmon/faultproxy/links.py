@@ -33,6 +33,7 @@ _MAX_REQUEST = 1024 * 1024
 _CONTENT_LENGTH = re.compile(rb"\r\ncontent-length[ \t]*:[ \t]*(\d+)", re.IGNORECASE)
 _CHUNKED = re.compile(rb"\r\ntransfer-encoding[ \t]*:[^\r]*chunked", re.IGNORECASE)
 _EXPECTS = re.compile(rb"\r\nexpect[ \t]*:[ \t]*100-continue", re.IGNORECASE)
+_STATUS_LINE = re.compile(rb"HTTP/1\.[01] (\d{3})")
 # A client that sends less than its request says is answered anyway after this long.
 _REQUEST_READ_S = 5.0
 _REASONS = {400: "Bad Request", 429: "Too Many Requests", 500: "Internal Server Error",
@@ -186,10 +187,14 @@ class Link:
             return False  # nothing reaches the client: no answer of ours either
         for toxic in self._active(stream):
             if toxic.type == "http_error":
+                replaced = None
                 if stream == "upstream":
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._read_request(data, reader), _REQUEST_READ_S)
-                await self._answer_error(toxic)
+                else:
+                    status = _STATUS_LINE.match(data)
+                    replaced = int(status.group(1)) if status else None
+                await self._answer_error(toxic, replaced)
                 return True
         return False
 
@@ -228,7 +233,9 @@ class Link:
                 return
             missing -= len(more)
 
-    async def _answer_error(self, toxic: Toxic) -> None:
+    async def _answer_error(self, toxic: Toxic, replaced: int | None) -> None:
+        """Our error answer; `replaced`, the status of the service's answer it stands for
+        (X-Fault-Replaced), so a client can tell a lost 202 from a lost 500."""
         status = toxic.attr("status") or 503
         reason = _REASONS.get(status, "Error")
         body = json.dumps({
@@ -241,7 +248,8 @@ class Link:
             f"HTTP/1.1 {status} {reason}\r\n"
             "Content-Type: application/problem+json\r\n"
             f"X-Fault-Injected: {toxic.name}\r\n"
-            "Connection: close\r\n"
+            + (f"X-Fault-Replaced: {replaced}\r\n" if replaced is not None else "")
+            + "Connection: close\r\n"
             f"Content-Length: {len(body)}\r\n\r\n"
         ).encode()
         with contextlib.suppress(ConnectionError, OSError):

@@ -9,8 +9,9 @@ Two types are ours alone, for a proxy in front of an HTTP/1.1 service (Toxiproxy
 answers 400 to them): `http_error` answers an error of its own, with the header
 `X-Fault-Injected: <toxic name>` and `Connection: close`, on stream `upstream` instead of
 forwarding the request (the service never sees it), on `downstream` in place of the service's
-answer (the service acted; its answer is lost); `slow_headers` holds back the first bytes of
-each request (`upstream`) or of each answer (`downstream`) for `delay` ms.
+answer (the service acted; its answer is lost, and `X-Fault-Replaced` gives its status);
+`slow_headers` holds back the first bytes of each request (`upstream`) or of each answer
+(`downstream`) for `delay` ms.
 """
 
 from __future__ import annotations
