@@ -15,6 +15,6 @@ class CountingSemaphore(RedisSemaphore):
         self.attempts = 0
         super().__init__(*args, **kwargs)
 
-    def do_acquire(self, token: str, holder: Holder) -> Attempt:
+    def do_acquire(self, token: str, holder: Holder, nonce: str = "0") -> Attempt:
         self.attempts += 1
-        return super().do_acquire(token, holder)
+        return super().do_acquire(token, holder, nonce)

@@ -21,7 +21,7 @@ class Handoff:
     ns: int  # from just before A's release() to B's acquire() returning
     release_ns: int  # A's release() call alone (a round trip from an idle client)
     idle_evalsha_ns: int  # A's EVALSHA after HANDOFF_SETTLE_S idle, just before this handoff
-    attempts: int  # acquire script runs of B's acquire (2 = queued once, then woken)
+    attempts: int  # acquire script runs of B's acquire (1 = queued once, then handed the grant)
     released: bool
 
 

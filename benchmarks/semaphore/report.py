@@ -106,7 +106,7 @@ def render(
         f"{slow} of {len(ns)} took > {SLOW_S:g} s (lost wake-up)",
         "handoff acquire scripts per grant: "
         + ", ".join(f"{k}: {v}x" for k, v in sorted(attempts.items()))
-        + " (2 = queued once, then woken)",
+        + " (1 = queued once, then handed the grant; more = lost announcements)",
     ]
     if not all(h.released for h in handoffs):
         lines.append("WARNING: some releases by A answered False (the lease had ended)")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Protocol
@@ -259,6 +260,11 @@ class Semaphore(Protocol):
 
     def renew(self, lease: Lease) -> bool:
         """Extend the lease by a full TTL. False when the permit was already lost."""
+        ...
+
+    def renew_all(self, leases: Sequence[Lease]) -> list[bool]:
+        """`renew` for each lease, in as few store calls as the adapter can (the lease
+        keeper's tick); the answers in order. Raises as `renew` does, for the whole batch."""
         ...
 
     def release(self, lease: Lease) -> bool:

@@ -251,6 +251,9 @@ def _redis_backend(settings: Settings, worker_id: str, target: str) -> Backend:
         )
         # The service closes it first, at shutdown; here too, for a build that fails.
         opened.insert(0, semaphore.close)
+        # One cap for every worker: the newest configuration's, unless an operator set one
+        # live (PUT /api/admin/concurrency).
+        semaphore.configure_limit()
         registry = WorkerRegistry(
             client, keys, worker_id, ttl_s=settings.lease_ttl_s, retention_s=settings.task_ttl_s
         )

@@ -171,3 +171,25 @@ def test_auto_mode_falls_back_to_memory_on_a_blip_while_it_builds(
         assert (rt.monitor.backend, rt.degraded) == ("memory", True)
     finally:
         rt.close(wait=True)
+
+
+def test_renew_all_renews_redis_grants_in_one_call_and_the_rest_one_by_one(
+    make_runtime: MakeRuntime, own_observer: redis.Redis
+) -> None:
+    rt = make_runtime()
+    leases = [rt.semaphore.acquire(Holder("host:1", t), timeout=1, token=t) for t in ("a", "b")]
+    own_observer.zadd(KEYS.sem_holders, {"a": 1, "b": 1})  # both leases ended long ago
+    primary: Any = rt.semaphore._primary  # type: ignore[attr-defined]
+    real, batches = primary.renew_all, []
+
+    def counted(grants: Any) -> Any:
+        batches.append(len(grants))
+        return real(grants)
+
+    primary.renew_all = counted
+    assert rt.semaphore.renew_all(leases) == [False, False], "ended leases stay ended"
+    assert batches == [2], "one batched call for both (each unconfirmed one then by itself)"
+    fresh = rt.semaphore.acquire(Holder("host:1", "c"), timeout=1, token="c")
+    assert rt.semaphore.renew_all([fresh]) == [True]
+    assert batches == [2, 1]
+    assert fresh.release()

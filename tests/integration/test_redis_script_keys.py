@@ -124,6 +124,7 @@ def test_the_semaphore_passes_the_keys_its_table_names(rig: Rig) -> None:
     rig.opened.append(wiring)
     sem, recorded = wiring.semaphore, Recorded()
     recorded.wrap(sem._scripts)
+    assert sem.configure_limit() == 1  # sem_upgrade, then sem_set_limit
     lease = sem.acquire(Holder("w:1", "a"), timeout=0, token="a")
     with pytest.raises(PermitTimeout):
         sem.acquire(Holder("w:1", "b"), timeout=0.05, token="b")  # queues, then leaves

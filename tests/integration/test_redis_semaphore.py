@@ -37,27 +37,18 @@ class ObservedSemaphore(RedisSemaphore):
     """A RedisSemaphore that signals each run of the acquire script, so tests wait on events."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
         self._events_lock = threading.Lock()
         self._attempted: defaultdict[str, threading.Event] = defaultdict(threading.Event)
-        self.listening = threading.Event()
-        if self._listener is not None:
-            self.listening.set()
+        super().__init__(*args, **kwargs)
 
     def attempted(self, token: str) -> threading.Event:
         with self._events_lock:
             return self._attempted[token]
 
-    def do_acquire(self, token: str, holder: Holder) -> Attempt:
-        attempt = super().do_acquire(token, holder)
+    def do_acquire(self, token: str, holder: Holder, nonce: str = "0") -> Attempt:
+        attempt = super().do_acquire(token, holder, nonce)
         self.attempted(token).set()
         return attempt
-
-    def _listen(self) -> bool:
-        listening = super()._listen()
-        if listening and hasattr(self, "listening"):  # (the first call runs in __init__)
-            self.listening.set()
-        return listening
 
 
 MakeSemaphore = Callable[..., ObservedSemaphore]
@@ -176,17 +167,19 @@ def test_a_waiter_that_gives_up_says_its_place_and_leaves_queue_and_liveness_set
 def test_the_acquire_script_grants_only_in_queue_order(
     make_semaphore: MakeSemaphore, redis_client: redis.Redis, keys: Keys
 ) -> None:
-    # Script level, no threads: a waiter behind the head never takes the free permit first.
+    # Script level, no threads: the release grants the head of the queue itself, and a
+    # waiter behind the head never takes the permit first.
     a, b = make_semaphore(limit=1, retry_s=5.0), make_semaphore(limit=1, retry_s=5.0)
     blocker = take(a, "x")
     assert not a.do_acquire("A1", holder("A1")).granted
     assert not b.do_acquire("B1", holder("B1")).granted
     assert blocker.release()
 
-    assert b.do_acquire("B1", holder("B1")) == Attempt(False, rank=1, free=1)
-    granted = a.do_acquire("A1", holder("A1"))
-    assert granted.granted
+    assert b.do_acquire("B1", holder("B1")) == Attempt(False, rank=0, free=0), "A1 has it"
     assert queued(redis_client, keys) == ["B1"]
+    granted = a.do_acquire("A1", holder("A1"))
+    assert granted.granted, "the stored grant, found by the waiter's next call"
+    assert 0 < granted.lease_s <= a.grant_ttl_s, "a handed-over grant's short first lease"
     assert a.do_release("A1", granted.fencing)
     assert b.do_acquire("B1", holder("B1")).granted
 
@@ -225,6 +218,75 @@ def test_a_dead_waiter_is_purged_and_does_not_block_the_queue(
     assert "dead" not in queued(redis_client, keys)
     assert redis_client.zscore(keys.sem_waiters, "dead") is None
     assert lease.release()
+
+
+def test_a_grant_handed_to_a_waiter_that_died_is_wasted_only_for_its_short_first_lease(
+    make_semaphore: MakeSemaphore, redis_client: redis.Redis, keys: Keys
+) -> None:
+    # The dead process queued (its deadline 0.3 s away), then died; the release grants it the
+    # permit (it was the head, still within its deadline), announced to nobody.
+    dead = make_semaphore(limit=1, ttl=1.0, retry_s=0.1)
+    live = make_semaphore(limit=1, ttl=1.0, retry_s=0.1)
+    assert dead.grant_ttl_s == 0.5, "half the lease: above the waiter's 0.3 s deadline"
+    blocker = take(live, "x")
+    assert not dead.do_acquire("dead", holder("dead")).granted
+    dead.close()
+    waiter = block(live, "live")
+    released_at = time.monotonic()
+    assert blocker.release()
+    lease_end = redis_client.zscore(keys.sem_holders, "dead")
+    assert lease_end is not None, "granted to the head of the queue, inside the release"
+    assert queued(redis_client, keys) == ["live"]
+
+    lease = waiter.result(timeout=WAIT_S)
+    waited = waiter.granted_at - released_at
+    assert 0.4 < waited < 0.5 + 0.1 + HANDOFF_S, "the dead one's first lease, not its 1 s TTL"
+    assert redis_client.zscore(keys.sem_holders, "dead") is None
+    assert lease.release()
+
+
+def test_every_ended_lease_is_purged_however_many_and_none_revives(
+    make_semaphore: MakeSemaphore, redis_client: redis.Redis, keys: Keys
+) -> None:
+    sem = make_semaphore(limit=200, ttl=0.05)
+    leases = [take(sem, f"t{n}") for n in range(130)]
+    # Every lease ends; nobody runs a script meanwhile (so nothing is purged yet).
+    time.sleep(0.1)
+    assert redis_client.zcard(keys.sem_holders) == 130
+    assert sem.renew_all(leases) == [False] * 130, "an ended lease is never extended"
+    assert redis_client.zcard(keys.sem_holders) == 0, "all 130 purged in one call"
+    assert redis_client.hlen(keys.sem_info) == 0
+    assert sem.in_use() == 0
+    fresh = take(sem, "fresh")
+    assert sem.in_use() == 1
+    assert fresh.release()
+
+
+def test_one_limit_for_every_worker_whatever_their_own_default(
+    make_semaphore: MakeSemaphore,
+) -> None:
+    old, new = make_semaphore(limit=5), make_semaphore(limit=2)
+    assert old.configure_limit() == 5
+    assert new.configure_limit() == 2, "the newest configuration is the cap for all"
+    assert old.limit() == new.limit() == 2
+    held = [take(old, "a"), take(old, "b")]
+    with pytest.raises(PermitTimeout):
+        take(old, "c")  # its own default of 5 is not the cap
+    new.set_limit(3)  # an operator's change
+    assert old.limit() == 3
+    assert old.configure_limit() == 3, "a worker starting later keeps the operator's cap"
+    held.append(take(old, "c"))
+    assert all(lease.release() for lease in held)
+    assert not old.restore_limit(9), "the write-back after a restart only fills a gap"
+
+
+def test_renew_all_renews_each_grant_it_owns_and_no_other(make_semaphore: MakeSemaphore) -> None:
+    sem = make_semaphore(limit=3)
+    a, b = take(sem, "a"), take(sem, "b")
+    assert b.release()
+    assert sem.renew_all([a, b]) == [True, False]
+    assert sem.renew_all([]) == []
+    assert a.release()
 
 
 # -- the limit --------------------------------------------------------------------------------

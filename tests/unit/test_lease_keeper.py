@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Sequence
 
 import pytest
 from prometheus_client import REGISTRY
@@ -78,6 +80,9 @@ class FlakySemaphore:
                 raise BackendUnavailable("store did not answer")
             return True
 
+    def renew_all(self, leases: Sequence[Lease]) -> list[bool]:
+        return [self.renew(lease) for lease in leases]
+
     def release(self, lease: Lease) -> bool:
         return True
 
@@ -136,15 +141,71 @@ def test_a_lost_lease_calls_its_holder_back(keeper: LeaseKeeper) -> None:
     assert kept.release() is True
 
 
+class StalledSemaphore(InMemorySemaphore):
+    """The memory semaphore whose renewals hang until `unstall` is set (a stalled store)."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.unstall = threading.Event()
+
+    def renew_all(self, leases: Sequence[Lease]) -> list[bool]:
+        self.unstall.wait(30)
+        return super().renew_all(leases)
+
+
 def test_a_lease_not_renewed_for_a_whole_ttl_has_expired_locally() -> None:
-    stalled = LeaseKeeper(interval_s=60)  # never gets round to renewing within the test
-    sem = InMemorySemaphore(1, lease_ttl_s=0.05)
+    keeper = LeaseKeeper(interval_s=60)
+    sem = StalledSemaphore(1, lease_ttl_s=0.05)
     lease = sem.acquire(Holder("w", "t"), timeout=0)
     try:
-        with stalled.keep(lease):
-            assert not stalled.expired_locally(lease)
-            wait_for(lambda: stalled.expired_locally(lease), message="a TTL without renewal")
-        assert stalled.expired_locally(lease), "a lease it no longer keeps counts as expired"
+        with keeper.keep(lease):
+            assert not keeper.expired_locally(lease)
+            wait_for(lambda: keeper.expired_locally(lease), message="a TTL without renewal")
+        assert keeper.expired_locally(lease), "a lease it no longer keeps counts as expired"
     finally:
-        stalled.close()
+        sem.unstall.set()
+        keeper.close()
         lease.release()
+
+
+def test_a_short_first_lease_is_renewed_a_third_into_it_not_at_the_next_tick() -> None:
+    keeper = LeaseKeeper(interval_s=60)  # a tick far away: only the lease's own TTL counts
+    sem = BatchCounting(1, lease_ttl_s=30)
+    granted = sem.acquire(Holder("w", "t"), timeout=0)
+    short = Lease(granted.token, granted.fencing, granted.holder, 0.3, sem)  # handed over
+    try:
+        with keeper.keep(short):
+            wait_for(lambda: sem.batches, timeout=2, message="a renewal within 0.1 s or so")
+            assert not keeper.expired_locally(short)
+            renewals = len(sem.batches)
+            time.sleep(0.4)  # past the short TTL: renewed once, now on the full 30 s lease
+            assert len(sem.batches) == renewals, "then the full lease's pace"
+            assert not keeper.expired_locally(short), "renewed: the 30 s lease counts now"
+    finally:
+        keeper.close()
+        granted.release()
+
+
+class BatchCounting(InMemorySemaphore):
+    """The memory semaphore, counting the keeper's calls and the leases in each."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.batches: list[int] = []
+
+    def renew_all(self, leases: Sequence[Lease]) -> list[bool]:
+        self.batches.append(len(leases))
+        return super().renew_all(leases)
+
+
+def test_one_call_per_semaphore_renews_all_its_leases(keeper: LeaseKeeper) -> None:
+    first, second = BatchCounting(3, lease_ttl_s=TTL), BatchCounting(1, lease_ttl_s=TTL)
+    leases = [first.acquire(Holder("w", f"t{n}"), timeout=0) for n in range(3)]
+    other = second.acquire(Holder("w", "u"), timeout=0)
+    with contextlib.ExitStack() as kept:
+        for lease in [*leases, other]:
+            kept.enter_context(keeper.keep(lease))
+        wait_for(lambda: len(first.batches) >= 3 and len(second.batches) >= 3,
+                 message="three ticks")  # fmt: skip
+    assert set(first.batches[1:-1]) == {3}, "all three of its leases in one call per tick"
+    assert set(second.batches[1:-1]) == {1}

@@ -10,7 +10,7 @@ import pytest
 
 from taskmon.redis.keys import Keys
 from taskmon.redis.monitor import SCRIPT_KEYS as MONITOR_SCRIPTS
-from taskmon.redis.scripts import ScriptKeys
+from taskmon.redis.scripts import INCLUDE, ScriptKeys, script_source
 from taskmon.redis.semaphore import SCRIPT_KEYS as SEMAPHORE_SCRIPTS
 from taskmon.redis.workers import SCRIPT_KEYS as WORKERS_SCRIPTS
 
@@ -137,3 +137,30 @@ def test_one_indentation_style(name: str) -> None:
         assert "\t" not in line, f"{name}.lua:{number}: a tab"
         assert indent % 4 == 0, f"{name}.lua:{number}: indent by four spaces"
         assert line == line.rstrip(), f"{name}.lua:{number}: trailing white space"
+
+
+def library_names() -> list[str]:
+    folder = resources.files("taskmon.redis").joinpath("lua", "lib")
+    return sorted(p.name.removesuffix(".lua") for p in folder.iterdir() if p.name.endswith(".lua"))
+
+
+@pytest.mark.parametrize("name", lua_names())
+def test_every_include_names_a_library_and_is_pasted_in(name: str) -> None:
+    text = resources.files("taskmon.redis").joinpath("lua", f"{name}.lua").read_text()
+    included = [line.removeprefix(INCLUDE).strip() for line in text.splitlines()
+                if line.startswith(INCLUDE)]  # fmt: skip
+    assert set(included) <= set(library_names()), f"{name}.lua includes {included}"
+    source = script_source(name)
+    assert not [line for line in source.splitlines() if line.startswith(INCLUDE)], "replaced"
+    for library in included:
+        assert f"-- {library}: " in source, f"{library} pasted into {name}"
+
+
+@pytest.mark.parametrize("name", library_names())
+def test_a_library_has_a_header_and_the_one_indentation_style(name: str) -> None:
+    text = resources.files("taskmon.redis").joinpath("lua", "lib", f"{name}.lua").read_text()
+    assert text.startswith(f"-- {name}: "), "the first line names the library"
+    for number, line in enumerate(text.splitlines(), 1):
+        assert "\t" not in line, f"lib/{name}.lua:{number}: a tab"
+        assert (len(line) - len(line.lstrip(" "))) % 4 == 0, f"lib/{name}.lua:{number}: indent"
+        assert line == line.rstrip(), f"lib/{name}.lua:{number}: trailing white space"

@@ -28,7 +28,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from taskmon import metrics
@@ -169,6 +169,24 @@ class FailoverSemaphore:
                 return self._local.renew(held.local)
         return True  # re-promoted meanwhile: the reclaim just gave it a full lease
 
+    def renew_all(self, leases: Sequence[Lease]) -> list[bool]:
+        """Every Redis grant behind `leases` renewed in one call while Redis answers; the
+        rest (local ones, a grant Redis did not renew, a batch that failed and tripped the
+        failover) each go through `renew`, which knows what to do with them."""
+        confirmed: set[int] = set()
+        batch = [] if self._failover.degraded else [
+            (index, held.redis) for index, held in enumerate(map(self._find, leases))
+            if held is not None and held.redis is not None
+        ]  # fmt: skip
+        if batch:
+            try:
+                answers = self._primary.renew_all([grant for _, grant in batch])
+            except BackendUnavailable as exc:
+                self._failover.trip(exc)
+            else:
+                confirmed = {index for (index, _), ok in zip(batch, answers, strict=True) if ok}
+        return [index in confirmed or self.renew(lease) for index, lease in enumerate(leases)]
+
     def release(self, lease: Lease) -> bool:
         # Under the Failover's lock: a switch adopts or re-registers what `_held` lists, so
         # it must see this permit either still held or gone from both sides.
@@ -261,8 +279,12 @@ class FailoverSemaphore:
     def _hand_out(
         self, token: str, holder: Holder, granted: Lease | None, fencing: int = 0
     ) -> _Held:
-        fencing = granted.fencing if granted is not None else fencing
-        outer = Lease(token, fencing, holder, self.lease_ttl_s, self)
+        if granted is not None:
+            # The Redis grant's own lease and moment: a grant handed over to a waiter has a
+            # shorter first lease, which the keeper must renew (and `expired_locally` judge) by.
+            outer = Lease(token, granted.fencing, holder, granted.ttl_s, self, granted.granted_at)
+        else:
+            outer = Lease(token, fencing, holder, self.lease_ttl_s, self)
         held = _Held(outer, granted)
         with self._lock:
             self._held[token] = held

@@ -11,7 +11,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from taskmon.ports import Holder, HolderInfo, Lease, PermitTimeout, check_acquire, check_limit
@@ -103,6 +103,9 @@ class InMemorySemaphore:
                 return False
             grant.expires_at = self._clock() + self.lease_ttl_s
             return True
+
+    def renew_all(self, leases: Sequence[Lease]) -> list[bool]:
+        return [self.renew(lease) for lease in leases]
 
     def release(self, lease: Lease) -> bool:
         with self._cond:

@@ -75,7 +75,7 @@ class Keys:
 
     @property
     def sem_info(self) -> str:
-        """Hash: owner token -> JSON {worker, task_id, fencing}."""
+        """Hash: owner token -> `fencing \t worker \t task_id` (tab-separated, no JSON)."""
         return self._name("sem", "info")
 
     @property
@@ -89,21 +89,30 @@ class Keys:
         return self._name("sem", "waiters")
 
     @property
-    def sem_limit(self) -> str:
-        """String: the cap every worker obeys; absent means the configured default."""
-        return self._name("sem", "limit")
+    def sem_inboxes(self) -> str:
+        """Hash: waiting token -> `inbox \t nonce \t grant_ms \t worker \t task_id`: where to
+        announce its grant, and what to grant."""
+        return self._name("sem", "inboxes")
 
     @property
-    def sem_fencing(self) -> str:
-        """String counter: the last fencing token granted."""
+    def sem_state(self) -> str:
+        """Hash: `limit` (the cap every worker obeys), `set_by` (`config`: the newest worker's
+        configured default, stored at its start-up; `admin`: an operator's, which no start-up
+        overrides), `fencing` (the last fencing token granted), `ticket` (the last ticket)."""
+        return self._name("sem", "state")
+
+    @property
+    def sem_legacy_fencing(self) -> str:
+        """String: an older version's fencing counter, read once by `sem_upgrade`."""
         return self._name("sem", "fencing")
 
     @property
-    def sem_ticket(self) -> str:
-        """String counter: the last queue ticket handed out."""
-        return self._name("sem", "ticket")
+    def sem_legacy_limit(self) -> str:
+        """String: an older version's operator-set cap, read once by `sem_upgrade`."""
+        return self._name("sem", "limit")
 
     @property
     def sem_channel(self) -> str:
-        """Pub/sub channel: JSON list of tokens that may now take a permit."""
-        return self._name("sem", "wake")
+        """Pub/sub channel: `inbox \t token \t fencing \t grant_ms \t nonce`, a grant made to
+        a waiter of the process whose inbox id that is."""
+        return self._name("sem", "grants")

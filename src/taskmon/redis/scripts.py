@@ -14,6 +14,9 @@ Every script begins with a header in one format, which tests/unit/test_lua_scrip
 
 Each adapter declares, in one table (`SCRIPT_KEYS` in its module), the scripts it runs and the
 Keys attribute behind each of their KEYS, in order: the header names the same attributes.
+
+Functions several scripts share live in lua/lib/<name>.lua, and a script takes them with a
+line `--!include <name>` (pasted in place when the script is read: Redis sees one script).
 """
 
 from __future__ import annotations
@@ -28,10 +31,21 @@ from redis.commands.core import Script
 ScriptKeys = Mapping[str, tuple[str, ...]]
 
 
+INCLUDE = "--!include "
+
+
 @cache
 def script_source(name: str) -> str:
-    """The text of lua/<name>.lua, read once per process."""
-    return resources.files("taskmon.redis").joinpath("lua", f"{name}.lua").read_text()
+    """The text of lua/<name>.lua, its `--!include` lines replaced by lua/lib/<lib>.lua;
+    read once per process."""
+    folder = resources.files("taskmon.redis").joinpath("lua")
+    lines = folder.joinpath(f"{name}.lua").read_text().splitlines(keepends=True)
+    return "".join(
+        folder.joinpath("lib", f"{line.removeprefix(INCLUDE).strip()}.lua").read_text()
+        if line.startswith(INCLUDE)
+        else line
+        for line in lines
+    )
 
 
 class ScriptSet:

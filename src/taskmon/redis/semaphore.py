@@ -1,21 +1,27 @@
 """The global concurrency cap: a leased, owned, fenced, FIFO counting semaphore in Redis.
 
 Every worker of every host shares one cap. The state lives in the `sem_*` keys of one namespace
-(see keys.py) and changes only inside the Lua scripts of lua/sem_*.lua, which take the time
-from Redis `TIME` (never a client's clock):
+(see keys.py) and changes only inside the Lua scripts of lua/sem_*.lua (their shared functions
+in lua/lib/sem_lib.lua), which take the time from Redis `TIME` (never a client's clock):
 
 - holders: owner token -> lease end (ms); a holder that stops renewing loses its permit when
   its lease ends, so a dead worker gives its permits back by itself;
-- FIFO queue of waiting tokens with a liveness deadline each, so a waiter that died without
+- a FIFO queue of waiting tokens with a liveness deadline each, so a waiter that died without
   leaving is purged and cannot block the head of the queue;
-- a fencing token, INCR'd in the same script as each grant, for resources that can check it.
+- one state hash: the limit (shared by all: the newest worker's configured default, unless
+  an operator set one live), the fencing counter (incremented with each grant, for resources
+  that can check it) and the queue's ticket counter.
 
-Waiting does not poll. A script that frees permits (release, set_limit, a waiter giving up, a
-purge of expired holders) publishes the tokens next in line on `keys.sem_channel`; the one
-listener of each RedisSemaphore (on the process's RedisSubscriber) wakes the local threads
-waiting with those tokens. Wake-ups can be lost (pub/sub forgets what it published while a
-subscriber was away, and a lease that simply ends publishes nothing), so every waiter also
-re-runs the acquire script at least every `retry_interval_s`: the safety net, not the mechanism.
+The fast path: with nobody queued and a permit free, the acquire script grants at once, and
+this side builds nothing for waiting (no event, no registration). Otherwise the token queues,
+and the scripts that free permits (release, renew when leases ended, leave, set_limit, and an
+acquire that finds permits free) grant them to the head of the queue themselves, inside the
+same script: the grant is stored, then announced on the grants channel to the waiter's
+process, whose one listener (on the process's RedisSubscriber) hands it to the waiting thread
+with no second acquire. An announcement can be lost (pub/sub forgets what it published while a
+subscriber was away): the grant stays stored, and the waiter, which re-runs the acquire script
+at least every `retry_interval_s`, finds it there. A grant handed over has a short first lease
+(`grant_ttl_s`), so one made to a waiter that died meanwhile holds its permit only that long.
 
 Guarantees and their limits:
 
@@ -32,7 +38,6 @@ Guarantees and their limits:
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import threading
@@ -54,32 +59,28 @@ from taskmon.ports import (
     check_limit,
 )
 from taskmon.redis.errors import unavailable_as
+from taskmon.redis.grant_inbox import GrantInbox
 from taskmon.redis.keys import Keys
 from taskmon.redis.scripts import ScriptKeys, ScriptSet
-from taskmon.redis.subscriber import Listener, RedisSubscriber
+from taskmon.redis.subscriber import RedisSubscriber
 
 log = logging.getLogger(__name__)
 
 # The keys each script takes, in KEYS order, as names of Keys properties. The header of each
 # lua/<script>.lua lists the same names (tests/unit/test_lua_scripts.py checks it).
+_SEM_KEYS = ("sem_holders", "sem_info", "sem_queue", "sem_waiters", "sem_inboxes", "sem_state")
 SCRIPT_KEYS: ScriptKeys = {
-    "sem_acquire": (
-        "sem_holders",
-        "sem_info",
-        "sem_queue",
-        "sem_waiters",
-        "sem_limit",
-        "sem_fencing",
-        "sem_ticket",
-    ),
-    "sem_release": ("sem_holders", "sem_info", "sem_queue", "sem_waiters", "sem_limit"),
-    "sem_renew": ("sem_holders", "sem_info", "sem_queue", "sem_limit"),
-    "sem_set_limit": ("sem_holders", "sem_info", "sem_queue", "sem_waiters", "sem_limit"),
-    "sem_leave": ("sem_holders", "sem_info", "sem_queue", "sem_waiters", "sem_limit"),
-    "sem_reclaim": ("sem_holders", "sem_info", "sem_queue", "sem_waiters", "sem_fencing"),
+    "sem_acquire": _SEM_KEYS,
+    "sem_release": _SEM_KEYS,
+    "sem_renew": _SEM_KEYS,
+    "sem_set_limit": _SEM_KEYS,
+    "sem_leave": _SEM_KEYS,
+    "sem_reclaim": _SEM_KEYS,
     "sem_holders": ("sem_holders", "sem_info"),
     "sem_in_use": ("sem_holders",),
+    "sem_upgrade": ("sem_state", "sem_legacy_fencing", "sem_legacy_limit"),
 }
+_RENEW_BATCH = 1000  # leases per renew script (Lua unpacks at most a few thousand values)
 
 # A waiter that has not re-run the acquire script for this many retry intervals is taken for
 # dead and leaves the queue.
@@ -95,8 +96,10 @@ class Attempt:
     granted: bool
     fencing: int = 0
     holder: Holder | None = None
+    lease_s: float = 0.0  # the grant's lease from now, when granted
     rank: int = 0  # 0-based position in the queue, when not granted
     free: int = 0  # free permits when the script ran, when not granted
+    no_limit: bool = False  # no limit stored (Redis forgot it): store the default, call again
 
 
 class RedisSemaphore:
@@ -121,16 +124,18 @@ class RedisSemaphore:
         retry_interval_s: float = 1.0,
         waiter_ttl_s: float | None = None,
     ) -> None:
-        """Register the scripts and the wake-up listener.
+        """Register the scripts and subscribe to the grants announced to this process.
 
         `client` must decode responses (decode_responses=True), as make_client's clients do.
-        `retry_interval_s` bounds how long a waiter sleeps without a wake-up; a waiter that
-        misses WAITER_TTL_RETRIES of its retries in a row is purged from the queue;
-        `waiter_ttl_s` overrides that window (size it for retries that are slow themselves:
-        a waiter purged while alive only loses its place, never the cap).
-        If Redis does not confirm the wake-up subscription now, the semaphore still works:
-        waiters retry every `retry_interval_s`, and a background thread subscribes again at
-        that pace until Redis answers (or the semaphore is closed).
+        `default_limit` is stored by `configure_limit` at start-up (the composition root calls
+        it: the newest configuration is the cap for all, unless an operator set one live), or
+        by the first acquire that finds no limit stored (Redis forgot it); never per call.
+        `retry_interval_s` bounds how long a waiter sleeps without an announcement; a waiter
+        that misses WAITER_TTL_RETRIES of its retries in a row is purged from the queue;
+        `waiter_ttl_s` overrides that window (size it for retries that are slow themselves: a
+        waiter purged while alive only loses its place, never the cap). If Redis does not
+        answer now, the semaphore still works: waiters retry every `retry_interval_s`, and a
+        background thread subscribes at that pace until Redis answers (or it is closed).
         """
         check_limit(default_limit, "default_limit")
         if not math.isfinite(lease_ttl_s) or lease_ttl_s < 0.001:
@@ -147,24 +152,18 @@ class RedisSemaphore:
             waiter_ttl_s if waiter_ttl_s is not None else WAITER_TTL_RETRIES * retry_interval_s
         )
         self._waiter_ttl_ms = max(1, math.ceil(waiter_ttl * 1000))
+        # A grant handed over to a waiter: long enough for a live one to learn of it (its
+        # liveness window) and for the lease keeper to renew it (a third into it), short
+        # enough that a dead one wastes little.
+        self._grant_ms = min(self._lease_ms, max(self._waiter_ttl_ms, -(-self._lease_ms // 2)))
+        self.grant_ttl_s = self._grant_ms / 1000
         self._scripts = ScriptSet(client, SCRIPT_KEYS)
-        # Built once: every attempt of every waiter passes the same names.
+        # Built once: every call of every waiter passes the same names and constants.
         self._script_keys: dict[str, Sequence[str]] = {
             name: [getattr(keys, key) for key in names] for name, names in SCRIPT_KEYS.items()
         }
-        self._lock = threading.Lock()
-        self._waiting: dict[str, set[threading.Event]] = {}
-        self._closed = False
-        self._stopped = threading.Event()  # set with _closed, for the re-subscribing thread
-        self._subscriber = subscriber
-        self._listener: Listener | None = None
-        # Pub/sub forgets what it published while the subscriber was away: after a
-        # reconnection every local waiter re-runs the acquire script.
-        subscriber.on_reconnect(self._wake_all)
-        if not self._listen():
-            threading.Thread(
-                target=self._listen_until_confirmed, name="taskmon-semaphore-listen", daemon=True
-            ).start()
+        self._channel = keys.sem_channel
+        self._inbox = GrantInbox(subscriber, self._channel, retry_interval_s)
 
     # -- the port --------------------------------------------------------------------------
 
@@ -180,39 +179,44 @@ class RedisSemaphore:
         purged by its liveness deadline). A timeout of 0 tries exactly once.
         """
         check_acquire(token, timeout)
+        _check_fields(token or "", holder)
+        inbox = self._inbox
+        if inbox.closed:
+            raise PermitTimeout("semaphore closed: the worker is shutting down")
         token = token or uuid.uuid4().hex
         timeout = max(0.0, timeout)
         deadline = time.monotonic() + timeout
-        woken = threading.Event()
-        with self._lock:
-            if self._closed:
-                raise PermitTimeout("semaphore closed: the worker is shutting down")
-            self._waiting.setdefault(token, set()).add(woken)
+        nonce = inbox.nonce()
+        attempt = self._attempt(token, holder, nonce)
+        if attempt.granted:
+            return self._granted(token, attempt, holder)
+        # Queued: only now is anything built for waiting.
+        wait = inbox.wait_for(token, nonce)
         try:
             while True:
-                woken.clear()
-                # Checked after clear(): a close() from now on leaves `woken` set.
-                if self._closed:
-                    self._give_up(token)
-                    raise PermitTimeout("semaphore closed: the worker is shutting down")
-                attempt = self.do_acquire(token, holder)
-                if attempt.granted:
-                    return self._lease(token, attempt.fencing, attempt.holder or holder)
                 remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    self._give_up(token)
+                if remaining > 0 and not inbox.closed:
+                    wait.event.wait(min(remaining, self.retry_interval_s))
+                # Cleared before the grant is looked at: one announced from now on leaves
+                # the event set, so it is seen at the next turn.
+                wait.event.clear()
+                if wait.grant is not None:
+                    fencing, lease_s = wait.grant
+                    return self._lease(token, fencing, holder, lease_s)
+                if inbox.closed:
+                    self._give_up(token, nonce)
+                    raise PermitTimeout("semaphore closed: the worker is shutting down")
+                if deadline - time.monotonic() <= 0:
+                    self._give_up(token, nonce)
                     raise PermitTimeout(
                         f"no permit within {timeout:.3g} s (position {attempt.rank + 1} in the "
                         f"queue, {max(0, attempt.free)} permits free)"
                     )
-                woken.wait(min(remaining, self.retry_interval_s))
+                attempt = self._attempt(token, holder, nonce)
+                if attempt.granted:
+                    return self._granted(token, attempt, holder)
         finally:
-            with self._lock:
-                events = self._waiting.get(token)
-                if events is not None:
-                    events.discard(woken)
-                    if not events:
-                        del self._waiting[token]
+            inbox.forget(token, wait)
 
     def renew(self, lease: Lease) -> bool:
         """Extend the lease by a full TTL from now (Redis time).
@@ -221,10 +225,14 @@ class RedisSemaphore:
         or the token was granted again under another fencing). Raises BackendUnavailable when
         Redis does not answer: the lease keeps its remaining time, so retry soon.
         """
-        return self.do_renew(lease.token, lease.fencing)
+        return self.do_renew([(lease.token, lease.fencing)])[0]
+
+    def renew_all(self, leases: Sequence[Lease]) -> list[bool]:
+        """`renew` for many leases in one call (one script run); the answers in order."""
+        return self.do_renew([(lease.token, lease.fencing) for lease in leases]) if leases else []
 
     def release(self, lease: Lease) -> bool:
-        """Give the permit back and wake the next in line.
+        """Give the permit back; the next in line is granted it in the same script.
 
         False, and nothing counted, when this grant no longer held the permit (its lease
         ended first). A release whose reply was lost and that the client retried also answers
@@ -244,36 +252,53 @@ class RedisSemaphore:
         """
         if not token:
             raise ValueError("token must be a non-empty string")
+        _check_fields(token, holder)
         fencing, _ = self.do_reclaim(token, holder)
-        return self._lease(token, fencing, holder)
+        return self._lease(token, fencing, holder, self.lease_ttl_s)
 
     def limit(self) -> int:
-        """The cap in force (the configured default until someone sets one).
+        """The cap in force (the configured default while none is stored).
 
         Raises BackendUnavailable when Redis does not answer.
         """
         with unavailable_as("the semaphore read the limit", _CAP_UNCHECKED):
-            raw = self._client.get(self._keys.sem_limit)
+            raw = self._client.hget(self._keys.sem_state, "limit")
         return self._default_limit if raw is None else int(raw)
 
     def restore_limit(self, limit: int) -> bool:
-        """Put back a cap Redis forgot (restarted empty), unless someone set one since.
-
-        True when written. Raises BackendUnavailable when Redis does not answer.
+        """Store a cap unless one is stored (Redis restarted empty: the failover's write-back,
+        or the first acquire that finds none); one that is not this worker's default is kept
+        as an operator's. True when written. Raises BackendUnavailable when Redis does not
+        answer.
         """
         check_limit(limit)
-        with unavailable_as("the semaphore restored the limit", _CAP_UNCHECKED):
-            return bool(self._client.set(self._keys.sem_limit, limit, nx=True))
+        # Not this worker's default: an operator's cap (set live), which no start-up overrides.
+        source = "restore-config" if limit == self._default_limit else "restore-admin"
+        return self.do_set_limit(limit, source)[2]
 
     def set_limit(self, limit: int) -> None:
-        """Change the cap for every worker, live, and wake the waiters it lets in.
+        """Change the cap for every worker, live, and grant the waiters it lets in: an
+        operator's change, kept over any worker's configured default from then on.
 
         Holders over a lowered cap keep their permits until they release them. Raises
         BackendUnavailable when Redis does not answer; the new cap may or may not be in force
         then (the reply can be lost after the write), and calling again is safe.
         """
         check_limit(limit)
-        self.do_set_limit(limit)
+        self.do_set_limit(limit, "admin")
+
+    def configure_limit(self) -> int:
+        """Store this worker's configured default as the cap for every worker, unless an
+        operator set one live (`set_limit`); the cap in force.
+
+        The composition root calls it at start-up, so the newest configuration applies to
+        all and no worker keeps a cap of its own. An older version's fencing counter and
+        operator-set cap, kept in keys of their own, are carried over first (`sem_upgrade`).
+        Raises BackendUnavailable when Redis does not answer (the first acquire then stores
+        the default if no cap is stored).
+        """
+        self._run("sem_upgrade", "carry an older version's semaphore state over")
+        return self.do_set_limit(self._default_limit, "config")[0]
 
     def in_use(self) -> int:
         """Permits held now under unexpired leases (Redis time). BackendUnavailable on failure."""
@@ -288,56 +313,44 @@ class RedisSemaphore:
 
         Held permits stay: their owners release them (or their leases end). Idempotent.
         """
-        with self._lock:
-            self._closed = True
-            listener, self._listener = self._listener, None
-        self._stopped.set()
-        self._wake_all()
-        self._subscriber.remove_reconnect_hook(self._wake_all)
-        if listener is not None:
-            self._subscriber.unlisten(listener)
+        self._inbox.close()
+
+    @property
+    def listening(self) -> threading.Event:
+        """Set once Redis confirmed the subscription to grant announcements."""
+        return self._inbox.listening
 
     # -- one script each ---------------------------------------------------------------------
 
-    def do_acquire(self, token: str, holder: Holder) -> Attempt:
-        """Run the acquire script once: grant, or enqueue (keep the place) and refresh liveness."""
+    def do_acquire(self, token: str, holder: Holder, nonce: str = "0") -> Attempt:
+        """Run the acquire script once: grant, or queue (keeping the place) and refresh the
+        liveness deadline and where to announce a grant (`nonce`: this wait's id)."""
         reply = self._run(
-            "sem_acquire",
-            "acquire a permit",
-            token,
-            holder.worker,
-            holder.task_id,
-            self._lease_ms,
-            self._waiter_ttl_ms,
-            self._default_limit,
-            self._keys.sem_channel,
-        )
-        if int(reply[0]) == 1:
-            return Attempt(True, fencing=int(reply[1]), holder=Holder(str(reply[2]), str(reply[3])))
+            "sem_acquire", "acquire a permit", token, holder.worker, holder.task_id,
+            self._lease_ms, self._waiter_ttl_ms, self._grant_ms, self._inbox.inbox, nonce,
+            self._channel,
+        )  # fmt: skip
+        kind = int(reply[0])
+        if kind == 1:
+            granted = Holder(str(reply[2]), str(reply[3]))
+            return Attempt(True, int(reply[1]), granted, int(reply[4]) / 1000)
+        if kind == -1:
+            return Attempt(False, no_limit=True)
         return Attempt(False, rank=int(reply[1]), free=int(reply[2]))
 
     def do_release(self, token: str, fencing: int) -> bool:
-        reply = self._run(
-            "sem_release",
-            "release a permit",
-            token,
-            fencing,
-            self._default_limit,
-            self._keys.sem_channel,
-        )
+        reply = self._run("sem_release", "release a permit", token, fencing, self._channel)
         return int(reply) == 1
 
-    def do_renew(self, token: str, fencing: int) -> bool:
-        reply = self._run(
-            "sem_renew",
-            "renew a permit",
-            token,
-            fencing,
-            self._lease_ms,
-            self._default_limit,
-            self._keys.sem_channel,
-        )
-        return int(reply) == 1
+    def do_renew(self, grants: Sequence[tuple[str, int]]) -> list[bool]:
+        """Renew each (token, fencing) grant: True per grant extended (one script per
+        _RENEW_BATCH grants)."""
+        renewed: list[bool] = []
+        for start in range(0, len(grants), _RENEW_BATCH):
+            flat = [part for grant in grants[start : start + _RENEW_BATCH] for part in grant]
+            reply = self._run("sem_renew", "renew permits", self._lease_ms, self._channel, *flat)
+            renewed += [int(answer) == 1 for answer in reply]
+        return renewed
 
     def do_reclaim(self, token: str, holder: Holder) -> tuple[int, bool]:
         """Returns the grant's fencing token, and whether it was granted anew."""
@@ -347,20 +360,19 @@ class RedisSemaphore:
         )  # fmt: skip
         return int(reply[0]), int(reply[1]) == 1
 
-    def do_set_limit(self, limit: int) -> int:
-        """Returns the free permits under the new limit (negative when holders exceed it)."""
-        return int(self._run("sem_set_limit", "set the limit", limit, self._keys.sem_channel))
+    def do_set_limit(self, limit: int, source: str) -> tuple[int, int, bool]:
+        """The cap in force, the free permits under it (negative when holders exceed it), and
+        whether `limit` was stored: `source` admin (always), config (unless an admin's cap
+        is stored), restore-admin or restore-config (only when none is)."""
+        reply = self._run("sem_set_limit", "set the limit", limit, self._channel, source)
+        return int(reply[0]), int(reply[1]), int(reply[2]) == 1
 
-    def do_leave(self, token: str) -> bool:
-        """Take `token` out of the queue and wake the next in line. True when it was queued."""
-        reply = self._run(
-            "sem_leave",
-            "leave the permit queue",
-            token,
-            self._default_limit,
-            self._keys.sem_channel,
-        )
-        return int(reply) == 1
+    def do_leave(self, token: str, nonce: str = "") -> int:
+        """Take `token` out of the queue: 1 when it was queued, 2 when this wait (`nonce`)
+        had been granted a permit meanwhile (given back, to the next in line), 0 otherwise."""
+        return int(self._run(
+            "sem_leave", "leave the permit queue", token, self._channel, self._inbox.inbox, nonce
+        ))  # fmt: skip
 
     def do_holders(self) -> list[HolderInfo]:
         reply = self._run("sem_holders", "read the permit holders")
@@ -368,27 +380,38 @@ class RedisSemaphore:
         found: list[HolderInfo] = []
         for i in range(1, len(reply), 3):
             token, lease_end_ms, raw = str(reply[i]), int(reply[i + 1]), reply[i + 2]
-            info: dict[str, Any] = json.loads(raw) if raw else {}
+            # fencing \t worker \t task_id [\t inbox \t nonce]; missing when the hash lost
+            # the entry, something else when it is not ours (shown as fencing 0)
+            fencing, worker, task_id = [*str(raw or "").split("\t"), "", "", ""][:3]
             found.append(
                 HolderInfo(
-                    Holder(str(info.get("worker", "")), str(info.get("task_id", ""))),
-                    token,
-                    int(info.get("fencing", 0)),
-                    (lease_end_ms - now_ms) / 1000.0,
+                    Holder(worker, task_id), token, int(fencing) if fencing.isdigit() else 0,
+                    (lease_end_ms - now_ms) / 1000,
                 )
-            )
+            )  # fmt: skip
         found.sort(key=lambda h: h.fencing)
         return found
 
     # -- internals -------------------------------------------------------------------------
 
-    def _lease(self, token: str, fencing: int, holder: Holder) -> Lease:
-        return Lease(token, fencing, holder, self.lease_ttl_s, self)
+    def _attempt(self, token: str, holder: Holder, nonce: str) -> Attempt:
+        attempt = self.do_acquire(token, holder, nonce)
+        if attempt.no_limit:  # Redis forgot it (restarted empty): the default, once, for all
+            self.restore_limit(self._default_limit)
+            attempt = self.do_acquire(token, holder, nonce)
+        return attempt
 
-    def _give_up(self, token: str) -> None:
-        """Leave the queue; if Redis fails now, the liveness deadline removes the entry later."""
+    def _granted(self, token: str, attempt: Attempt, holder: Holder) -> Lease:
+        return self._lease(token, attempt.fencing, attempt.holder or holder, attempt.lease_s)
+
+    def _lease(self, token: str, fencing: int, holder: Holder, ttl_s: float) -> Lease:
+        return Lease(token, fencing, holder, ttl_s, self)
+
+    def _give_up(self, token: str, nonce: str) -> None:
+        """Leave the queue (a grant made to this wait meanwhile is given back to the next in
+        line); if Redis fails now, the liveness deadline removes the entry later."""
         try:
-            self.do_leave(token)
+            self.do_leave(token, nonce)
         except BackendUnavailable as exc:
             log.warning(
                 "could not leave the permit queue (%s); the entry of %s is purged within %.3g s",
@@ -401,50 +424,8 @@ class RedisSemaphore:
         with unavailable_as(f"the semaphore tried to {what}", _CAP_UNCHECKED):
             return self._scripts[name](keys=self._script_keys[name], args=args)
 
-    def _listen(self) -> bool:
-        """Subscribe to wake-ups. False (and logged) when Redis did not confirm in time."""
-        try:
-            listener = self._subscriber.listen(self._keys.sem_channel, self._on_wake)
-        except BackendUnavailable as exc:
-            log.warning(
-                "semaphore wake-ups are not subscribed (%s); waiters retry every %.3g s, and "
-                "subscribing is retried at that pace",
-                exc,
-                self.retry_interval_s,
-            )
-            return False
-        with self._lock:
-            closed = self._closed
-            if not closed:
-                self._listener = listener
-        if closed:
-            self._subscriber.unlisten(listener)
-        else:
-            self._wake_all()  # a wake-up published before now may have been missed
-        return True
 
-    def _listen_until_confirmed(self) -> None:
-        while not self._stopped.wait(self.retry_interval_s):
-            if self._listen():
-                return
-
-    def _on_wake(self, data: str) -> None:
-        """Subscriber thread: wake the local waiters whose tokens were published."""
-        try:
-            tokens = json.loads(data)
-        except ValueError:
-            tokens = None
-        if not isinstance(tokens, list):
-            log.warning("unexpected semaphore wake-up %r; waking every waiter", data[:200])
-            self._wake_all()
-            return
-        with self._lock:
-            for token in tokens:
-                for event in self._waiting.get(str(token), ()):
-                    event.set()
-
-    def _wake_all(self) -> None:
-        with self._lock:
-            events = [event for events in self._waiting.values() for event in events]
-        for event in events:
-            event.set()
+def _check_fields(token: str, holder: Holder) -> None:
+    """The scripts keep tab-separated records: a tab in a field would split it."""
+    if "\t" in token or "\t" in holder.worker or "\t" in holder.task_id:
+        raise ValueError("token, worker and task_id must not contain a tab")

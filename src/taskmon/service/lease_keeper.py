@@ -1,12 +1,14 @@
 """One thread per worker renews every permit the worker holds, well before its lease ends.
 
-A synthesis may outlast a lease (long texts, a slow engine); the keeper renews each held lease
-every third of its TTL, so two renewals can fail in a row before the permit is lost. A renewal
-that reports the permit lost is logged and counted, and calls the holder's `on_lost`: the
-service stops that synthesis at once and records no result, since another worker may hold the
-permit now. `expired_locally` tells a holder whose keeper could not look in time (the worker
-was stalled) that its lease may have ended: the service then asks the semaphore before it
-records a result.
+A synthesis may outlast a lease (long texts, a slow engine); the keeper renews every held lease
+every third of its TTL, all of one semaphore's in one call (`renew_all`: one script on Redis),
+so two renewals can fail in a row before the permit is lost; a lease whose grant gave it a
+shorter first TTL (handed over to a waiter) is renewed a third into that one. A renewal that
+reports the permit lost is logged and counted, and calls the holder's `on_lost`: the service
+stops that synthesis at once and records no result, since another worker may hold the permit
+now. `expired_locally` tells a holder whose keeper could not look in time (the worker was
+stalled) that its lease may have ended: the service then asks the semaphore before it records
+a result.
 """
 
 from __future__ import annotations
@@ -29,8 +31,12 @@ class LeaseKeeper:
         self._leases: dict[str, Lease] = {}
         self._on_lost: dict[str, Callable[[], None]] = {}
         self._renewed_at: dict[str, float] = {}  # when the last good renewal was sent
+        # The lease the grant or the last renewal gave: a grant handed over to a waiter has a
+        # shorter first lease than a renewal gives.
+        self._ttl_s: dict[str, float] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._kick = threading.Event()  # a lease came in that is due before the next tick
         self._thread: threading.Thread | None = None
 
     @contextmanager
@@ -40,6 +46,9 @@ class LeaseKeeper:
         with self._lock:
             self._leases[lease.token] = lease
             self._renewed_at[lease.token] = lease.granted_at
+            self._ttl_s[lease.token] = lease.ttl_s
+            if lease.ttl_s / 3 < self._interval_s:
+                self._kick.set()
             if on_lost is not None:
                 self._on_lost[lease.token] = on_lost
             if self._thread is None:
@@ -54,6 +63,7 @@ class LeaseKeeper:
                 self._leases.pop(lease.token, None)
                 self._on_lost.pop(lease.token, None)
                 self._renewed_at.pop(lease.token, None)
+                self._ttl_s.pop(lease.token, None)
 
     def report_lost(self, lease: Lease) -> bool:
         """Record that `lease`'s permit is gone (the holder found out itself): counted and
@@ -72,6 +82,7 @@ class LeaseKeeper:
                 return None
             self._leases.pop(lease.token, None)
             self._renewed_at.pop(lease.token, None)
+            self._ttl_s.pop(lease.token, None)
             on_lost = self._on_lost.pop(lease.token, None)
         metrics.PERMITS_LOST.inc()
         log.error(
@@ -87,7 +98,8 @@ class LeaseKeeper:
         (the lease may have ended unseen, e.g. while this worker was stopped)."""
         with self._lock:
             renewed_at = self._renewed_at.get(lease.token)
-        return renewed_at is None or time.monotonic() - renewed_at >= lease.ttl_s
+            ttl_s = self._ttl_s.get(lease.token, lease.ttl_s)
+        return renewed_at is None or time.monotonic() - renewed_at >= ttl_s
 
     def held(self) -> int:
         with self._lock:
@@ -95,30 +107,54 @@ class LeaseKeeper:
 
     def close(self) -> None:
         self._stop.set()
+        self._kick.set()
+
+    def _due_at(self, tick: float) -> float:
+        """When to renew next: the tick, or sooner when a lease is a third into its own TTL
+        (a short first lease)."""
+        with self._lock:
+            early = [self._renewed_at[t] + self._ttl_s[t] / 3 for t in self._leases]
+        return min([tick, *early])
 
     def _run(self) -> None:
-        while not self._stop.wait(self._interval_s):
+        tick = time.monotonic() + self._interval_s
+        while not self._stop.is_set():
+            self._kick.wait(max(0.0, self._due_at(tick) - time.monotonic()))
+            self._kick.clear()
+            if self._stop.is_set():
+                return
+            if time.monotonic() < self._due_at(tick):
+                continue  # a new lease: the wait is computed again
+            tick = time.monotonic() + self._interval_s
             with self._lock:
                 leases = list(self._leases.values())
+            # All at once, one call per semaphore (one script on Redis).
+            by_semaphore: dict[int, list[Lease]] = {}
             for lease in leases:
-                sent = time.monotonic()
-                try:
-                    renewed = lease.renew()
-                except BackendUnavailable as exc:
-                    # A store outage: keep trying; the lease still has two intervals to live.
-                    log.warning("renewing permit of task %s failed (%s); will retry",
-                                lease.holder.task_id, exc)  # fmt: skip
-                    continue
-                except Exception:
-                    log.exception("renewing permit of task %s failed; will retry",
-                                  lease.holder.task_id)  # fmt: skip
-                    continue
-                if renewed:
-                    with self._lock:
-                        if lease.token in self._renewed_at:
-                            self._renewed_at[lease.token] = sent
-                    continue
-                on_lost = self._take_lost(lease)
-                if on_lost is None:
-                    continue  # released (or re-registered) while we renewed: not a loss
-                on_lost()
+                by_semaphore.setdefault(id(lease.semaphore), []).append(lease)
+            for group in by_semaphore.values():
+                self._renew(group)
+
+    def _renew(self, leases: list[Lease]) -> None:
+        sent = time.monotonic()
+        tasks = ", ".join(lease.holder.task_id for lease in leases)
+        try:
+            answers = leases[0].semaphore.renew_all(leases)
+        except BackendUnavailable as exc:
+            # A store outage: keep trying; the leases still have two intervals to live.
+            log.warning("renewing the permits of tasks %s failed (%s); will retry", tasks, exc)
+            return
+        except Exception:
+            log.exception("renewing the permits of tasks %s failed; will retry", tasks)
+            return
+        for lease, renewed in zip(leases, answers, strict=True):
+            if renewed:
+                with self._lock:
+                    if lease.token in self._renewed_at:
+                        self._renewed_at[lease.token] = sent
+                        self._ttl_s[lease.token] = lease.semaphore.lease_ttl_s
+                continue
+            on_lost = self._take_lost(lease)
+            if on_lost is None:
+                continue  # released (or re-registered) while we renewed: not a loss
+            on_lost()

@@ -3,10 +3,10 @@
 -- Read-only: expired holders are skipped, not purged. Time comes from Redis TIME only (ms).
 --
 -- KEYS[1] sem_holders  ZSET token -> lease end (ms)
--- KEYS[2] sem_info     HASH token -> JSON {worker, task_id, fencing}
+-- KEYS[2] sem_info     HASH token -> fencing \t worker \t task_id
 -- ARGV: none
--- Returns: {now_ms, token_1, lease_end_ms_1, info_json_1, token_2, ...} for every unexpired
---          holder (info_json is false, i.e. nil in Python, if the hash lost the entry).
+-- Returns: {now_ms, token_1, lease_end_ms_1, info_1, token_2, ...} for every unexpired
+--          holder (info is false, i.e. nil in Python, if the hash lost the entry).
 
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)

@@ -1,44 +1,45 @@
--- sem_renew: extend a lease by a full TTL, only when this very grant (token AND fencing) holds it.
+-- sem_renew: extend leases by a full TTL, each only when that very grant (token AND fencing)
+-- holds its permit under an unexpired lease: one call renews all of a worker's leases.
 --
--- Purges expired holders first, so a lease that already ended cannot be revived (returns 0).
--- A purge that frees permits publishes the next tokens in line on the wake-up channel.
--- Repeating the call is harmless (it extends again). Time comes from Redis TIME only (ms).
+-- Ended leases are purged first (all of them), so an ended lease cannot be revived however
+-- many ended with it; the permits that frees are handed over to the head of the queue, each
+-- grant announced to its waiter (sem_lib): a lease that simply ends wakes the next in
+-- line at the next renewal of any worker. Repeating the call is harmless (it extends again).
+-- Time comes from Redis TIME only (ms).
 --
 -- KEYS[1] sem_holders    ZSET token -> lease end (ms)
--- KEYS[2] sem_info       HASH token -> JSON {worker, task_id, fencing}
+-- KEYS[2] sem_info       HASH token -> fencing \t worker \t task_id
 -- KEYS[3] sem_queue      ZSET waiting token -> ticket
--- KEYS[4] sem_limit      STRING the cap; absent means ARGV[4]
--- ARGV[1] token          the owner token
--- ARGV[2] fencing        the fencing token of the grant being renewed
--- ARGV[3] lease_ms       new lease length from now, in ms
--- ARGV[4] default_limit  the cap when KEYS[4] is absent
--- ARGV[5] channel        pub/sub channel for wake-ups (JSON list of tokens)
--- Returns: 1 when the lease was extended; 0 when this grant no longer held the permit.
+-- KEYS[4] sem_waiters    ZSET waiting token -> liveness deadline (ms)
+-- KEYS[5] sem_inboxes    HASH waiting token -> inbox \t nonce \t grant_ms \t worker \t task_id
+-- KEYS[6] sem_state      HASH limit, fencing, ticket
+-- ARGV[1] lease_ms       new lease length from now, in ms
+-- ARGV[2] channel        the grants channel (sem_lib)
+-- ARGV[3..] pairs        token, fencing of each grant to renew
+-- Returns: a list with, per pair in order, 1 when extended, 0 when that grant no longer held
+--          its permit.
 
-local holders, info, queue = KEYS[1], KEYS[2], KEYS[3]
-local token = ARGV[1]
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+--!include sem_lib
 
-local expired = redis.call('ZRANGEBYSCORE', holders, '-inf', now, 'LIMIT', 0, 100)
-if #expired > 0 then
-    redis.call('ZREM', holders, unpack(expired))
-    redis.call('HDEL', info, unpack(expired))
-    local limit = tonumber(redis.call('GET', KEYS[4]) or ARGV[4])
-    local free = limit - redis.call('ZCOUNT', holders, '(' .. now, '+inf')
-    if free > 0 then
-        local nexts = redis.call('ZRANGE', queue, 0, math.min(free, 1000) - 1)
-        if #nexts > 0 then
-            redis.call('PUBLISH', ARGV[5], cjson.encode(nexts))
-        end
-    end
+local k = {holders = KEYS[1], info = KEYS[2], queue = KEYS[3], waiters = KEYS[4],
+    inboxes = KEYS[5], state = KEYS[6], channel = ARGV[2]}
+local now = sem_now()
+if sem_purge_holders(k, now) > 0 then
+    sem_purge_waiters(k, now)
+    sem_hand_over(k, now)
 end
-
-if redis.call('ZSCORE', holders, token) then
-    local raw = redis.call('HGET', info, token)
-    if raw and cjson.decode(raw)['fencing'] == tonumber(ARGV[2]) then
-        redis.call('ZADD', holders, 'XX', now + tonumber(ARGV[3]), token)
-        return 1
+local lease_end = now + tonumber(ARGV[1])
+local renewed = {}
+local grants = {unpack(ARGV, 3)}
+for i = 1, #grants - 1, 2 do
+    local token = grants[i]
+    local record = redis.call('HGET', k.info, token)
+    local ok = 0
+    if record and sem_fencing_of(record) == tonumber(grants[i + 1])
+            and redis.call('ZSCORE', k.holders, token) then
+        redis.call('ZADD', k.holders, 'XX', lease_end, token)
+        ok = 1
     end
+    renewed[#renewed + 1] = ok
 end
-return 0
+return renewed
