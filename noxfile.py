@@ -90,9 +90,9 @@ def smoke(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
-    """Measure the Redis semaphore as ratios to raw EVALSHA round trips, side by side."""
-    _install(session)
-    session.run("python", "-m", "benchmarks.semaphore", *session.posargs)
+    """Measure taskmon against its peers and the raw round trip, side by side (`-- --quick`)."""
+    _install(session, "bench")
+    session.run("python", "-m", "benchmarks", *session.posargs)
 
 
 @nox.session(python=PYTHON)

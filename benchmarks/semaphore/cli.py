@@ -24,10 +24,11 @@ from taskmon.redis.connection import make_client
 
 from . import __doc__ as DESCRIPTION
 from .bench import Bench
-from .params import CONTENDED_LIMIT, RETRY_INTERVAL_S
+from .params import CONTENDED_LIMIT, FAIR_CLIENTS, FAIR_HOLD_S, FAIR_LIMIT, RETRY_INTERVAL_S
 from .pool import Pool
 from .report import render, write_json
 from .stats import summarize
+from .subjects import PEERS, TASKMON, installed
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -42,7 +43,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--warmup", type=float, default=0.3, help="seconds per measurement of a discarded round"
     )
     parser.add_argument("--out", type=Path, help="also write the results as JSON to this file")
+    parser.add_argument(
+        "--subjects",
+        help=f"comma-separated subjects (default: every one installed; of {', '.join(PEERS)})",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="a short run: 1 round of 0.5 s, 6 handoffs each"
+    )
     options = parser.parse_args(argv)
+    if options.quick:
+        options.rounds, options.duration, options.handoffs, options.warmup = 1, 0.5, 6, 0.0
+    options.subjects = _subjects(parser, options.subjects)
     if not 1 <= options.rounds <= 50:
         parser.error("--rounds must be 1..50")
     if not 0.1 <= options.duration <= 30:
@@ -54,6 +65,21 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if not 0 <= options.warmup <= 10:
         parser.error("--warmup must be 0..10 s")
     return options
+
+
+def _subjects(parser: argparse.ArgumentParser, asked: str | None) -> list[str]:
+    have = installed()
+    if asked is None:
+        return have
+    names = [name.strip() for name in asked.split(",") if name.strip()]
+    for name in names:
+        if name not in PEERS:
+            parser.error(f"unknown subject {name!r}; choose from {', '.join(PEERS)}")
+        if name not in have:
+            parser.error(f"{name} is not installed here (pip install {PEERS[name].distribution})")
+    if TASKMON not in names:
+        names.insert(0, TASKMON)  # every figure of a peer is read against taskmon's
+    return names
 
 
 def _commit() -> str:
@@ -85,7 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         RedisServer(workdir=Path(workdir)) as server,
     ):
         client = make_client(load_settings({"redis_url": server.url}), client_name="bench:parent")
-        pool = Pool(server.url, options.processes)
+        pool = Pool(server.url, max(options.processes, FAIR_CLIENTS))
         try:
             pool.start()
             rounds, handoffs = Bench(pool, client, options).run()
@@ -100,6 +126,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         "duration_s": options.duration,
         "processes": options.processes,
         "contended_limit": CONTENDED_LIMIT,
+        "fair_clients": FAIR_CLIENTS,
+        "fair_limit": FAIR_LIMIT,
+        "fair_hold_s": FAIR_HOLD_S,
+        "subjects": {
+            name: {
+                "label": PEERS[name].label,
+                "version": PEERS[name].version(),
+                "mutex": PEERS[name].mutex,
+                "waits_by": PEERS[name].waits_by,
+            }
+            for name in options.subjects
+        },
         "retry_interval_s": RETRY_INTERVAL_S,
         "redis_version": redis_version,
         "cpus": os.cpu_count(),

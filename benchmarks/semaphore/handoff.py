@@ -10,10 +10,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from taskmon.ports import Holder, Lease
-
-from .counting import CountingSemaphore
 from .params import ACQUIRE_TIMEOUT_S, HANDOFF_SETTLE_S
+from .subjects import Subject
 
 
 @dataclass(frozen=True)
@@ -21,7 +19,7 @@ class Handoff:
     ns: int  # from just before A's release() to B's acquire() returning
     release_ns: int  # A's release() call alone (a round trip from an idle client)
     idle_evalsha_ns: int  # A's EVALSHA after HANDOFF_SETTLE_S idle, just before this handoff
-    attempts: int  # acquire script runs of B's acquire (1 = queued once, then handed the grant)
+    attempts: int | None  # acquire runs of B's acquire (1 = queued once, then handed the grant)
     released: bool
 
 
@@ -36,21 +34,27 @@ def idle_evalsha(call: Callable[[], object]) -> int:
     return time.monotonic_ns() - started
 
 
-def hold(sem: CountingSemaphore, name: str, token: str) -> Lease:
-    """A takes the only permit (never waits)."""
-    return sem.acquire(Holder(name, token), timeout=0, token=token)
+def hold(sem: Subject, token: str) -> object:
+    """A takes the only permit (it is free: the one who held it released it)."""
+    held = sem.acquire(token, ACQUIRE_TIMEOUT_S)
+    if held is None:
+        raise RuntimeError("A could not take the free permit")
+    return held
 
 
-def wait(sem: CountingSemaphore, name: str, token: str) -> tuple[int, int]:
+def wait(sem: Subject, token: str) -> tuple[int, int | None]:
     """B waits for the permit: when it was granted, and the acquire script runs it took."""
     before = sem.attempts
-    lease = sem.acquire(Holder(name, token), timeout=ACQUIRE_TIMEOUT_S, token=token)
+    held = sem.acquire(token, ACQUIRE_TIMEOUT_S)
     granted_ns = time.monotonic_ns()
-    sem.release(lease)
-    return granted_ns, sem.attempts - before
+    if held is None:
+        raise RuntimeError(f"B waited {ACQUIRE_TIMEOUT_S:g} s and was never granted")
+    sem.release(held)
+    after = sem.attempts
+    return granted_ns, None if after is None or before is None else after - before
 
 
-def release(sem: CountingSemaphore, lease: Lease) -> tuple[int, int, bool]:
+def release(sem: Subject, lease: object) -> tuple[int, int, bool]:
     """A releases: when it started, when it returned, and what release() answered."""
     release_ns = time.monotonic_ns()
     released = sem.release(lease)

@@ -1,8 +1,9 @@
 """The throughput window: what each worker runs between the common start and end instants.
 
-Either EVALSHA calls of the trivial script, or acquire+release pairs on a CountingSemaphore.
-Only operations that finish inside the window count; every grant counts for the scripts per
-grant, slow acquires and timeouts.
+Either EVALSHA calls of the trivial script, or acquire+release pairs on a subject (taskmon's
+semaphore or a peer), back to back or holding each permit a while (the fairness window). Only
+operations that finish inside the window count; every grant counts for the scripts per grant,
+slow acquires, the longest wait and timeouts.
 """
 
 from __future__ import annotations
@@ -12,10 +13,8 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from taskmon.ports import Holder, PermitTimeout
-
-from .counting import CountingSemaphore
 from .params import ACQUIRE_TIMEOUT_S, RETRY_INTERVAL_S, SLOW_S
+from .subjects import TASKMON, Subject
 
 
 @dataclass(frozen=True)
@@ -26,6 +25,9 @@ class WindowSpec:
     prefix: str = ""
     limit: int = 1
     retry_s: float = RETRY_INTERVAL_S
+    subject: str = TASKMON
+    key_per_worker: bool = False  # a mutex's uncontended N-process window: a key each
+    hold_s: float = 0.0  # how long each permit is held before its release
 
 
 @dataclass
@@ -35,7 +37,8 @@ class Sample:
     op_ns: list[int] = field(default_factory=list)  # ops completed inside the window
     acquire_ns: list[int] = field(default_factory=list)  # the acquire part of those pairs
     grants: int = 0  # every granted acquire, inside the window or straddling its end
-    attempts: int = 0  # runs of the acquire script behind those grants
+    attempts: int | None = 0  # acquire script runs behind those grants; None: not counted
+    longest_wait_ns: int = 0  # the slowest grant's acquire
     slow: int = 0  # grants that took longer than SLOW_S
     timeouts: int = 0
     not_released: int = 0  # release() answered False (the lease had ended)
@@ -58,26 +61,28 @@ def evalsha_loop(call: Callable[[], object], end_ns: int) -> Sample:
     return sample
 
 
-def sem_loop(sem: CountingSemaphore, name: str, end_ns: int) -> Sample:
+def sem_loop(sem: Subject, end_ns: int, hold_s: float = 0.0) -> Sample:
     sample = Sample()
     now, before = time.monotonic_ns, sem.attempts
     while now() < end_ns:
         token = uuid.uuid4().hex  # distinct tokens, shaped like the service's task ids
-        holder = Holder(name, token)
         started = now()
-        try:
-            lease = sem.acquire(holder, timeout=ACQUIRE_TIMEOUT_S, token=token)
-        except PermitTimeout:
+        held = sem.acquire(token, ACQUIRE_TIMEOUT_S)
+        if held is None:
             sample.timeouts += 1
             continue
         granted = now()
-        released = sem.release(lease)
+        if hold_s:
+            time.sleep(hold_s)
+        released = sem.release(held)
         done = now()
         sample.grants += 1
         sample.slow += granted - started > SLOW_S * 1e9
+        sample.longest_wait_ns = max(sample.longest_wait_ns, granted - started)
         sample.not_released += not released
         if done <= end_ns:
             sample.op_ns.append(done - started)
             sample.acquire_ns.append(granted - started)
-    sample.attempts = sem.attempts - before
+    after = sem.attempts
+    sample.attempts = None if after is None or before is None else after - before
     return sample

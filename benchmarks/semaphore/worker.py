@@ -1,5 +1,6 @@
-"""A spawned worker process: its Redis objects, built as a gunicorn worker builds them, and
-the loop that answers the parent's commands over a pipe (see pool.py for the other end).
+"""A spawned worker process: its Redis objects, built as a gunicorn worker builds them, the
+subject it measures (taskmon's semaphore or a peer), and the loop that answers the parent's
+commands over a pipe (see pool.py for the other end).
 """
 
 from __future__ import annotations
@@ -8,14 +9,12 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from taskmon.config import load_settings
-from taskmon.ports import Lease
 from taskmon.redis.connection import make_client
-from taskmon.redis.keys import Keys
 from taskmon.redis.subscriber import RedisSubscriber
 
 from . import handoff
-from .counting import CountingSemaphore
 from .params import CALL_TIMEOUT_S, IDLE_LIMIT_S, TRIVIAL_SCRIPT
+from .subjects import PEERS, Env, Subject
 from .window import Sample, WindowSpec, evalsha_loop, pause_until, sem_loop
 
 
@@ -39,6 +38,8 @@ class Worker:
 
     def __init__(self, index: int, url: str) -> None:
         settings = load_settings({"redis_url": url})
+        self.index = index
+        self.url = url
         self.name = f"bench:{index}"
         self.lease_ttl_s = settings.lease_ttl_s
         self.client = make_client(settings, client_name=self.name)
@@ -47,8 +48,8 @@ class Worker:
         self.subscriber.start()
         self.trivial = self.client.register_script(TRIVIAL_SCRIPT)
         self.trivial()  # loads the script: every later call is a plain EVALSHA
-        self.sem: CountingSemaphore | None = None
-        self.held: Lease | None = None
+        self.sem: Subject | None = None
+        self.held: object | None = None
 
     def close(self) -> None:
         self.close_sem()
@@ -56,16 +57,10 @@ class Worker:
         self.sub_client.close()
         self.client.close()
 
-    def open_sem(self, prefix: str, limit: int, retry_s: float) -> CountingSemaphore:
+    def open_sem(self, subject: str, prefix: str, limit: int, retry_s: float) -> Subject:
         self.close_sem()
-        self.sem = CountingSemaphore(
-            self.client,
-            Keys(prefix),
-            default_limit=limit,
-            lease_ttl_s=self.lease_ttl_s,
-            subscriber=self.subscriber,
-            retry_interval_s=retry_s,
-        )
+        env = Env(self.url, self.name, self.client, self.subscriber, self.lease_ttl_s, retry_s)
+        self.sem = PEERS[subject].build(env, prefix, limit)
         return self.sem
 
     def close_sem(self) -> None:
@@ -89,10 +84,10 @@ class Worker:
         if sem is None:
             raise RuntimeError(f"{command!r} before 'open'")
         if command == "hold":
-            self.held = handoff.hold(sem, self.name, args)
+            self.held = handoff.hold(sem, args)
             return None
         if command == "wait":
-            return handoff.wait(sem, self.name, args)
+            return handoff.wait(sem, args)
         if command == "release":
             if self.held is None:
                 raise RuntimeError("'release' without a held permit")
@@ -102,14 +97,17 @@ class Worker:
 
     def window(self, spec: WindowSpec, conn: Connection) -> Sample:
         """Set up, report ready (the start barrier), run from the common start to the end."""
-        sem = self.open_sem(spec.prefix, spec.limit, spec.retry_s) if spec.kind == "sem" else None
+        sem = None
+        if spec.kind == "sem":
+            prefix = f"{spec.prefix}-{self.index}" if spec.key_per_worker else spec.prefix
+            sem = self.open_sem(spec.subject, prefix, spec.limit, spec.retry_s)
         try:
             conn.send(("ok", "ready"))
             start_ns, end_ns = _expect(conn, "go", CALL_TIMEOUT_S)
             pause_until(start_ns)
             if sem is None:
                 return evalsha_loop(self.trivial, end_ns)
-            return sem_loop(sem, self.name, end_ns)
+            return sem_loop(sem, end_ns, spec.hold_s)
         finally:
             self.close_sem()
 

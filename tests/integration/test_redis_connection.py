@@ -13,7 +13,7 @@ import redis
 
 from taskmon.config import Settings
 from taskmon.harness.redis_server import RedisServer
-from taskmon.redis.connection import call_budget_s, make_client
+from taskmon.redis.connection import call_budget_s, make_client, pool_wait_s
 from tests.support.timing import wait_for
 
 pytestmark = pytest.mark.redis
@@ -38,6 +38,35 @@ def test_close_disconnects_every_pooled_connection(
 
     client.close()
     wait_for(lambda: connections_named(redis_client, name) == 0, message="pool sockets closed")
+
+
+def test_a_call_that_finds_the_pool_busy_waits_for_a_connection_instead_of_failing(
+    redis_server: RedisServer,
+) -> None:
+    """A burst of streams or requests larger than the pool must queue for it, not take the
+    worker for a lost Redis (a pool that raised at once tripped a worker to degraded)."""
+    settings = Settings(redis_url=redis_server.url)
+    client = make_client(settings, client_name="test-busy-pool", max_connections=1)
+    pool = client.connection_pool
+    try:
+        busy = pool.get_connection()
+        answers: list[object] = []
+        caller = threading.Thread(target=lambda: answers.append(client.ping()))
+        caller.start()
+        time.sleep(0.05)  # the caller is waiting for the only connection
+        assert not answers
+        pool.release(busy)
+        caller.join(10)
+        assert answers == [True]
+
+        busy = pool.get_connection()
+        started = time.monotonic()
+        with pytest.raises(redis.ConnectionError):
+            client.ping()  # the pool stays busy past the budget: a failure, in bounded time
+        assert time.monotonic() - started < pool_wait_s(settings) + call_budget_s(settings) + 1.0
+        pool.release(busy)
+    finally:
+        client.close()
 
 
 class Silent:

@@ -277,7 +277,7 @@ def test_one_limit_for_every_worker_whatever_their_own_default(
     assert old.configure_limit() == 3, "a worker starting later keeps the operator's cap"
     held.append(take(old, "c"))
     assert all(lease.release() for lease in held)
-    assert not old.restore_limit(9), "the write-back after a restart only fills a gap"
+    assert not old.restore_limit(), "the write-back after a restart only fills a gap"
 
 
 def test_renew_all_renews_each_grant_it_owns_and_no_other(make_semaphore: MakeSemaphore) -> None:
@@ -290,6 +290,44 @@ def test_renew_all_renews_each_grant_it_owns_and_no_other(make_semaphore: MakeSe
 
 
 # -- the limit --------------------------------------------------------------------------------
+
+
+def test_a_forgotten_operator_cap_equal_to_the_default_comes_back_as_the_operators(
+    make_semaphore: MakeSemaphore, redis_client: redis.Redis
+) -> None:
+    sem = make_semaphore(limit=4)
+    sem.set_limit(4)  # pinned by an operator, at the value every worker has by default
+    redis_client.flushall()  # Redis restarted empty; nobody noticed yet
+    take(sem, "a").release()  # the first acquire finds no cap and gives the known one back
+    later = make_semaphore(limit=7)
+    assert later.configure_limit() == 4, "a later start-up keeps the operator's cap"
+
+
+def test_a_forgotten_configured_cap_comes_back_as_a_configuration_not_an_operators(
+    make_semaphore: MakeSemaphore, redis_client: redis.Redis
+) -> None:
+    a, b = make_semaphore(limit=4), make_semaphore(limit=6)
+    a.configure_limit()
+    b.configure_limit()  # the newest configuration: 6 for all
+    assert a.limit() == 6
+    redis_client.flushall()
+    assert a.restore_limit(), "the gap is filled with the cap a knew"
+    assert b.limit() == 6
+    assert make_semaphore(limit=7).configure_limit() == 7, "still a configuration's cap"
+
+
+def test_an_operator_cap_survives_an_acquire_that_meets_the_emptied_redis_first(
+    make_semaphore: MakeSemaphore, redis_client: redis.Redis
+) -> None:
+    sem = make_semaphore(limit=8)
+    sem.configure_limit()
+    sem.set_limit(2)
+    redis_client.flushall()
+    held = [take(sem, "a"), take(sem, "b")]  # this acquire restores 2, not its default 8
+    assert sem.limit() == 2
+    with pytest.raises(PermitTimeout):
+        take(sem, "c")
+    assert all(lease.release() for lease in held)
 
 
 def test_raising_the_limit_wakes_waiters_at_once_not_at_their_next_retry(

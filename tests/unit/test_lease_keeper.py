@@ -209,3 +209,36 @@ def test_one_call_per_semaphore_renews_all_its_leases(keeper: LeaseKeeper) -> No
                  message="three ticks")  # fmt: skip
     assert set(first.batches[1:-1]) == {3}, "all three of its leases in one call per tick"
     assert set(second.batches[1:-1]) == {1}
+
+
+class FailingShortLease(FlakySemaphore):
+    """A store that never answers a renewal, for leases of 0.6 s."""
+
+    lease_ttl_s = 0.6
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(outages=0)
+        self.error = error
+
+    def renew(self, lease: Lease) -> bool:
+        with self._lock:
+            self.renewals += 1
+        raise self.error
+
+
+@pytest.mark.parametrize(
+    "error", [BackendUnavailable("store did not answer"), RuntimeError("NOPERM")]
+)
+def test_a_failing_renewal_is_retried_at_a_pace_never_in_a_busy_loop(error: Exception) -> None:
+    keeper = LeaseKeeper(interval_s=60)  # only the lease's own TTL paces the keeper
+    sem = FailingShortLease(error)
+    lease = sem.acquire(Holder("w", "t"), timeout=0)
+    try:
+        with keeper.keep(lease):
+            wait_for(lambda: sem.renewals >= 3, timeout=5, message="three tries")
+            time.sleep(0.3)
+            # A third into the 0.6 s lease, then every sixth of it: a handful of tries in
+            # half a second; a loop that retried at once made hundreds of thousands.
+            assert sem.renewals < 20
+    finally:
+        keeper.close()

@@ -91,7 +91,6 @@ class FailoverSemaphore:
         self.lease_ttl_s = primary.lease_ttl_s
         self._primary = primary
         self._failover = failover
-        self._default_limit = default_limit
         self._share_inputs = share_inputs
         self.inputs = share_inputs(default_limit)
         self._local = InMemorySemaphore(max(1, self.inputs.share), lease_ttl_s=self.lease_ttl_s)
@@ -258,8 +257,8 @@ class FailoverSemaphore:
 
     def on_promote(self, *, store_lost: bool) -> int:
         """Re-register every permit still held in Redis, then let the local grants go."""
-        if store_lost and self.inputs.limit != self._default_limit:
-            self._primary.restore_limit(self.inputs.limit)
+        if store_lost:
+            self._primary.restore_limit()  # the last cap known, as whose it was
         with self._lock:
             held = list(self._held.values())
         for entry in held:

@@ -3,7 +3,8 @@
 One pool per worker process, built by taskmon.runtime after fork and closed at exit. A cut Redis
 costs a call at most (retries + 1) x (timeout + backoff), 0.8 s with the defaults, never the
 minute redis-py's defaults allow: the failover layer trips on the first call that fails, so this
-budget is also how long detecting an outage takes.
+budget is also how long detecting an outage takes. A call that finds every pooled connection
+busy first waits for one (up to one more budget, `pool_wait_s`).
 
 redis-py retries a connection's connect and handshake with the same Retry as the command
 around it, so a call that needs a new connection to a silent Redis would pay (retries + 1)
@@ -44,6 +45,14 @@ def call_budget_s(settings: Settings) -> float:
     return (settings.redis_retries + 1) * (settings.redis_socket_timeout_s + BACKOFF_CAP_S)
 
 
+def pool_wait_s(settings: Settings) -> float:
+    """How long a call waits for a free pool connection when all are busy, before its own
+    budget starts: one call budget, the longest a busy connection can stay busy. 0.1 s was
+    too short: 250 streams opening at once on one worker held all 64 connections longer
+    (their threads waiting for the GIL with a reply in hand) and tripped it to degraded."""
+    return call_budget_s(settings)
+
+
 def make_client(
     settings: Settings,
     *,
@@ -55,11 +64,15 @@ def make_client(
 
     The client owns its pool: `close()` disconnects every pooled socket. (A client built with
     `connection_pool=` does not, and leaks one socket per connection it ever opened.)
+    The pool holds at most `max_connections`, whatever the number of streams or threads; a
+    call that finds them all busy waits up to `pool_wait_s` for one, then fails as an
+    unreachable Redis would (BackendUnavailable upstream). A pool that raised at once
+    instead tripped a worker to degraded mode when 250 streams opened together.
     """
     if settings.redis_url is None:
         raise ValueError("TASKMON_REDIS_URL is not set")
     retry = Retry(ExponentialBackoff(cap=BACKOFF_CAP_S, base=0.02), settings.redis_retries)
-    pool = redis.ConnectionPool.from_url(
+    pool = redis.BlockingConnectionPool.from_url(
         settings.redis_url.get_secret_value(),
         socket_timeout=socket_timeout_s or settings.redis_socket_timeout_s,
         socket_connect_timeout=settings.redis_connect_timeout_s,
@@ -67,6 +80,7 @@ def make_client(
         health_check_interval=15,
         client_name=client_name.replace(" ", "_"),
         max_connections=max_connections,
+        timeout=pool_wait_s(settings),
         decode_responses=True,
     )
     pool.connection_class = connecting_once(pool.connection_class)

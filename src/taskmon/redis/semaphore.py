@@ -147,6 +147,9 @@ class RedisSemaphore:
         self._client = client
         self._keys = keys
         self._default_limit = default_limit
+        # The last cap this worker read or wrote and whose it was (admin or config): what a
+        # restore gives back to a Redis that forgot it, so an operator's cap survives.
+        self._known_cap: tuple[int, str] = (default_limit, "config")
         self._lease_ms = max(1, round(lease_ttl_s * 1000))
         waiter_ttl = (
             waiter_ttl_s if waiter_ttl_s is not None else WAITER_TTL_RETRIES * retry_interval_s
@@ -257,24 +260,32 @@ class RedisSemaphore:
         return self._lease(token, fencing, holder, self.lease_ttl_s)
 
     def limit(self) -> int:
-        """The cap in force (the configured default while none is stored).
+        """The cap in force (while none is stored: the one the next acquire restores).
 
         Raises BackendUnavailable when Redis does not answer.
         """
         with unavailable_as("the semaphore read the limit", _CAP_UNCHECKED):
-            raw = self._client.hget(self._keys.sem_state, "limit")
-        return self._default_limit if raw is None else int(raw)
+            raw, set_by = self._client.hmget(self._keys.sem_state, ["limit", "set_by"])
+        if raw is None:
+            return self._known_cap[0]  # what the next acquire restores
+        self._known_cap = (int(raw), "admin" if set_by == "admin" else "config")
+        return int(raw)
 
-    def restore_limit(self, limit: int) -> bool:
-        """Store a cap unless one is stored (Redis restarted empty: the failover's write-back,
-        or the first acquire that finds none); one that is not this worker's default is kept
-        as an operator's. True when written. Raises BackendUnavailable when Redis does not
-        answer.
+    def restore_limit(self) -> bool:
+        """Give a Redis that forgot its cap (restarted empty) the last one this worker knew,
+        as whose it was: an operator's stays an operator's, which no start-up overrides.
+        Stores nothing when a cap is stored. True when written. Raises BackendUnavailable
+        when Redis does not answer.
+
+        The failover's write-back calls it, and so does the first acquire that finds no cap
+        (which may come before the failover layer has noticed the restart). A worker that
+        never read the cap restores its own configured default. The cap is known as of this
+        worker's last read (the failover's health check reads it every second): a worker
+        that restores before it has read a cap set on another worker moments earlier gives
+        back the older one; the operator then sets it again.
         """
-        check_limit(limit)
-        # Not this worker's default: an operator's cap (set live), which no start-up overrides.
-        source = "restore-config" if limit == self._default_limit else "restore-admin"
-        return self.do_set_limit(limit, source)[2]
+        limit, set_by = self._known_cap
+        return self.do_set_limit(limit, f"restore-{set_by}")[2]
 
     def set_limit(self, limit: int) -> None:
         """Change the cap for every worker, live, and grant the waiters it lets in: an
@@ -285,7 +296,10 @@ class RedisSemaphore:
         then (the reply can be lost after the write), and calling again is safe.
         """
         check_limit(limit)
+        # Known before the write: a reply lost after the write still leaves it the operator's.
+        self._known_cap = (limit, "admin")
         self.do_set_limit(limit, "admin")
+        self._known_cap = (limit, "admin")  # over a limit() read that raced the write
 
     def configure_limit(self) -> int:
         """Store this worker's configured default as the cap for every worker, unless an
@@ -298,7 +312,9 @@ class RedisSemaphore:
         the default if no cap is stored).
         """
         self._run("sem_upgrade", "carry an older version's semaphore state over")
-        return self.do_set_limit(self._default_limit, "config")[0]
+        limit, _, stored = self.do_set_limit(self._default_limit, "config")
+        self._known_cap = (limit, "config" if stored else "admin")
+        return limit
 
     def in_use(self) -> int:
         """Permits held now under unexpired leases (Redis time). BackendUnavailable on failure."""
@@ -396,8 +412,8 @@ class RedisSemaphore:
 
     def _attempt(self, token: str, holder: Holder, nonce: str) -> Attempt:
         attempt = self.do_acquire(token, holder, nonce)
-        if attempt.no_limit:  # Redis forgot it (restarted empty): the default, once, for all
-            self.restore_limit(self._default_limit)
+        if attempt.no_limit:  # Redis forgot it (restarted empty): the known cap, once, for all
+            self.restore_limit()
             attempt = self.do_acquire(token, holder, nonce)
         return attempt
 

@@ -24,6 +24,8 @@ from taskmon.ports import BackendUnavailable, Lease
 
 log = logging.getLogger(__name__)
 
+_MIN_RETRY_S = 0.01  # the shortest pause between a failed renewal and the next try
+
 
 class LeaseKeeper:
     def __init__(self, interval_s: float) -> None:
@@ -34,6 +36,10 @@ class LeaseKeeper:
         # The lease the grant or the last renewal gave: a grant handed over to a waiter has a
         # shorter first lease than a renewal gives.
         self._ttl_s: dict[str, float] = {}
+        # When each lease is next renewed: a third into its TTL, or a retry after a failure
+        # (never "now" again: a failing store would be hammered in a loop).
+        self._due: dict[str, float] = {}
+        self._wake_at = float("inf")  # when the keeper's thread next looks
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._kick = threading.Event()  # a lease came in that is due before the next tick
@@ -47,7 +53,8 @@ class LeaseKeeper:
             self._leases[lease.token] = lease
             self._renewed_at[lease.token] = lease.granted_at
             self._ttl_s[lease.token] = lease.ttl_s
-            if lease.ttl_s / 3 < self._interval_s:
+            self._due[lease.token] = due = lease.granted_at + lease.ttl_s / 3
+            if due < self._wake_at:
                 self._kick.set()
             if on_lost is not None:
                 self._on_lost[lease.token] = on_lost
@@ -64,6 +71,7 @@ class LeaseKeeper:
                 self._on_lost.pop(lease.token, None)
                 self._renewed_at.pop(lease.token, None)
                 self._ttl_s.pop(lease.token, None)
+                self._due.pop(lease.token, None)
 
     def report_lost(self, lease: Lease) -> bool:
         """Record that `lease`'s permit is gone (the holder found out itself): counted and
@@ -83,6 +91,7 @@ class LeaseKeeper:
             self._leases.pop(lease.token, None)
             self._renewed_at.pop(lease.token, None)
             self._ttl_s.pop(lease.token, None)
+            self._due.pop(lease.token, None)
             on_lost = self._on_lost.pop(lease.token, None)
         metrics.PERMITS_LOST.inc()
         log.error(
@@ -110,11 +119,11 @@ class LeaseKeeper:
         self._kick.set()
 
     def _due_at(self, tick: float) -> float:
-        """When to renew next: the tick, or sooner when a lease is a third into its own TTL
-        (a short first lease)."""
+        """When to renew next: the tick, or sooner when a lease is due before it (a short
+        first lease, or a retry after a failed renewal)."""
         with self._lock:
-            early = [self._renewed_at[t] + self._ttl_s[t] / 3 for t in self._leases]
-        return min([tick, *early])
+            self._wake_at = min([tick, *self._due.values()])
+            return self._wake_at
 
     def _run(self) -> None:
         tick = time.monotonic() + self._interval_s
@@ -140,21 +149,38 @@ class LeaseKeeper:
         tasks = ", ".join(lease.holder.task_id for lease in leases)
         try:
             answers = leases[0].semaphore.renew_all(leases)
+            if len(answers) != len(leases):
+                raise RuntimeError(f"{len(answers)} answers for {len(leases)} leases")
         except BackendUnavailable as exc:
             # A store outage: keep trying; the leases still have two intervals to live.
             log.warning("renewing the permits of tasks %s failed (%s); will retry", tasks, exc)
+            self._retry_later(leases, sent)
             return
         except Exception:
             log.exception("renewing the permits of tasks %s failed; will retry", tasks)
+            self._retry_later(leases, sent)
             return
         for lease, renewed in zip(leases, answers, strict=True):
             if renewed:
+                ttl_s = lease.semaphore.lease_ttl_s
                 with self._lock:
                     if lease.token in self._renewed_at:
                         self._renewed_at[lease.token] = sent
-                        self._ttl_s[lease.token] = lease.semaphore.lease_ttl_s
+                        self._ttl_s[lease.token] = ttl_s
+                        self._due[lease.token] = sent + ttl_s / 3
                 continue
             on_lost = self._take_lost(lease)
             if on_lost is None:
                 continue  # released (or re-registered) while we renewed: not a loss
             on_lost()
+
+    def _retry_later(self, leases: list[Lease], sent: float) -> None:
+        """After a failed renewal: try again a sixth of the lease later (at most a tick), so
+        the lease gets about two more tries before it ends, and a failing store is not
+        hammered."""
+        with self._lock:
+            for lease in leases:
+                ttl_s = self._ttl_s.get(lease.token)
+                if ttl_s is not None:
+                    retry_s = max(_MIN_RETRY_S, min(self._interval_s, ttl_s / 6))
+                    self._due[lease.token] = sent + retry_s
