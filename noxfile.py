@@ -91,8 +91,10 @@ def smoke(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
     """Measure taskmon against its peers and the raw round trip, side by side (`-- --quick`)."""
-    _install(session, "bench")
-    session.run("python", "-m", "benchmarks", *session.posargs)
+    _install(session, "bench", "load", "chaos")  # the failover suite runs the chaos harness
+    session.run(
+        "python", "-m", "benchmarks", *session.posargs, interrupt_timeout=90, terminate_timeout=30
+    )
 
 
 @nox.session(python=PYTHON)

@@ -22,11 +22,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from . import bookkeeping, http_modes
+from . import bookkeeping, failover, http_modes
 from .semaphore import cli as semaphore_cli
 from .sse import __main__ as sse_cli
 
-SUITES = ("semaphore", "bookkeeping", "sse", "http")
+SUITES = ("semaphore", "bookkeeping", "sse", "http", "failover")
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -82,6 +82,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         out = run_dir / "http.json"
         http_modes.main(_suite_args(options, out))
         results["http"] = json.loads(out.read_text())
+    if "failover" in options.suites:
+        out = run_dir / "failover.json"
+        failover.main(["--out", str(out), *(["--quick"] if options.quick else [])])
+        results["failover"] = json.loads(out.read_text())
     summary = {
         "run": stamp,
         "command": "nox -s bench" + (" -- --quick" if options.quick else ""),
@@ -97,7 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "bookkeeping": results.get("bookkeeping", {}).get("summary", {}),
         "sse": results.get("sse", {}),
         "http": results.get("http", {}).get("summary", {}),
-        "not_measured": ["failover: measured by `nox -s chaos` (detect s, re-promote s)"],
+        "failover": results.get("failover", {}).get("scenarios", {}),
     }
     if "semaphore" in results:
         summary["semaphore_meta"] = results["semaphore"]["meta"]
@@ -139,6 +143,10 @@ def targets(results: dict[str, Any]) -> Targets:
     if http is not None:
         ratio = http["summary"]["ratio_redis_vs_memory"]
         _add(found, "HTTP requests/s, Redis mode ÷ memory mode", ratio, ">= 0.7", ratio >= 0.7)
+    for name, row in results.get("failover", {}).get("scenarios", {}).items():
+        detect, back = _nan(row.get("detect_s")), _nan(row.get("repromote_s"))
+        _add(found, f"failover {name}: detect (s, slowest worker)", detect, "< 1", detect < 1)
+        _add(found, f"failover {name}: re-promote (s, slowest worker)", back, "< 5", back < 5)
     return found
 
 

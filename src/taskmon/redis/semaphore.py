@@ -296,10 +296,10 @@ class RedisSemaphore:
         then (the reply can be lost after the write), and calling again is safe.
         """
         check_limit(limit)
-        # Known before the write: a reply lost after the write still leaves it the operator's.
-        self._known_cap = (limit, "admin")
+        # Known once written: a refused write must not come back later as a restore (a reply
+        # lost after the write is corrected by the next read, the health check's every second).
         self.do_set_limit(limit, "admin")
-        self._known_cap = (limit, "admin")  # over a limit() read that raced the write
+        self._known_cap = (limit, "admin")
 
     def configure_limit(self) -> int:
         """Store this worker's configured default as the cap for every worker, unless an
