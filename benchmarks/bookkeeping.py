@@ -23,7 +23,6 @@ lifecycle come from INFO's total_commands_processed.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import statistics
 import tempfile
@@ -41,8 +40,10 @@ from taskmon.harness.redis_server import RedisServer
 from taskmon.redis.connection import make_client
 from taskmon.redis.hub import RedisEventHub
 from taskmon.redis.keys import Keys
-from taskmon.redis.monitor import RedisTaskMonitor, load_task
+from taskmon.redis.monitor import RedisTaskMonitor
 from taskmon.redis.subscriber import RedisSubscriber
+
+from .output import report
 
 Lifecycle = Callable[[], object]
 SYSTEMS = ("taskmon", "rq", "celery")
@@ -59,7 +60,6 @@ def _taskmon(url: str, stack: list[Callable[[], None]]) -> Lifecycle:
     monitor = RedisTaskMonitor(client, keys, hub=hub, ttl_s=3600)
     stack += [client.close, sub_client.close, subscriber.close, monitor.close]
     request = TaskRequest("hello there")
-    _ = load_task  # the monitor's read, named here for the reader: get() is load_task
 
     def lifecycle() -> object:
         now = time.time()
@@ -203,11 +203,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         RedisServer(workdir=Path(workdir)) as server,
     ):
         result = run(server.url, options.rounds, options.duration, SYSTEMS)
-    print(render(result))
-    if options.out is not None:
-        options.out.parent.mkdir(parents=True, exist_ok=True)
-        options.out.write_text(json.dumps(result, indent=2) + "\n")
-    return 0
+    return report(render(result), result, options.out)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from .output import report
+
 FULL = ("redis-down", "redis-blackhole", "redis-paused")
 QUICK = ("redis-down",)
 
@@ -63,18 +65,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.failover", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="redis-down only")
     parser.add_argument("--out", type=Path)
-    parser.add_argument("--rounds", type=int, help="ignored (for python -m benchmarks)")
-    parser.add_argument("--duration", type=float, help="ignored (for python -m benchmarks)")
     options = parser.parse_args(argv)
     scenarios = QUICK if options.quick else FULL
     with tempfile.TemporaryDirectory(prefix="taskmon-bench-failover-") as workdir:
         chaos_out = (options.out.parent / "chaos") if options.out else Path(workdir)
         result = run(scenarios, chaos_out)
-    print(render(result))
-    if options.out is not None:
-        options.out.parent.mkdir(parents=True, exist_ok=True)
-        options.out.write_text(json.dumps(result, indent=2) + "\n")
-    return 0
+    return report(render(result), result, options.out)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import statistics
 import sys
 import tempfile
@@ -27,6 +26,7 @@ from typing import Any
 from taskmon.harness.redis_server import RedisServer
 from taskmon.harness.stack import GunicornInstance
 
+from .output import report
 from .sse.aio import request_json
 
 HOST = "127.0.0.1"
@@ -114,11 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         options.rounds, options.duration = 1, 2.0
     with tempfile.TemporaryDirectory(prefix="taskmon-bench-http-") as workdir:
         result = run(options.rounds, options.duration, Path(workdir))
-    print(render(result))
-    if options.out is not None:
-        options.out.parent.mkdir(parents=True, exist_ok=True)
-        options.out.write_text(json.dumps(result, indent=2) + "\n")
-    return 0
+    return report(render(result), result, options.out)
 
 
 if __name__ == "__main__":

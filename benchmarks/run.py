@@ -17,16 +17,24 @@ import math
 import os
 import platform
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from . import bookkeeping, failover, http_modes
+from . import bookkeeping, failover, http_modes, output
 from .semaphore import cli as semaphore_cli
 from .sse import __main__ as sse_cli
 
-SUITES = ("semaphore", "bookkeeping", "sse", "http", "failover")
+SUITE_MAINS: dict[str, Callable[[Sequence[str]], int]] = {
+    "semaphore": semaphore_cli.main,
+    "bookkeeping": bookkeeping.main,
+    "sse": sse_cli.main,
+    "http": http_modes.main,
+    "failover": failover.main,
+}
+SUITES = tuple(SUITE_MAINS)
+TIMED = ("semaphore", "bookkeeping", "http")  # the suites that take --rounds and --duration
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -45,14 +53,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return options
 
 
-def _suite_args(options: argparse.Namespace, out: Path) -> list[str]:
+def _suite_args(options: argparse.Namespace, suite: str, out: Path) -> list[str]:
     args = ["--out", str(out)]
     if options.quick:
         args.append("--quick")
-    if options.rounds is not None:
-        args += ["--rounds", str(options.rounds)]
-    if options.duration is not None:
-        args += ["--duration", str(options.duration)]
+    if suite in TIMED:
+        if options.rounds is not None:
+            args += ["--rounds", str(options.rounds)]
+        if options.duration is not None:
+            args += ["--duration", str(options.duration)]
+    if suite == "semaphore" and options.subjects:
+        args += ["--subjects", options.subjects]
     return args
 
 
@@ -63,29 +74,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     run_dir.mkdir(parents=True, exist_ok=True)
     load_before = os.getloadavg()[0]
     results: dict[str, Any] = {}
-    if "semaphore" in options.suites:
-        out = run_dir / "semaphore.json"
-        args = _suite_args(options, out)
-        if options.subjects:
-            args += ["--subjects", options.subjects]
-        semaphore_cli.main(args)
-        results["semaphore"] = json.loads(out.read_text())
-    if "bookkeeping" in options.suites:
-        out = run_dir / "bookkeeping.json"
-        bookkeeping.main(_suite_args(options, out))
-        results["bookkeeping"] = json.loads(out.read_text())
-    if "sse" in options.suites:
-        out = run_dir / "sse.json"
-        sse_cli.main(["--out", str(out), *(["--quick"] if options.quick else [])])
-        results["sse"] = json.loads(out.read_text())
-    if "http" in options.suites:
-        out = run_dir / "http.json"
-        http_modes.main(_suite_args(options, out))
-        results["http"] = json.loads(out.read_text())
-    if "failover" in options.suites:
-        out = run_dir / "failover.json"
-        failover.main(["--out", str(out), *(["--quick"] if options.quick else [])])
-        results["failover"] = json.loads(out.read_text())
+    for suite in options.suites:
+        out = run_dir / f"{suite}.json"
+        SUITE_MAINS[suite](_suite_args(options, suite, out))
+        results[suite] = json.loads(out.read_text())
     summary = {
         "run": stamp,
         "command": "nox -s bench" + (" -- --quick" if options.quick else ""),
@@ -105,7 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     if "semaphore" in results:
         summary["semaphore_meta"] = results["semaphore"]["meta"]
-    (run_dir / "summary.json").write_text(json.dumps(_json_safe(summary), indent=2) + "\n")
+    output.write_json(run_dir / "summary.json", summary)
     from .plots import plot_all  # noqa: PLC0415 - matplotlib only once there is something
 
     plots = plot_all(results, run_dir)
@@ -135,7 +127,7 @@ def targets(results: dict[str, Any]) -> Targets:
     book = results.get("bookkeeping")
     if book is not None:
         for peer in ("rq", "celery"):
-            value = book["summary"].get(f"ratio.taskmon_vs_{peer}", math.nan)
+            value = _nan(book["summary"].get(f"ratio.taskmon_vs_{peer}"))
             _add(found, f"task bookkeeping ÷ {peer}", value, ">= 2", value >= 2)
     if "sse" in results:
         _sse_targets(found, results["sse"])
@@ -211,16 +203,6 @@ def render_targets(found: list[dict[str, Any]]) -> str:
         verdict = {True: "met", False: "MISSED", None: "-"}[row["met"]]
         lines.append(f"  {row['target']:<62}{shown:>10}  {row['bound']:<18}{verdict}")
     return "\n".join(lines)
-
-
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_json_safe(v) for v in value]
-    return value
 
 
 if __name__ == "__main__":

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import math
 from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from .. import output
 from .handoff import Handoff
 from .params import (
     CONTENDED_LIMIT,
@@ -176,16 +176,6 @@ def render_peers(meta: dict[str, Any], table: dict[str, dict[str, float]]) -> li
     return lines
 
 
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_json_safe(v) for v in value]
-    return value
-
-
 def write_json(
     path: Path,
     meta: dict[str, Any],
@@ -201,5 +191,4 @@ def write_json(
         "rounds": rounds,
         "handoffs": {subject: [asdict(h) for h in found] for subject, found in handoffs.items()},
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(_json_safe(document), indent=2) + "\n")
+    output.write_json(path, document)

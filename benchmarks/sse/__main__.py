@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..output import report
 from .bench import main_run
 from .report import render
 
@@ -18,17 +18,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=384, help="gthread threads per worker")
     parser.add_argument("--quick", action="store_true", help="200 streams")
     parser.add_argument("--out", type=Path)
-    parser.add_argument("--rounds", type=int, help="ignored: one run (for python -m benchmarks)")
-    parser.add_argument("--duration", type=float, help="ignored (for python -m benchmarks)")
     options = parser.parse_args(argv)
     if options.quick:
         options.streams = min(options.streams, 200)
     result = main_run(options.streams, options.threads)
-    print(render(result))
-    if options.out is not None:
-        options.out.parent.mkdir(parents=True, exist_ok=True)
-        options.out.write_text(json.dumps(result, indent=2) + "\n")
-    return 0
+    return report(render(result), result, options.out)
 
 
 if __name__ == "__main__":
