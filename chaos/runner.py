@@ -59,7 +59,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )  # fmt: skip
     parser.add_argument("--users", type=int, default=12, help="Locust users (steady)")
     parser.add_argument(
-        "--set", action="append", default=[], metavar="TASKMON_NAME=VALUE",
+        "--set", action="append", default=[], metavar="VARIABLE=VALUE",
         help="one more setting for the service (e.g. TASKMON_BACKEND=memory: the checkers fail)",
     )  # fmt: skip
     parser.add_argument(
@@ -71,7 +71,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     for item in args.set:
         name, sep, _ = item.partition("=")
         if not sep or not name.startswith("TASKMON_"):
-            parser.error(f"--set {item}: give TASKMON_NAME=VALUE")
+            parser.error(f"--set {item}: give a TASKMON_ variable as VARIABLE=VALUE")
     if args.users <= 0:
         parser.error("--users must be positive")
     if args.fault_seconds is not None and not 3.0 <= args.fault_seconds <= 600:

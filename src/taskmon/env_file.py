@@ -5,7 +5,7 @@ master's environment, which nothing outside the master can change. With TASKMON_
 the master reads that file (dotenv syntax: `TASKMON_BACKEND=redis`, `#` comments, quotes,
 `export`) when it starts and before each reload forks the new workers: edit the file, send
 SIGHUP, and the workers are replaced with the new settings while the old ones finish what they
-hold. That is how a live service moves between memory and Redis mode (docs/operations.md,
+hold. That is how a live service moves between memory and Redis mode (docs/deployment.md,
 "Gray release").
 
 Guarantees: the file's values override the master's own environment; a key dropped from the

@@ -214,7 +214,7 @@ def _warn_on_eviction(client: redis.Redis, target: str) -> None:
         log.warning(
             "Redis at %s has maxmemory-policy %s: under memory pressure it may evict the "
             "semaphore's holders and break the global cap. Use noeviction (see "
-            "docs/operations.md)",
+            "docs/deployment.md)",
             target,
             policy,
         )
