@@ -31,11 +31,13 @@ from taskmon.failover import (
     ShareInputs,
     rank_of,
 )
+from taskmon.global_metrics import GlobalCollector
 from taskmon.journal import SynthesisJournal
 from taskmon.memory import InMemoryEventHub, InMemorySemaphore, InMemoryTaskMonitor
 from taskmon.ports import BackendUnavailable, Semaphore, TaskMonitor
 from taskmon.redis.connection import call_budget_s, make_client, redacted
 from taskmon.redis.epoch import EpochWatch
+from taskmon.redis.figures import RedisFigures
 from taskmon.redis.hub import RedisEventHub
 from taskmon.redis.keys import Keys
 from taskmon.redis.monitor import RedisTaskMonitor, load_task
@@ -84,6 +86,9 @@ class Runtime:
     backend_target: str = "in-process"
     failover: Failover | None = None
     startup_fallback: bool = False
+    # What /metrics collects once per scrape beside the per-process metrics: the global
+    # figures read from Redis (none in memory mode, where there is nothing global).
+    collectors: list[GlobalCollector] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
 
     @property
@@ -158,6 +163,15 @@ class Backend:
     failover: Failover | None = None
     # Running on memory although Redis was configured (auto mode, Redis away at start).
     degraded: bool = False
+    figures: RedisFigures | None = None
+
+    def collectors(self) -> list[GlobalCollector]:
+        """The global figures' collector: Redis read at scrape time, or (auto mode, Redis
+        away at start) one that says Redis is not up; none in memory mode."""
+        if self.figures is not None and self.failover is not None:
+            failover = self.failover
+            return [GlobalCollector(self.figures, lambda: failover.degraded, failover.trip)]
+        return [GlobalCollector(None, lambda: True)] if self.degraded else []
 
 
 def _memory_backend(settings: Settings) -> Backend:
@@ -308,6 +322,7 @@ def _redis_backend(settings: Settings, worker_id: str, target: str) -> Backend:
         target=target,
         reaper=maintenance.reaper,
         failover=failover,
+        figures=RedisFigures(client, keys),
     )
 
 
@@ -396,4 +411,5 @@ def _assemble(
         backend_target=backend.target,
         failover=backend.failover,
         startup_fallback=backend.degraded,
+        collectors=backend.collectors(),
     )

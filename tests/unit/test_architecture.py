@@ -27,6 +27,8 @@ ALLOWED: dict[str, set[str]] = {
     "taskmon.config": set(),
     "taskmon.env_file": {"taskmon.config"},
     "taskmon.metrics": set(),
+    # The global figures' collector: reads a FigureSource port, knows no adapter.
+    "taskmon.global_metrics": {"taskmon.ports", "taskmon.domain"},
     "taskmon.ports": {"taskmon.domain"},
     "taskmon.subscription": {"taskmon.domain"},
     "taskmon.journal": set(),
@@ -56,6 +58,7 @@ ALLOWED: dict[str, set[str]] = {
         "taskmon.domain",
         "taskmon.engines",
         "taskmon.failover",
+        "taskmon.global_metrics",
         "taskmon.journal",
         "taskmon.memory",
         "taskmon.ports",
