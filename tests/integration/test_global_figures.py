@@ -91,7 +91,7 @@ def test_the_figures_are_the_stores_tasks_permits_waiters_and_workers(
 
     keyspace = RedisFigures(wiring.client, keys).keyspace()
     assert keyspace is not None
-    ours = [name for name in redis_client.scan_iter(match=keys.namespace_pattern)]
+    ours = list(redis_client.scan_iter(match=keys.namespace_pattern))
     ours.remove(keys.metrics_keyspace)  # written by the pass, after it counted
     assert keyspace.keys == len(ours)
     assert (keyspace.tasks, keyspace.idempotency_keys) == (7, 2)
@@ -112,12 +112,14 @@ def test_one_pass_is_shared_by_every_worker_until_it_expires(
         first = RedisFigures(wiring.client, keys, cache_s=0.5).keyspace()
         wiring.monitor.start(task("two"))
         second = RedisFigures(other, keys, cache_s=0.5).keyspace()  # another worker's
-        assert first is not None and second is not None
+        assert first is not None
+        assert second is not None
         # task, key, queued index, counters
         assert (second.keys, second.tasks) == (first.keys, first.tasks) == (4, 1)
         time.sleep(0.6)  # the cache's own expiry is what this waits for
         third = RedisFigures(other, keys, cache_s=0.5).keyspace()
-        assert third is not None and (third.keys, third.tasks) == (5, 2)
+        assert third is not None
+        assert (third.keys, third.tasks) == (5, 2)
     finally:
         other.close()
 
@@ -131,7 +133,8 @@ def test_a_pass_over_its_budget_reports_nothing_and_caches_nothing(
     assert slow.keyspace() is None
     assert not redis_client.exists(keys.metrics_keyspace)
     counted = RedisFigures(wiring.client, keys).keyspace()
-    assert counted is not None and counted.idempotency_keys == 50
+    assert counted is not None
+    assert counted.idempotency_keys == 50
 
 
 def test_a_cut_redis_gives_redis_up_0_within_the_call_budget_and_one_log_line(
