@@ -18,13 +18,14 @@ from taskmon.config import Settings
 from taskmon.domain import Task, TaskRequest, TaskState
 from taskmon.global_metrics import GlobalCollector
 from taskmon.harness.redis_server import RedisServer
-from taskmon.ports import Holder
+from taskmon.ports import Holder, KeyspaceFigures
 from taskmon.redis.connection import call_budget_s, make_client
 from taskmon.redis.figures import RedisFigures
 from taskmon.redis.keys import Keys
 from taskmon.redis.workers import WorkerRegistry
 from tests.support.redis_wiring import MonitorWiring, wire_monitor, wire_semaphore
 from tests.support.tasks import run_to
+from tests.support.timing import run_threads
 
 pytestmark = pytest.mark.redis
 
@@ -119,22 +120,38 @@ def test_one_pass_is_shared_by_every_worker_until_it_expires(
         time.sleep(0.6)  # the cache's own expiry is what this waits for
         third = RedisFigures(other, keys, cache_s=0.5).keyspace()
         assert third is not None
-        assert (third.keys, third.tasks) == (5, 2)
+        # ... the second task, and the hash that keeps the pass
+        assert (third.keys, third.tasks) == (6, 2)
     finally:
         other.close()
 
 
-def test_a_pass_over_its_budget_reports_nothing_and_caches_nothing(
+def test_a_pass_longer_than_a_scrape_goes_on_at_the_next_and_is_never_counted_twice(
     wiring: MonitorWiring, keys: Keys, redis_client: redis.Redis
 ) -> None:
     for i in range(50):
         redis_client.set(keys.idempotency(f"k-{i}"), "x")
+    # One key a SCAN step, one step a scrape: dozens of scrapes to a pass.
     slow = RedisFigures(wiring.client, keys, scan_count=1, budget_s=0.0)
-    assert slow.keyspace() is None
-    assert not redis_client.exists(keys.metrics_keyspace)
-    counted = RedisFigures(wiring.client, keys).keyspace()
-    assert counted is not None
-    assert counted.idempotency_keys == 50
+    assert slow.keyspace() is None, "no pass complete yet: nothing to report"
+    assert redis_client.hget(keys.metrics_keyspace, "cursor") not in (None, "0"), "under way"
+    # Four workers scraping at once step the same pass: a step raced by another is dropped.
+    results: list[KeyspaceFigures] = []
+
+    def scrape_until_complete() -> None:
+        for _ in range(2000):
+            done = slow.keyspace()
+            if done is not None:
+                results.append(done)
+                return
+        raise AssertionError("the pass never completed")
+
+    run_threads([scrape_until_complete] * 4)
+    # The 50 keys once each, and the hash that keeps the pass.
+    assert {(r.keys, r.idempotency_keys) for r in results} == {(51, 50)}, "each key once"
+    fast = RedisFigures(wiring.client, keys).keyspace()
+    assert fast is not None
+    assert fast.idempotency_keys == 50, "the stored pass, the same for every worker"
 
 
 def test_a_cut_redis_gives_redis_up_0_within_the_call_budget_and_one_log_line(

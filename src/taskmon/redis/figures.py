@@ -7,17 +7,19 @@ the Redis clock. Every worker reads the same keys, so every worker answers the s
 `keyspace()` counts the keys of the namespace. Redis has no per-prefix count outside Cluster
 (CLUSTER COUNTKEYSINSLOT would do it: the namespace is one hash slot), so it is a SCAN with a
 MATCH of the namespace and a COUNT hint: a full pass visits every key of the database, not only
-ours, in about `keys in the database / COUNT` round trips. Its result is cached in Redis
-(`{p}:metrics:keyspace`) for `cache_s`, so the fleet pays one pass per `cache_s` however many
-workers are scraped, and every worker reports the same pass. A pass that does not finish
-within `budget_s` reports nothing (None) rather than a partial count. SCAN returns every key
-present for the whole pass at least once, and may return one twice while Redis resizes its
-table: the count can then be a little high, never low (a set to drop the copies would cost
-the worker memory in proportion to the namespace).
+ours, in about `keys in the database / COUNT` round trips (about 1 us a key on the server).
+The pass and its result live in Redis (`{p}:metrics:keyspace`): the fleet makes one pass per
+`cache_s` however many workers are scraped, every worker reports the same completed pass, and
+a pass longer than one scrape's `budget_s` goes on where the last scrape left it. SCAN returns
+every key present for the whole pass at least once, and may return one twice while Redis
+resizes its table: the count can then be a little high, never low (a set to drop the copies
+would cost memory in proportion to the namespace). Keys created or removed during a pass may
+or may not be counted.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Any, cast
 
@@ -54,7 +56,7 @@ class RedisFigures:
         self._keys = keys
         self._scan_count = scan_count
         self._budget_s = budget_s
-        self._cache_ms = max(1, round(cache_s * 1000))
+        self._cache_s = cache_s
         self._scripts = ScriptSet(client, SCRIPT_KEYS)
         self._read_keys = [
             keys.counters,
@@ -83,52 +85,76 @@ class RedisFigures:
         )
 
     def keyspace(self) -> KeyspaceFigures | None:
-        """The last complete pass (cached), or a new one when the cache expired; None when
-        the pass did not finish within the budget."""
-        with unavailable_as("reading the cached key counts for /metrics"):
-            pipe = self._client.pipeline(transaction=False)
-            pipe.hgetall(self._keys.metrics_keyspace)
-            pipe.time()
-            cached, (seconds, micros) = pipe.execute()
-        now_ms = int(seconds) * 1000 + int(micros) // 1000
-        if cached.keys() >= {"keys", "tasks", "idempotency", "at_ms"}:
-            return _figures(cached, now_ms)
-        counted = self._scan()
-        if counted is None:
-            return None
-        fields: dict[str, str | int] = {**counted, "at_ms": now_ms}
-        with unavailable_as("caching the key counts for /metrics"):
-            pipe = self._client.pipeline(transaction=True)
-            pipe.hset(self._keys.metrics_keyspace, mapping=cast("dict[Any, Any]", fields))
-            pipe.pexpire(self._keys.metrics_keyspace, self._cache_ms)
-            pipe.execute()
-        return _figures(fields, now_ms)
+        """The last complete pass over the namespace, shared by every worker: younger than
+        `cache_s`, or (older) while the next pass is under way. None before a first pass
+        completed.
 
-    def _scan(self) -> dict[str, int] | None:
+        A scrape that finds the last pass old advances the next one by up to `budget_s` of
+        SCAN from where the previous scrape left it (the cursor and the partial counts are
+        stored), so a keyspace of any size completes a pass over a few scrapes, and no
+        scrape takes much longer than `budget_s`. The cursor and the partial counts are
+        written together as absolute values, never incremented, so two workers stepping the
+        same pass at once never count a key twice; the hash is WATCHed, so the step that
+        loses the race is dropped and the pass never goes back.
+        """
+        name = self._keys.metrics_keyspace
+        with unavailable_as("counting the namespace's keys for /metrics"):
+            with self._client.pipeline(transaction=True) as pipe:
+                pipe.watch(name)  # type: ignore[no-untyped-call]
+                stored = cast("dict[str, str]", pipe.hgetall(name))
+                now_ms = _now_ms(pipe.time())
+                last = _last_pass(stored, now_ms)
+                if last is not None and last.age_s < self._cache_s:
+                    return last
+                fields = self._advance(pipe, stored, now_ms)
+                pipe.multi()
+                pipe.hset(name, mapping=cast("dict[Any, Any]", fields))
+                # Another worker stepped the same pass meanwhile: its step stands, ours goes.
+                with contextlib.suppress(redis.WatchError):
+                    pipe.execute()
+            stored = cast("dict[str, str]", self._client.hgetall(name))
+        return _last_pass(stored, now_ms)
+
+    def _advance(self, pipe: Any, stored: dict[str, str], now_ms: int) -> dict[str, int]:
+        """SCAN on from the stored cursor for up to `budget_s`: the fields to store (the
+        partial counts and the cursor; the complete counts too when the pass ended)."""
+        # A pass under way has a cursor other than 0: SCAN answers 0 only at its end.
+        going = stored.get("cursor", "0") != "0"
+        counted = {field: int(stored.get(field, 0)) if going else 0 for field in _PARTIAL}
+        cursor = int(stored["cursor"]) if going else 0
         task_prefix = self._keys.task_key_prefix
         idem_prefix = self._keys.idempotency_key_prefix
-        counted = {"keys": 0, "tasks": 0, "idempotency": 0}
         deadline = time.monotonic() + self._budget_s
-        cursor: int = 0
         while True:
-            with unavailable_as("counting the namespace's keys for /metrics"):
-                cursor, names = self._client.scan(
-                    cursor, match=self._keys.namespace_pattern, count=self._scan_count
-                )
-            for name in cast("list[str]", names):
-                counted["keys"] += 1
-                counted["tasks"] += name.startswith(task_prefix)
-                counted["idempotency"] += name.startswith(idem_prefix)
-            if int(cursor) == 0:
-                return counted
+            cursor, names = pipe.scan(
+                cursor, match=self._keys.namespace_pattern, count=self._scan_count
+            )
+            for key in cast("list[str]", names):
+                counted["scan_keys"] += 1
+                counted["scan_tasks"] += key.startswith(task_prefix)
+                counted["scan_idempotency"] += key.startswith(idem_prefix)
+            cursor = int(cursor)
+            if cursor == 0:
+                done = {field.removeprefix("scan_"): value for field, value in counted.items()}
+                return {**counted, **done, "cursor": 0, "at_ms": now_ms}
             if time.monotonic() >= deadline:
-                return None
+                return {**counted, "cursor": cursor}
 
 
-def _figures(fields: dict[str, Any], now_ms: int) -> KeyspaceFigures:
+_PARTIAL = ("scan_keys", "scan_tasks", "scan_idempotency")
+
+
+def _now_ms(reply: Any) -> int:
+    seconds, micros = reply
+    return int(seconds) * 1000 + int(micros) // 1000
+
+
+def _last_pass(stored: dict[str, str], now_ms: int) -> KeyspaceFigures | None:
+    if not stored.keys() >= {"keys", "tasks", "idempotency", "at_ms"}:
+        return None
     return KeyspaceFigures(
-        keys=int(fields["keys"]),
-        tasks=int(fields["tasks"]),
-        idempotency_keys=int(fields["idempotency"]),
-        age_s=max(0.0, (now_ms - int(fields["at_ms"])) / 1000),
+        keys=int(stored["keys"]),
+        tasks=int(stored["tasks"]),
+        idempotency_keys=int(stored["idempotency"]),
+        age_s=max(0.0, (now_ms - int(stored["at_ms"])) / 1000),
     )
