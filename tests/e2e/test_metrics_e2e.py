@@ -87,6 +87,16 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
             )  # fmt: skip
             waiting = [submit(url, "four"), submit(url, "five")]
             started = time.monotonic()
+            # A task accepted is queued at once; it joins the permit queue when its worker's
+            # executor takes it up, a few milliseconds later: wait for the figures to settle.
+            last: list[dict[str, float]] = [{}]
+
+            def settled() -> bool:
+                now = global_figures(scrape(url))
+                same, last[0] = now == last[0], now
+                return same
+
+            wait_until(settled, timeout=3, interval=0.2, what="the global figures settled")
             during = scrape_every_worker(url, WORKERS)
             assert time.monotonic() - started < 4, "scraped while the long task still ran"
             wait_terminal([url], [long, *waiting], timeout=30)
