@@ -21,7 +21,9 @@ from functools import partial
 
 import redis
 
+from taskmon import metrics
 from taskmon.config import BackendMode, Settings
+from taskmon.domain import ErrorCode
 from taskmon.engines import Engine, make_engine
 from taskmon.failover import (
     Failover,
@@ -315,6 +317,7 @@ def _redis_backend(settings: Settings, worker_id: str, target: str) -> Backend:
     # Closed in this order: stop probing, stop reaping, stop waiting and listening, then drop
     # the pools.
     maintenance.reaper.unsynced = degradable_monitor.unsynced_ids
+    maintenance.reaper.on_abandoned = _count_reaped
     return Backend(
         degradable_monitor,
         degradable_semaphore,
@@ -324,6 +327,11 @@ def _redis_backend(settings: Settings, worker_id: str, target: str) -> Backend:
         failover=failover,
         figures=RedisFigures(client, keys),
     )
+
+
+def _count_reaped(count: int) -> None:
+    """Tasks a reaper failed `abandoned` are finishes too; their own worker cannot count them."""
+    metrics.TASKS_FINISHED.labels("failed", ErrorCode.ABANDONED.value).inc(count)
 
 
 def _probe(client: redis.Redis, keys: Keys, registry: WorkerRegistry) -> None:

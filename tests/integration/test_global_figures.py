@@ -8,10 +8,11 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import redis
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from taskmon.config import Settings
@@ -23,9 +24,10 @@ from taskmon.redis.connection import call_budget_s, make_client
 from taskmon.redis.figures import RedisFigures
 from taskmon.redis.keys import Keys
 from taskmon.redis.workers import WorkerRegistry
+from tests.support.failover_rig import KEYS, ended
 from tests.support.redis_wiring import MonitorWiring, wire_monitor, wire_semaphore
 from tests.support.tasks import run_to
-from tests.support.timing import run_threads
+from tests.support.timing import run_threads, wait_for
 
 pytestmark = pytest.mark.redis
 
@@ -196,3 +198,18 @@ def test_a_degraded_worker_does_not_even_ask(own_redis: RedisServer) -> None:
     finally:
         own_redis.resume()
         client.close()
+
+
+def test_tasks_a_reaper_fails_are_counted_by_the_worker_that_reaped_them(
+    make_runtime: Any, own_observer: redis.Redis
+) -> None:
+    abandoned = {"state": "failed", "code": "abandoned"}
+    before = REGISTRY.get_sample_value("taskmon_tasks_finished_total", abandoned) or 0.0
+    rt = make_runtime(lease_ttl_ms=300)
+    dead = WorkerRegistry(own_observer, KEYS, "host:dead", ttl_s=0.3)
+    dead.heartbeat()
+    dead.leave()
+    orphan = Task.create(TaskRequest("of a dead worker", None), worker="host:dead", now=time.time())
+    assert rt.monitor.start(orphan).task == orphan
+    wait_for(lambda: ended(rt, orphan.task_id), message="the reaper failed the task")
+    assert REGISTRY.get_sample_value("taskmon_tasks_finished_total", abandoned) == before + 1

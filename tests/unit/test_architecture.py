@@ -61,6 +61,7 @@ ALLOWED: dict[str, set[str]] = {
         "taskmon.global_metrics",
         "taskmon.journal",
         "taskmon.memory",
+        "taskmon.metrics",
         "taskmon.ports",
         "taskmon.redis",
         "taskmon.results",
