@@ -1,12 +1,16 @@
 """Prometheus metrics. Under gunicorn they aggregate across workers (multiprocess mode).
 
 The gunicorn config sets PROMETHEUS_MULTIPROC_DIR before any worker imports this module; a
-plain process (tests, `flask run`) uses the default registry.
+plain process (tests, `flask run`) uses the default registry. The metrics defined here are
+per process (summed over a master's workers); the global figures read from Redis at scrape
+time are a collector passed to `exposition` (taskmon.global_metrics), collected once per
+scrape by the worker that answers it. docs/metrics.md lists every metric.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -17,6 +21,7 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
+from prometheus_client.registry import Collector
 
 TASKS_SUBMITTED = Counter(
     "taskmon_tasks_submitted", "POST /api/tts answers by outcome", ["outcome"]
@@ -59,10 +64,21 @@ WRITTEN_BACK = Counter(
 )
 
 
-def exposition() -> tuple[bytes, str]:
-    """The metrics page body and its content type, aggregated over workers when under gunicorn."""
+HTTP_REQUEST_SECONDS = Histogram(
+    "taskmon_http_request_duration_seconds",
+    "Time from a request's arrival to its answer's headers (an SSE stream: to its first byte)",
+    ["endpoint", "method", "status"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+
+
+def exposition(collectors: Sequence[Collector] = ()) -> tuple[bytes, str]:
+    """The metrics page body and its content type: the per-process metrics (summed over
+    workers under gunicorn) and `collectors`, collected once, here, never summed."""
+    registry = CollectorRegistry()
+    for collector in collectors:
+        registry.register(collector)
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
         return generate_latest(registry), CONTENT_TYPE_LATEST
-    return generate_latest(), CONTENT_TYPE_LATEST
+    return generate_latest() + generate_latest(registry), CONTENT_TYPE_LATEST

@@ -289,3 +289,44 @@ class Semaphore(Protocol):
     def close(self) -> None:
         """Wake every waiter with PermitTimeout; later acquires fail at once. Held permits stay."""
         ...
+
+
+@dataclass(frozen=True, slots=True)
+class GlobalFigures:
+    """What the shared store says of the whole fleet at one instant (one atomic read).
+
+    `limit` is None while the store holds no cap (restarted empty: the next acquire restores
+    one); `oldest_queued_age_s` is None when no task is queued.
+    """
+
+    counts: StateCounts
+    in_use: int
+    limit: int | None
+    waiters: int
+    workers_alive: int
+    oldest_queued_age_s: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class KeyspaceFigures:
+    """How many keys the namespace holds, from one complete pass over the keyspace."""
+
+    keys: int
+    tasks: int
+    idempotency_keys: int
+    # How old the pass is: it is shared by every worker for a while (the store caches it).
+    age_s: float
+
+
+class FigureSource(Protocol):
+    """The global figures `/metrics` exports, read from the shared store at scrape time.
+
+    Every worker reads the same store, so every worker answers the same figures. Each
+    method raises BackendUnavailable when the store does not answer within its call budget.
+    """
+
+    def read(self) -> GlobalFigures: ...
+
+    def keyspace(self) -> KeyspaceFigures | None:
+        """The namespace's key counts, or None when no pass completed within its budget."""
+        ...

@@ -21,7 +21,9 @@ from functools import partial
 
 import redis
 
+from taskmon import metrics
 from taskmon.config import BackendMode, Settings
+from taskmon.domain import ErrorCode
 from taskmon.engines import Engine, make_engine
 from taskmon.failover import (
     Failover,
@@ -31,11 +33,13 @@ from taskmon.failover import (
     ShareInputs,
     rank_of,
 )
+from taskmon.global_metrics import GlobalCollector
 from taskmon.journal import SynthesisJournal
 from taskmon.memory import InMemoryEventHub, InMemorySemaphore, InMemoryTaskMonitor
 from taskmon.ports import BackendUnavailable, Semaphore, TaskMonitor
 from taskmon.redis.connection import call_budget_s, make_client, redacted
 from taskmon.redis.epoch import EpochWatch
+from taskmon.redis.figures import RedisFigures
 from taskmon.redis.hub import RedisEventHub
 from taskmon.redis.keys import Keys
 from taskmon.redis.monitor import RedisTaskMonitor, load_task
@@ -84,6 +88,9 @@ class Runtime:
     backend_target: str = "in-process"
     failover: Failover | None = None
     startup_fallback: bool = False
+    # What /metrics collects once per scrape beside the per-process metrics: the global
+    # figures read from Redis (none in memory mode, where there is nothing global).
+    collectors: list[GlobalCollector] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
 
     @property
@@ -158,6 +165,15 @@ class Backend:
     failover: Failover | None = None
     # Running on memory although Redis was configured (auto mode, Redis away at start).
     degraded: bool = False
+    figures: RedisFigures | None = None
+
+    def collectors(self) -> list[GlobalCollector]:
+        """The global figures' collector: Redis read at scrape time, or (auto mode, Redis
+        away at start) one that says Redis is not up; none in memory mode."""
+        if self.figures is not None and self.failover is not None:
+            failover = self.failover
+            return [GlobalCollector(self.figures, lambda: failover.degraded, failover.trip)]
+        return [GlobalCollector(None, lambda: True)] if self.degraded else []
 
 
 def _memory_backend(settings: Settings) -> Backend:
@@ -301,6 +317,7 @@ def _redis_backend(settings: Settings, worker_id: str, target: str) -> Backend:
     # Closed in this order: stop probing, stop reaping, stop waiting and listening, then drop
     # the pools.
     maintenance.reaper.unsynced = degradable_monitor.unsynced_ids
+    maintenance.reaper.on_abandoned = _count_reaped
     return Backend(
         degradable_monitor,
         degradable_semaphore,
@@ -308,7 +325,13 @@ def _redis_backend(settings: Settings, worker_id: str, target: str) -> Backend:
         target=target,
         reaper=maintenance.reaper,
         failover=failover,
+        figures=RedisFigures(client, keys),
     )
+
+
+def _count_reaped(count: int) -> None:
+    """Tasks a reaper failed `abandoned` are finishes too; their own worker cannot count them."""
+    metrics.TASKS_FINISHED.labels("failed", ErrorCode.ABANDONED.value).inc(count)
 
 
 def _probe(client: redis.Redis, keys: Keys, registry: WorkerRegistry) -> None:
@@ -396,4 +419,5 @@ def _assemble(
         backend_target=backend.target,
         failover=backend.failover,
         startup_fallback=backend.degraded,
+        collectors=backend.collectors(),
     )

@@ -19,6 +19,8 @@ from taskmon.domain import TaskError, TaskState
 from taskmon.harness.redis_server import RedisServer
 from taskmon.ports import Holder, PermitTimeout
 from taskmon.redis.epoch import EpochWatch
+from taskmon.redis.figures import SCRIPT_KEYS as FIGURES_SCRIPTS
+from taskmon.redis.figures import RedisFigures
 from taskmon.redis.keys import Keys
 from taskmon.redis.monitor import SCRIPT_KEYS as MONITOR_SCRIPTS
 from taskmon.redis.scripts import ScriptKeys, ScriptSet
@@ -151,3 +153,12 @@ def test_the_worker_registry_passes_the_keys_its_table_names(rig: Rig) -> None:
     assert mark > 0
     assert registry.others_not_back(mark - 1000, mark) == 0
     check(WORKERS_SCRIPTS, recorded, rig.keys)
+
+
+def test_the_figures_pass_the_keys_their_table_names(rig: Rig) -> None:
+    wiring = wire_monitor(rig.server.url, rig.keys)
+    rig.opened.append(wiring)
+    figures, recorded = RedisFigures(wiring.client, rig.keys), Recorded()
+    recorded.wrap(figures._scripts)
+    assert figures.read().counts.total == 0
+    check(FIGURES_SCRIPTS, recorded, rig.keys)

@@ -8,6 +8,7 @@ from importlib import resources
 
 import pytest
 
+from taskmon.redis.figures import SCRIPT_KEYS as FIGURES_SCRIPTS
 from taskmon.redis.keys import Keys
 from taskmon.redis.monitor import SCRIPT_KEYS as MONITOR_SCRIPTS
 from taskmon.redis.scripts import INCLUDE, ScriptKeys, script_source
@@ -18,6 +19,7 @@ ADAPTER_TABLES: dict[str, ScriptKeys] = {
     "monitor": MONITOR_SCRIPTS,
     "semaphore": SEMAPHORE_SCRIPTS,
     "workers": WORKERS_SCRIPTS,
+    "figures": FIGURES_SCRIPTS,
 }
 _ENTRY = re.compile(r"^-- (KEYS|ARGV)\[(\d+)(\.\.)?\] (\w+)(\s{2,}\S.*)?$")
 _USED = re.compile(r"\b(KEYS|ARGV)\[(\d+)\]")

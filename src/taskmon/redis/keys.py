@@ -49,6 +49,28 @@ class Keys:
         return self._name("events", task_id)
 
     @property
+    def namespace_pattern(self) -> str:
+        """SCAN MATCH glob of every key of the namespace (the prefix has no glob characters:
+        config.py allows letters, digits and `_.:-` only)."""
+        return self._name("*")
+
+    @property
+    def task_key_prefix(self) -> str:
+        """What every `task(...)` name starts with: counts the task hashes in a SCAN."""
+        return self.task("")
+
+    @property
+    def idempotency_key_prefix(self) -> str:
+        """What every `idempotency(...)` name starts with: counts the keys in a SCAN."""
+        return self.idempotency("")
+
+    @property
+    def metrics_keyspace(self) -> str:
+        """Hash: `keys`, `tasks`, `idempotency`, `at_ms` (Redis clock) of the last complete
+        SCAN of the namespace, shared by every worker's /metrics until it expires."""
+        return self._name("metrics", "keyspace")
+
+    @property
     def epoch(self) -> str:
         """String: a random id set once per dataset; a new one means Redis lost its data."""
         return self._name("epoch")

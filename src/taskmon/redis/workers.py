@@ -133,6 +133,9 @@ class Reaper:
         # The ids this worker finished or moved while degraded and has not written back yet:
         # not orphans either.
         self.unsynced: Callable[[], Collection[str]] | None = None
+        # Hears how many tasks each reap failed `abandoned` (the composition root counts them
+        # in the metrics: no worker of their own is left to count them).
+        self.on_abandoned: Callable[[int], None] | None = None
 
     def live_task_owners(self) -> dict[str, str]:
         """Every queued or running task id with the worker that holds it: one scan."""
@@ -172,6 +175,8 @@ class Reaper:
         ]
         of_dead_failed = self._fail_all(of_dead, "stopped")
         orphans_failed = self._fail_all(orphans, "lost track of it during a store outage")
+        if (of_dead_failed or orphans_failed) and self.on_abandoned is not None:
+            self.on_abandoned(len(of_dead_failed) + len(orphans_failed))
         if of_dead_failed or orphans_failed:
             gone = sorted({owners[task_id] for task_id in of_dead_failed})
             log.warning("failed %d task(s) as abandoned (of dead workers: %s; own orphans: %d)",

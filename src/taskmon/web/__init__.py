@@ -14,6 +14,7 @@ from taskmon.runtime import Runtime
 from taskmon.web import admin, api, pages, sse
 from taskmon.web.context import attach, runtime
 from taskmon.web.problems import problem
+from taskmon.web.timing import init_timing
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +30,7 @@ def init_app(app: Flask, rt: Runtime) -> None:
     app.config["MAX_CONTENT_LENGTH"] = rt.settings.max_body_bytes
     app.json.ensure_ascii = False  # type: ignore[attr-defined]
     attach(app, rt)
+    init_timing(app)
     app.register_blueprint(api.bp)
     app.register_blueprint(sse.bp)
     app.register_blueprint(pages.bp)

@@ -66,7 +66,7 @@ def readyz() -> Response:
 
 @bp.get("/metrics")
 def metrics_page() -> Response:
-    body, content_type = metrics.exposition()
+    body, content_type = metrics.exposition(runtime().collectors)
     return Response(body, content_type=content_type)
 
 
