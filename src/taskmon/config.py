@@ -17,6 +17,8 @@ from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_va
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "TASKMON_"
+# Most threads a worker keeps from SSE streams by default, for API requests (milliseconds each).
+API_RESERVED_THREADS = 8
 
 
 class BackendMode(StrEnum):
@@ -84,9 +86,11 @@ class Settings(BaseSettings):
     # gunicorn threads per worker (gunicorn_conf); each open SSE stream holds one.
     threads: int = Field(default=32, ge=1, le=1024)
     # Open SSE streams one worker serves at once; past it a stream request answers 503. Unset:
-    # `default_sse_max_streams(threads)`, three quarters of the threads, because a stream holds
-    # its thread for the whole task and API requests queue behind them once every thread is
-    # held: a quarter (at least one) stays for the short requests. At most TASKMON_THREADS.
+    # `default_sse_max_streams(threads)`, the threads less a few, because a stream holds its
+    # thread for the whole task and API requests queue behind streams once every thread is
+    # held. A request takes milliseconds, so a few threads serve them all: a quarter of the
+    # threads, at least one and at most 8 (32 threads: 24 streams; 384: 376). At most
+    # TASKMON_THREADS.
     sse_max_streams: int | None = Field(default=None, ge=1, le=1024)
     # A stream that sent no state event for this long ends with a `retry:` hint, and an
     # EventSource comes back with Last-Event-ID (to any worker). Keepalives do not count: they
@@ -147,9 +151,9 @@ class Settings(BaseSettings):
 
 
 def default_sse_max_streams(threads: int) -> int:
-    """Three quarters of `threads`, at least one: the rest (a quarter, at least one while there
-    are two threads) answers API requests while every stream slot is held."""
-    return max(1, threads - max(1, threads // 4))
+    """`threads` less those kept for API requests while every stream slot is held: a quarter,
+    at least one (from two threads on) and at most API_RESERVED_THREADS."""
+    return max(1, threads - min(API_RESERVED_THREADS, max(1, threads // 4)))
 
 
 def load_settings(overrides: dict[str, Any] | None = None) -> Settings:

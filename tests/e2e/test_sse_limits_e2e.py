@@ -59,6 +59,15 @@ def idle(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GunicornInstance]
         yield stack
 
 
+@pytest.fixture(scope="module")
+def four_threads(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GunicornInstance]:
+    env = {**stack_env(), "TASKMON_THREADS": "4"}  # no TASKMON_SSE_MAX_STREAMS: the default
+    with GunicornInstance(
+        workers=1, threads=4, env=env, workdir=tmp_path_factory.mktemp("four-threads")
+    ) as stack:
+        yield stack
+
+
 class RawStream:
     """An SSE request on a raw socket (HTTP/1.0: the body is the event stream as sent)."""
 
@@ -235,3 +244,26 @@ def test_a_quiet_stream_ends_after_the_idle_timeout_and_resumes(idle: GunicornIn
     rest = read_stream(idle.base_url, path, headers={"Last-Event-ID": str(last)}, timeout=20)
     assert rest.status == 200
     assert rest.messages[-1].json() == final
+
+
+def test_by_default_streams_leave_a_thread_to_the_api(four_threads: GunicornInstance) -> None:
+    # Four threads: three for streams, one kept. Without the limit a fourth stream would take
+    # the last thread, and every API request would wait behind the streams.
+    base = four_threads.base_url
+    task_id = submit(base, LONG_TEXT)
+    path = f"/api/task/stream/{task_id}"
+    streams = [RawStream(base, path) for _ in range(3)]
+    try:
+        assert [s.status for s in streams] == [200, 200, 200]
+        for stream in streams:
+            assert stream.block().startswith("retry: ")
+        fourth = RawStream(base, path)
+        assert fourth.status == 503
+        fourth.abort()
+        started = time.monotonic()
+        answer = call(base, "GET", f"/api/task/status/{task_id}", timeout=5)
+        assert answer.status == 200
+        assert time.monotonic() - started < 2
+    finally:
+        for stream in streams:
+            stream.abort()

@@ -259,7 +259,7 @@ def test_stream_and_result_bounds_default_and_read_from_the_environment(
 ) -> None:
     settings = load_settings()
     assert settings.sse_max_streams is None
-    assert settings.sse_stream_limit == 24  # three quarters of the 32 default threads
+    assert settings.sse_stream_limit == 24  # the 32 default threads less 8 for the API
     assert settings.sse_idle_timeout_s == 300.0
     assert settings.result_max_bytes == 1024**3
     monkeypatch.setenv("TASKMON_THREADS", "12")

@@ -124,8 +124,10 @@ def test_every_way_a_stream_ends_gives_its_slot_back(make_app: MakeApp) -> None:
     assert stream_slots_of(app).open == 0
 
 
-def test_default_limit_leaves_a_quarter_of_the_threads_to_the_api() -> None:
-    assert [default_sse_max_streams(n) for n in (1, 2, 4, 8, 32, 1024)] == [1, 1, 3, 6, 24, 768]
+def test_default_limit_leaves_a_few_threads_to_the_api() -> None:
+    # A quarter of the threads, at least one and at most eight.
+    threads = (1, 2, 4, 8, 32, 64, 384, 1024)
+    assert [default_sse_max_streams(n) for n in threads] == [1, 1, 3, 6, 24, 56, 376, 1016]
     assert load_settings({"threads": 8}).sse_stream_limit == 6
     assert load_settings({"threads": 8, "sse_max_streams": 8}).sse_stream_limit == 8
 
