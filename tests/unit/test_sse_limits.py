@@ -3,6 +3,7 @@ end. Flask test client, memory backend, tone engine; slots counted by the app it
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 import time
@@ -201,3 +202,14 @@ def test_state_events_keep_a_stream_open_past_the_idle_timeout(make_app: MakeApp
     assert time.monotonic() - opened > 1.0
     assert [m.data["state"] for m in messages(chunks)] == ["queued", "running", "done"]
     assert not any("no state event" in chunk for chunk in chunks)
+
+
+def test_refusals_are_logged_once_not_per_request(caplog: pytest.LogCaptureFixture) -> None:
+    slots = StreamSlots(limit=1)
+    held = slots.try_take()
+    with caplog.at_level(logging.WARNING, logger="taskmon.web.stream_slots"):
+        assert [slots.try_take() for _ in range(5)] == [None] * 5
+    assert held is not None
+    warnings = [r.getMessage() for r in caplog.records if r.name == "taskmon.web.stream_slots"]
+    assert len(warnings) == 1, warnings
+    assert "1 SSE streams open on this worker, its limit (TASKMON_SSE_MAX_STREAMS)" in warnings[0]
