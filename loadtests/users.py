@@ -199,9 +199,10 @@ class SubmitAndStream(TaskmonUser):
                 timeout=TASK_DEADLINE_S,
                 until=keep,
             )
-            outcome = "ok" if stream.status == 200 else "unexpected"
+            # 204: the stream was resumed past the terminal event; nothing more will come.
+            outcome = "ok" if stream.status in (200, 204) else "unexpected"
             if outcome != "ok":
-                error = UnexpectedStatus(f"{stream.status} (expected 200)")
+                error = UnexpectedStatus(f"{stream.status} (expected 200 or 204)")
             elif not stream.ended and not until_first:
                 outcome, error = "timeout", TimeoutError(f"no end within {TASK_DEADLINE_S} s")
         except TimeoutError as exc:

@@ -161,7 +161,8 @@ def judge_monotonic(evidence: Evidence) -> Verdict:
             problems.append(f"{observer} on task {reads[0]['task']}: {problem}")
     streams: dict[str, list[Record]] = defaultdict(list)
     for record in evidence.of("stream"):
-        if record.get("status") == 200:
+        # 204: a resumed stream whose client had seen the end already (an empty, ended part).
+        if record.get("status") in (200, 204):
             streams[record["obs"]].append(record)
     resumed = resumed_to_the_end = 0
     for observer, parts in streams.items():
@@ -173,8 +174,7 @@ def judge_monotonic(evidence: Evidence) -> Verdict:
             problems.append(f"{observer} on task {parts[0]['task']}: {problem}")
         if len(parts) > 1:  # left after its first event, came back with Last-Event-ID
             resumed += 1
-            last = parts[-1]["events"]
-            resumed_to_the_end += bool(complete and last and last[-1][1] in ("done", "failed"))
+            resumed_to_the_end += bool(complete and seen and seen[-1][1] in ("done", "failed"))
     counts = {
         "observers": observers,
         "violations": len(problems),

@@ -239,7 +239,10 @@ def run(n: int, threads: int, workdir: Path) -> dict[str, Any]:
     results: dict[str, Any] = {"streams": n, "threads": threads, "workers": 4}
     base_env = {"TASKMON_ENGINE": "tone", "TASKMON_TONE_MS_PER_CHAR": "1",
                 "TASKMON_MAX_PENDING": str(n), "TASKMON_CONCURRENCY_LIMIT": str(LIMIT),
-                "TASKMON_BACKEND": "redis"}  # fmt: skip
+                "TASKMON_BACKEND": "redis",
+                # Every thread may hold a stream: the bench measures streams, not API headroom.
+                "TASKMON_THREADS": str(threads),
+                "TASKMON_SSE_MAX_STREAMS": str(threads)}  # fmt: skip
     with RedisServer(workdir=workdir / "redis-taskmon") as server:
         env = {**base_env, "TASKMON_REDIS_URL": server.url}
         probe = redis.Redis.from_url(server.url, decode_responses=True, client_name="bench:probe")

@@ -41,6 +41,10 @@ def _gunicorn() -> list[str]:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    if args.threads:
+        # The setting as well as gunicorn's flag: the workers derive their stream limit
+        # (TASKMON_SSE_MAX_STREAMS) from it, and it is validated with the rest below.
+        os.environ["TASKMON_THREADS"] = str(args.threads)
     try:
         _check_settings()  # fail here, once, with the message, rather than in every worker
     except ConfigError as exc:

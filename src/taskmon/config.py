@@ -17,6 +17,8 @@ from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_va
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "TASKMON_"
+# Most threads a worker keeps from SSE streams by default, for API requests (milliseconds each).
+API_RESERVED_THREADS = 8
 
 
 class BackendMode(StrEnum):
@@ -83,6 +85,24 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=64 * 1024, ge=1024, le=16 * 1024 * 1024)
     # gunicorn threads per worker (gunicorn_conf); each open SSE stream holds one.
     threads: int = Field(default=32, ge=1, le=1024)
+    # Open SSE streams one worker serves at once; past it a stream request answers 503. Unset:
+    # `default_sse_max_streams(threads)`, the threads less a few, because a stream holds its
+    # thread for the whole task and API requests queue behind streams once every thread is
+    # held. A request takes milliseconds, so a few threads serve them all: a quarter of the
+    # threads, at least one and at most 8 (32 threads: 24 streams; 384: 376). At most
+    # TASKMON_THREADS.
+    sse_max_streams: int | None = Field(default=None, ge=1, le=1024)
+    # A stream that sent no state event for this long ends with a `retry:` hint, and an
+    # EventSource comes back with Last-Event-ID (to any worker). Keepalives do not count: they
+    # keep proxies from cutting a quiet stream, this bounds how long one quiet client holds a
+    # thread. With the defaults a healthy task is never that quiet: it waits at most
+    # TASKMON_PERMIT_TIMEOUT_S (300 s) for a permit, then runs under TASKMON_ENGINE_TIMEOUT_S.
+    sse_idle_timeout_s: float = Field(default=300.0, gt=0, le=86_400)
+    # The result directory's bound besides TASKMON_TASK_TTL_S (results.py): past it the oldest
+    # finished results go first. 1 GiB holds about 6.7 hours of espeak-ng's audio (22 kHz,
+    # 16-bit mono, 44 KB a second): some 4,000 results of a sentence or two, or 80 of the
+    # longest texts (5000 characters, about 5 minutes of speech each).
+    result_max_bytes: int = Field(default=1024**3, ge=1, le=1024**5)
 
     @field_validator("redis_url")
     @classmethod
@@ -108,9 +128,32 @@ class Settings(BaseSettings):
             raise ValueError("redis needs TASKMON_REDIS_URL")
         return value
 
+    @field_validator("sse_max_streams")
+    @classmethod
+    def _streams_fit_the_threads(cls, value: int | None, info: ValidationInfo) -> int | None:
+        threads = info.data.get("threads")
+        if value is not None and threads is not None and value > threads:
+            raise ValueError(
+                f"is more than TASKMON_THREADS={threads}: each open stream holds one thread"
+            )
+        return value
+
     @property
     def lease_ttl_s(self) -> float:
         return self.lease_ttl_ms / 1000.0
+
+    @property
+    def sse_stream_limit(self) -> int:
+        """TASKMON_SSE_MAX_STREAMS, or the default derived from TASKMON_THREADS."""
+        if self.sse_max_streams is not None:
+            return self.sse_max_streams
+        return default_sse_max_streams(self.threads)
+
+
+def default_sse_max_streams(threads: int) -> int:
+    """`threads` less those kept for API requests while every stream slot is held: a quarter,
+    at least one (from two threads on) and at most API_RESERVED_THREADS."""
+    return max(1, threads - min(API_RESERVED_THREADS, max(1, threads // 4)))
 
 
 def load_settings(overrides: dict[str, Any] | None = None) -> Settings:

@@ -63,6 +63,14 @@ WRITTEN_BACK = Counter(
     "taskmon_written_back", "Tasks and permits written back to Redis after an outage", ["what"]
 )
 
+SSE_STREAMS_OPEN = Gauge(
+    "taskmon_sse_streams_open", "SSE streams open now", multiprocess_mode="livesum"
+)
+SSE_STREAMS_REFUSED = Counter(
+    "taskmon_sse_streams_refused",
+    "SSE streams refused with 503 because the worker had TASKMON_SSE_MAX_STREAMS open",
+)
+
 
 HTTP_REQUEST_SECONDS = Histogram(
     "taskmon_http_request_duration_seconds",

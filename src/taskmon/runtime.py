@@ -132,7 +132,9 @@ class Runtime:
         close_all(self.closers)
 
     def start(self) -> None:
-        """Start the worker's own background duty: sweeping result files past retention.
+        """Start the worker's own background duty: sweeping result files past retention
+        (TASKMON_TASK_TTL_S) and past the directory's bound (TASKMON_RESULT_MAX_BYTES), at
+        start and every _RESULT_SWEEP_S after.
 
         The adapters' duties (heartbeat, reaper, subscriber) started when they were built.
         Call it once, after fork; `close()` stops it.
@@ -140,8 +142,22 @@ class Runtime:
         threading.Thread(target=self._sweep_results, name="taskmon-sweep", daemon=True).start()
 
     def _sweep_results(self) -> None:
-        while not self._stop.wait(_RESULT_SWEEP_S):
-            self.results.purge_older_than(self.settings.task_ttl_s)
+        # At start too: a host whose workers restart more often than the interval still sweeps.
+        while True:
+            try:
+                self.sweep_results_once()
+            except Exception:
+                log.exception("result sweep failed; the next one runs in %g s", _RESULT_SWEEP_S)
+            if self._stop.wait(_RESULT_SWEEP_S):
+                return
+
+    def sweep_results_once(self) -> None:
+        self.results.sweep(
+            max_age_s=self.settings.task_ttl_s,
+            max_bytes=self.settings.result_max_bytes,
+            # A temp file outlives its synthesis only when the worker was killed mid-way.
+            temp_max_age_s=2 * self.settings.engine_timeout_s,
+        )
 
 
 def close_all(closers: list[Callable[[], None]]) -> None:

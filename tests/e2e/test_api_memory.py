@@ -84,7 +84,8 @@ def test_last_event_id_skips_versions_already_seen(pinned: PinnedClient) -> None
         headers={"Last-Event-ID": str(final["version"])},
         connection=pinned.connection,
     )
-    assert nothing_new.ended
+    # 204: what tells an EventSource that saw the end to stop reconnecting.
+    assert nothing_new.status == 204
     assert nothing_new.messages == []
 
 

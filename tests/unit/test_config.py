@@ -252,3 +252,43 @@ def test_a_blank_admin_token_is_refused_rather_than_enabling_the_admin_endpoints
     message = config_error(monkeypatch, TASKMON_ADMIN_TOKEN=blank)
     assert "TASKMON_ADMIN_TOKEN" in message
     assert "blank" in message
+
+
+def test_stream_and_result_bounds_default_and_read_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    settings = load_settings()
+    assert settings.sse_max_streams is None
+    assert settings.sse_stream_limit == 24  # the 32 default threads less 8 for the API
+    assert settings.sse_idle_timeout_s == 300.0
+    assert settings.result_max_bytes == 1024**3
+    monkeypatch.setenv("TASKMON_THREADS", "12")
+    assert load_settings().sse_stream_limit == 9
+    monkeypatch.setenv("TASKMON_SSE_MAX_STREAMS", "12")
+    monkeypatch.setenv("TASKMON_SSE_IDLE_TIMEOUT_S", "45.5")
+    monkeypatch.setenv("TASKMON_RESULT_MAX_BYTES", "5000000")
+    settings = load_settings()
+    assert (settings.sse_stream_limit, settings.sse_idle_timeout_s) == (12, 45.5)
+    assert settings.result_max_bytes == 5_000_000
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("TASKMON_SSE_MAX_STREAMS", "0"),
+        ("TASKMON_SSE_MAX_STREAMS", "33"),  # more than the 32 threads that would serve them
+        ("TASKMON_SSE_IDLE_TIMEOUT_S", "0"),
+        ("TASKMON_SSE_IDLE_TIMEOUT_S", "-1"),
+        ("TASKMON_RESULT_MAX_BYTES", "0"),
+        ("TASKMON_RESULT_MAX_BYTES", "1GB"),
+    ],
+)
+def test_stream_and_result_bounds_are_validated_by_name(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    assert f"{variable}={value!r}" in config_error(monkeypatch, **{variable: value})
+
+
+def test_a_stream_limit_over_the_threads_names_both(monkeypatch: pytest.MonkeyPatch) -> None:
+    message = config_error(monkeypatch, TASKMON_THREADS="8", TASKMON_SSE_MAX_STREAMS="9")
+    assert "TASKMON_SSE_MAX_STREAMS='9': Value error, is more than TASKMON_THREADS=8" in message

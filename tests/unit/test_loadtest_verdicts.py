@@ -344,3 +344,12 @@ def test_a_stream_resumed_with_last_event_id_must_not_repeat_and_must_reach_its_
     assert judge_monotonic(evidence(first, repeated)).status == FAIL  # version 1 twice
     endless = {**rest, "events": [[2, "running", 2.5, A, None]]}  # ended, but not at the end
     assert judge_monotonic(evidence(first, endless)).status == FAIL
+
+
+def test_a_stream_resumed_after_its_end_is_a_204_that_completes_it() -> None:
+    # The first part saw the terminal event; the resumed request answers 204 (nothing left).
+    first = {**stream("t1", A, [[3, "done", 2.1, A, 2.0]], ended=False), "left_early": True}
+    rest = {**stream("t1", B, [], 204), "resumed_from": "3", "outcome": "ok"}
+    verdict = judge_monotonic(evidence(first, rest))
+    assert verdict.status == PASS
+    assert (verdict.counts["resumed_streams"], verdict.counts["resumed_to_the_end"]) == (1, 1)

@@ -22,6 +22,7 @@ from taskmon.app import create_app
 from taskmon.domain import check_task_id
 from taskmon.ports import Holder, Lease
 from taskmon.runtime import Runtime
+from taskmon.web.stream_slots import StreamSlots
 from tests.support.timing import WAIT_S, wait_for
 
 pytestmark = pytest.mark.usefixtures("clean_taskmon_env")
@@ -74,6 +75,11 @@ def app(make_app: MakeApp) -> Flask:
 @pytest.fixture
 def client(app: Flask) -> FlaskClient:
     return app.test_client()
+
+
+def stream_slots_of(app: Flask) -> StreamSlots:
+    slots: StreamSlots = app.extensions["taskmon.stream_slots"]
+    return slots
 
 
 def rt_of(app: Flask) -> Runtime:
@@ -146,14 +152,14 @@ class Message:
 
 
 def parse_chunk(chunk: str) -> Message | None:
-    """One SSE block; None for a comment-only block (a keepalive)."""
+    """One SSE block; None for a block that dispatches no event (a keepalive, a `retry:`)."""
     fields: dict[str, str] = {}
     for line in chunk.strip("\n").split("\n"):
         if line.startswith(":"):
             continue
         name, _, value = line.partition(":")
         fields[name] = value.removeprefix(" ")
-    if not fields:
+    if "data" not in fields:
         return None
     return Message(fields.get("id"), fields.get("event"), json.loads(fields["data"]))
 
@@ -165,6 +171,11 @@ class Stream:
         self.response = response
         self._chunks = iter(response.response)
         self.ended = False
+        # Every stream starts with the reconnection delay it wants from an EventSource.
+        first = self.next_chunk() or ""
+        found = re.fullmatch(r"retry: (\d+)\n\n", first)
+        assert found, f"the stream does not start with a retry field: {first!r}"
+        self.retry_ms = int(found.group(1))
 
     def next_chunk(self) -> str | None:
         try:
@@ -466,13 +477,30 @@ def test_sse_of_a_finished_task_is_its_snapshot_alone(app: Flask, client: FlaskC
     assert [(m.id, m.data["state"]) for m in only] == [("3", "done")]
 
 
-def test_sse_last_event_id_of_the_terminal_version_gives_an_empty_stream(
-    app: Flask, client: FlaskClient
+@pytest.mark.parametrize("last_event_id", ["3", "4", "99"])
+def test_sse_last_event_id_at_or_past_the_terminal_version_answers_204(
+    app: Flask, client: FlaskClient, last_event_id: str
 ) -> None:
+    # 204 is what tells an EventSource to stop reconnecting (HTML, "server-sent events").
     task_id = submit(client, {"text": "seen it all"}).json["task_id"]  # type: ignore[index]
     wait_state(app, task_id, "done")
-    stream = open_stream(client, task_id, last_event_id="3")
-    assert stream.read_to_end() == []
+    response = client.get(f"/api/task/stream/{task_id}", headers={"Last-Event-ID": last_event_id})
+    assert response.status_code == 204
+    assert response.get_data() == b""
+    assert response.headers.get("Cache-Control") == "no-store"
+    assert_common_headers(app, response)
+    assert rt_of(app).monitor.hub.subscriber_count() == 0  # type: ignore[attr-defined]
+    assert stream_slots_of(app).open == 0
+
+
+def test_sse_last_event_id_below_the_terminal_version_gets_the_rest_then_ends(
+    app: Flask, client: FlaskClient
+) -> None:
+    task_id = submit(client, {"text": "missed the end"}).json["task_id"]  # type: ignore[index]
+    wait_state(app, task_id, "done")
+    stream = open_stream(client, task_id, last_event_id="2")
+    assert [(m.id, m.data["state"]) for m in messages(stream.read_to_end())] == [("3", "done")]
+    assert stream.ended
 
 
 def test_sse_last_event_id_skips_seen_versions(make_app: MakeApp) -> None:

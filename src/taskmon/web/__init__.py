@@ -11,7 +11,7 @@ from werkzeug.exceptions import HTTPException
 from taskmon.domain import InvalidInput
 from taskmon.ports import BackendUnavailable, TaskUnknownWhileDegraded
 from taskmon.runtime import Runtime
-from taskmon.web import admin, api, pages, sse
+from taskmon.web import admin, api, pages, sse, stream_slots
 from taskmon.web.context import attach, runtime
 from taskmon.web.problems import problem
 from taskmon.web.timing import init_timing
@@ -31,6 +31,7 @@ def init_app(app: Flask, rt: Runtime) -> None:
     app.json.ensure_ascii = False  # type: ignore[attr-defined]
     attach(app, rt)
     init_timing(app)
+    stream_slots.attach(app, rt.settings.sse_stream_limit)
     app.register_blueprint(api.bp)
     app.register_blueprint(sse.bp)
     app.register_blueprint(pages.bp)

@@ -12,6 +12,7 @@ import json
 from flask import Blueprint, Response, request
 
 from taskmon.web.context import runtime
+from taskmon.web.json_body import read_json_body
 from taskmon.web.problems import problem
 
 bp = Blueprint("admin", __name__, url_prefix="/api/admin")
@@ -43,7 +44,10 @@ def set_concurrency() -> Response:
     denied = _authorized()
     if denied is not None:
         return denied
-    payload = request.get_json(force=True, silent=True)
+    payload, refused = read_json_body()
+    if refused is not None and refused.status_code == 415:
+        return refused
+    # A body that does not parse is answered like one without a valid limit.
     limit = payload.get("limit") if isinstance(payload, dict) else None
     if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= MAX_LIMIT:
         return problem(

@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 
 from flask import Blueprint, Response, request, send_file
-from werkzeug.exceptions import BadRequest
 
 from taskmon.domain import TaskState, check_task_id
 from taskmon.ports import AdmissionClosed
 from taskmon.service import IdempotencyConflict, QueueFull, ServiceClosed
 from taskmon.web.context import runtime
+from taskmon.web.json_body import read_json_body
 from taskmon.web.problems import problem
 from taskmon.web.status import accepted_json, status_json
 
@@ -28,10 +28,9 @@ def _json(body: object, status: int = 200, headers: dict[str, str] | None = None
 
 @bp.post("/tts")
 def submit() -> Response:
-    try:
-        payload = request.get_json(force=True, silent=False)
-    except BadRequest:
-        return problem(400, "the body is not valid JSON", slug="invalid-json")
+    payload, refused = read_json_body()
+    if refused is not None:
+        return refused
     try:
         submission = runtime().service.submit(payload, request.headers.get("Idempotency-Key"))
     except IdempotencyConflict as exc:
