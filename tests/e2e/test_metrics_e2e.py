@@ -5,6 +5,7 @@ workers, the alert rules name only metrics the stack exports, and a cut Redis an
 
 from __future__ import annotations
 
+import re
 import subprocess
 import time
 from collections.abc import Iterator
@@ -192,3 +193,17 @@ def test_a_cut_redis_answers_redis_up_0_quickly_and_never_500(tmp_path: Path) ->
                 lambda: scrape(stack.base_url).samples()["taskmon_redis_up"] == 1,
                 timeout=15, what="taskmon_redis_up 1 again",
             )  # fmt: skip
+
+
+def test_every_metric_the_stack_exports_is_in_the_metrics_guide(run: Run) -> None:
+    exported = set().union(*(one.names() for one in (*run.during.values(), *run.after.values())))
+    families = {
+        re.sub(r"_(bucket|count|sum|created)$", "", name)
+        for name in exported
+        if name.startswith("taskmon_")
+    }
+    guide = (Path(__file__).resolve().parents[2] / "docs" / "metrics.md").read_text()
+    documented = set(re.findall(r"`(taskmon_[a-z_]+)`", guide))
+    assert len(families) >= 20
+    missing = sorted(f for f in families if f not in documented)
+    assert not missing, f"docs/metrics.md does not describe {missing}"
