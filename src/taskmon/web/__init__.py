@@ -4,8 +4,10 @@ error handlers and the headers every response carries."""
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from flask import Flask, Response
+from flask.json.provider import DefaultJSONProvider
 from werkzeug.exceptions import HTTPException
 
 from taskmon.domain import InvalidInput
@@ -24,10 +26,26 @@ _SECURITY_HEADERS = {
 }
 
 
+class BoundedJSONProvider(DefaultJSONProvider):
+    """Flask's JSON, where a body nested too deeply to decode is bad JSON (a 400).
+
+    json.loads raises RecursionError, not ValueError, for `[[[...` a few thousand deep (a 64 KiB
+    body holds 30,000), and Werkzeug turns only a ValueError into a 400: it was a 500.
+    """
+
+    ensure_ascii = False
+
+    def loads(self, s: str | bytes, **kwargs: Any) -> Any:
+        try:
+            return super().loads(s, **kwargs)
+        except RecursionError:
+            raise ValueError("the JSON is nested too deeply to decode") from None
+
+
 def init_app(app: Flask, rt: Runtime) -> None:
     """Serve `rt` through `app`: its API, SSE, pages and admin endpoints."""
     app.config["MAX_CONTENT_LENGTH"] = rt.settings.max_body_bytes
-    app.json.ensure_ascii = False  # type: ignore[attr-defined]
+    app.json = BoundedJSONProvider(app)
     attach(app, rt)
     app.register_blueprint(api.bp)
     app.register_blueprint(sse.bp)
