@@ -289,6 +289,25 @@ def test_the_text_schema_accepts_what_the_domain_accepts(
     assert domain_accepts == schema_accepts == accepted
 
 
+@pytest.mark.parametrize("voice", [None, "low", "", "x" * 64, "x" * 65, 5, ["low"], "\ud800"])
+def test_the_voice_schema_accepts_what_the_domain_accepts(doc: dict[str, Any], voice: Any) -> None:
+    # Which voices exist is the engine's (a 400 the document names); the shape is the domain's.
+    try:
+        TaskRequest.parse({"text": "hi", "voice": voice})
+        domain_accepts = True
+    except ValueError:
+        domain_accepts = False
+    try:
+        validate_against(doc, voice, schema(doc, "TtsRequest")["properties"]["voice"])
+        schema_accepts = True
+    except jsonschema.ValidationError:
+        schema_accepts = False
+    if voice == "\ud800":  # no JSON Schema says "no lone surrogate": the domain's 400 alone
+        assert (domain_accepts, schema_accepts) == (False, True)
+    else:
+        assert domain_accepts == schema_accepts
+
+
 def test_enumerations_are_the_codes(doc: dict[str, Any]) -> None:
     assert schema(doc, "TaskState")["enum"] == [s.value for s in TaskState]
     assert schema(doc, "TaskError")["properties"]["code"]["enum"] == [c.value for c in ErrorCode]
