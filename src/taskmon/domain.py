@@ -89,6 +89,7 @@ class TaskRequest:
         text = payload.get("text")
         if not isinstance(text, str):
             raise InvalidInput("text", "is required and must be a string")
+        _check_unicode("text", text)
         if not text.strip():
             raise InvalidInput("text", "must contain at least one non-blank character")
         if len(text) > MAX_TEXT_CHARS:
@@ -98,6 +99,8 @@ class TaskRequest:
             not isinstance(voice, str) or not 0 < len(voice) <= MAX_VOICE_CHARS
         ):
             raise InvalidInput("voice", f"must be a string of 1 to {MAX_VOICE_CHARS} characters")
+        if voice is not None:
+            _check_unicode("voice", voice)
         return cls(text=text, voice=voice)
 
     def fingerprint(self) -> str:
@@ -106,6 +109,17 @@ class TaskRequest:
             {"text": self.text, "voice": self.voice}, sort_keys=True, ensure_ascii=False
         )
         return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _check_unicode(field_name: str, value: str) -> None:
+    """JSON's `\\ud800` escapes decode to lone surrogates, which no UTF-8 store, log or engine
+    can take: refuse them here (400) rather than fail on the first encode (a 500)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidInput(
+            field_name, f"has a lone surrogate at character {exc.start}: not valid Unicode"
+        ) from None
 
 
 def new_task_id() -> str:

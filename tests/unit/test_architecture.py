@@ -68,6 +68,7 @@ ALLOWED: dict[str, set[str]] = {
         "taskmon.service",
     },
     "taskmon.web": {
+        "taskmon",  # the package's version, for /openapi.json
         "taskmon.domain",
         "taskmon.ports",
         "taskmon.service",

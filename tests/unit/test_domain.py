@@ -107,6 +107,21 @@ def test_parse_text_length_counts_characters_not_bytes() -> None:
 @pytest.mark.parametrize(
     ("payload", "field"),
     [
+        ({"text": "\ud800"}, "text"),
+        ({"text": "ok \udfff"}, "text"),
+        ({"text": "hi", "voice": "en\ud83d"}, "voice"),
+    ],
+)
+def test_parse_lone_surrogates(payload: dict[str, Any], field: str) -> None:
+    # What `json.loads('"\\ud800"')` returns: a str no UTF-8 encoder takes (was a 500).
+    error = expect_invalid(payload, field)
+    assert "lone surrogate" in str(error)
+    assert TaskRequest.parse({"text": "\U0001f600 a pair is fine"}).text.startswith("\U0001f600")
+
+
+@pytest.mark.parametrize(
+    ("payload", "field"),
+    [
         ({"text": "hi", "speed": 2}, "speed"),
         ({"text": "hi", "Text": "x"}, "Text"),
         ({"text": "hi", "zeta": 1, "alpha": 2}, "alpha"),  # the first in sorted order

@@ -245,6 +245,41 @@ def test_400_invalid_input(app: Flask, client: FlaskClient, body: Any, field: st
     assert rt_of(app).monitor.counts().total == 0
 
 
+@pytest.mark.parametrize(
+    "body",
+    [b"[" * 30_000, b'{"text": ' + b"[" * 20_000 + b"]" * 20_000 + b"}"],
+    ids=["array", "inside-an-object"],
+)
+def test_400_json_nested_too_deeply(app: Flask, client: FlaskClient, body: bytes) -> None:
+    # json.loads raises RecursionError here, which Werkzeug does not turn into a 400 (was a 500).
+    response = client.post("/api/tts", data=body, content_type="application/json")
+    problem = assert_problem(app, response, 400)
+    assert problem["type"] == "urn:taskmon:problem:invalid-json"
+
+
+def test_admin_400_for_json_nested_too_deeply(make_app: MakeApp) -> None:
+    app = make_app(admin_token="t0ken")
+    response = app.test_client().put(
+        "/api/admin/concurrency",
+        data=b"[" * 30_000,
+        content_type="application/json",
+        headers={"Authorization": "Bearer t0ken"},
+    )
+    assert assert_problem(app, response, 400)["field"] == "limit"
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [(b'{"text": "hi \\ud800"}', "text"), (b'{"text": "hi", "voice": "\\udc00"}', "voice")],
+)
+def test_400_lone_surrogate(app: Flask, client: FlaskClient, body: bytes, field: str) -> None:
+    # JSON may escape a lone surrogate, which no UTF-8 encoder takes (the fingerprint was a 500).
+    response = client.post("/api/tts", data=body, content_type="application/json")
+    problem = assert_problem(app, response, 400)
+    assert problem["field"] == field
+    assert rt_of(app).monitor.counts().total == 0
+
+
 def test_5000_characters_are_accepted(client: FlaskClient) -> None:
     assert submit(client, {"text": "x" * 5000}).status_code == 202
 
@@ -539,6 +574,21 @@ def test_sse_non_ascii_digit_last_event_id_is_not_a_server_error(
     finally:
         response.close()
     assert rt_of(app).monitor.hub.subscriber_count() == 0  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("header", ["9" * 5000, "0" * 5000 + "2"], ids=["nines", "zeros-then-2"])
+def test_sse_last_event_id_of_thousands_of_digits_is_not_a_server_error(
+    app: Flask, client: FlaskClient, header: str
+) -> None:
+    # int() refuses more than 4300 digits (a ValueError: was a 500); leading zeros still count.
+    task_id = submit(client, {"text": "x"}).json["task_id"]  # type: ignore[index]
+    wait_state(app, task_id, "done")
+    stream = open_stream(client, task_id, last_event_id=header)
+    try:
+        seen = [m.id for m in messages(stream.read_to_end())]
+    finally:
+        stream.close()
+    assert seen == ([] if header.startswith("9") else ["3"])
 
 
 def test_sse_keepalive_while_a_task_waits(make_app: MakeApp) -> None:

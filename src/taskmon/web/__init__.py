@@ -4,14 +4,16 @@ error handlers and the headers every response carries."""
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from flask import Flask, Response
+from flask.json.provider import DefaultJSONProvider
 from werkzeug.exceptions import HTTPException
 
 from taskmon.domain import InvalidInput
 from taskmon.ports import BackendUnavailable, TaskUnknownWhileDegraded
 from taskmon.runtime import Runtime
-from taskmon.web import admin, api, pages, sse, stream_slots
+from taskmon.web import admin, api, openapi, pages, sse, stream_slots
 from taskmon.web.context import attach, runtime
 from taskmon.web.problems import problem
 from taskmon.web.timing import init_timing
@@ -25,10 +27,26 @@ _SECURITY_HEADERS = {
 }
 
 
+class BoundedJSONProvider(DefaultJSONProvider):
+    """Flask's JSON, where a body nested too deeply to decode is bad JSON (a 400).
+
+    json.loads raises RecursionError, not ValueError, for `[[[...` a few thousand deep (a 64 KiB
+    body holds 30,000), and Werkzeug turns only a ValueError into a 400: it was a 500.
+    """
+
+    ensure_ascii = False
+
+    def loads(self, s: str | bytes, **kwargs: Any) -> Any:
+        try:
+            return super().loads(s, **kwargs)
+        except RecursionError:
+            raise ValueError("the JSON is nested too deeply to decode") from None
+
+
 def init_app(app: Flask, rt: Runtime) -> None:
     """Serve `rt` through `app`: its API, SSE, pages and admin endpoints."""
     app.config["MAX_CONTENT_LENGTH"] = rt.settings.max_body_bytes
-    app.json.ensure_ascii = False  # type: ignore[attr-defined]
+    app.json = BoundedJSONProvider(app)
     attach(app, rt)
     init_timing(app)
     stream_slots.attach(app, rt.settings.sse_stream_limit)
@@ -36,6 +54,7 @@ def init_app(app: Flask, rt: Runtime) -> None:
     app.register_blueprint(sse.bp)
     app.register_blueprint(pages.bp)
     app.register_blueprint(admin.bp)
+    app.register_blueprint(openapi.bp)
 
     @app.errorhandler(InvalidInput)
     def _invalid_input(exc: InvalidInput) -> Response:

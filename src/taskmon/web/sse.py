@@ -78,10 +78,21 @@ def degraded_event(task_id: str) -> str:
     return f"retry: 1000\nevent: degraded\ndata: {data}\n\n"
 
 
+# Above any version a task reaches; a longer number means "past everything" just the same.
+MAX_LAST_EVENT_ID_DIGITS = 18
+_PAST_EVERY_VERSION: int = 10**MAX_LAST_EVENT_ID_DIGITS
+
+
 def _last_event_id() -> int:
     raw = request.headers.get("Last-Event-ID", "").strip()
     # isdigit() alone accepts characters such as "²" that int() refuses.
-    return int(raw) if raw.isascii() and raw.isdigit() else 0
+    if not (raw.isascii() and raw.isdigit()):
+        return 0
+    # int() refuses more than 4300 digits (a ValueError, once a 500): a header may hold 8 KiB.
+    digits = raw.lstrip("0") or "0"
+    if len(digits) > MAX_LAST_EVENT_ID_DIGITS:
+        return _PAST_EVERY_VERSION
+    return int(digits)
 
 
 def _reconnect_ms() -> int:
