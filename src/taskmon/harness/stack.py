@@ -56,6 +56,11 @@ class GunicornInstance:
             "PROMETHEUS_MULTIPROC_DIR": str(self._fresh_dir("metrics")),
             **(env or {}),
         }
+        # `--threads` below wins over TASKMON_THREADS in gunicorn; the workers derive their
+        # stream limit from the variable, so it must say the same unless the caller set it.
+        if env and "TASKMON_THREADS" in env:
+            threads = int(env["TASKMON_THREADS"])
+        self.env["TASKMON_THREADS"] = str(threads)
         self.threads = threads
         self.process: ManagedProcess | None = None
 
