@@ -145,19 +145,44 @@ def test_the_whole_api_runs_as_the_acl_user_with_nothing_refused(
 
 
 def test_the_checker_catches_a_command_missing_from_the_acl(
-    tmp_path: Path, make_app: MakeApp
+    tmp_path: Path, make_app: MakeApp, caplog: pytest.LogCaptureFixture
 ) -> None:
     # HINCRBY keeps the counters, inside the scripts that start and end a task.
-    with acl_redis(tmp_path, without=("hincrby",)) as server:
+    with acl_redis(tmp_path, without=("hincrby",)) as server, caplog.at_level(logging.ERROR):
         admin = redis.Redis.from_url(server.url, decode_responses=True, socket_timeout=5)
         try:
             client = make_app(server.url_for(USER, PASSWORD)).test_client()
-            answer = client.post("/api/tts", json={"text": "refused inside the script"})
+            answers = [client.post("/api/tts", json={"text": f"refused {n}"}) for n in range(3)]
             refusals = describe(acl_refusals(admin))
         finally:
             admin.close()
-    assert answer.status_code == 500
+    assert {answer.status_code for answer in answers} == {500}
     assert any("hincrby" in refusal for refusal in refusals), refusals
+    said = [r.getMessage() for r in caplog.records if "Redis refused a command" in r.getMessage()]
+    assert len(said) == 1, said  # once, however many calls meet it
+    assert "while starting task" in said[0]
+    assert "redis.call('HINCRBY'" in said[0]  # the script's own line, named
+    assert "deploy/redis/taskmon.acl" in said[0]
+
+
+def test_a_channel_outside_the_acl_is_named_in_one_error(
+    tmp_path: Path, make_app: MakeApp, caplog: pytest.LogCaptureFixture
+) -> None:
+    line = acl_line(PASSWORD).replace("&{taskmon}:*", "&{elsewhere}:*")
+    with (
+        RedisServer(workdir=tmp_path / "redis", password=ADMIN_PASSWORD, acl_users=[line]) as srv,
+        caplog.at_level(logging.ERROR),
+    ):
+        client = make_app(srv.url_for(USER, PASSWORD)).test_client()
+        answers = [client.post("/api/tts", json={"text": f"unheard {n}"}) for n in range(2)]
+    assert {answer.status_code for answer in answers} == {500}
+    said = [r.getMessage() for r in caplog.records if "Redis refused a command" in r.getMessage()]
+    # One line per refusal, however many calls meet it: the script's PUBLISH, the SUBSCRIBE.
+    publish = [m for m in said if "can't publish to the channel" in m]
+    assert len(publish) == 1, said
+    assert "redis.call('PUBLISH'" in publish[0]  # the script's own line, named
+    assert len(said) <= 2, said
+    assert all("publish" in m or "while subscribing to task events" in m for m in said), said
 
 
 def test_a_start_refused_a_command_names_the_acl_file(tmp_path: Path, make_app: MakeApp) -> None:
