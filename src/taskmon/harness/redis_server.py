@@ -60,12 +60,13 @@ def _ping(host: str, port: int, timeout: float = 0.5, tls: RedisTls | None = Non
     """True when the server answers; an auth error (-NOAUTH) is an answer too. Over TLS
     with the test CA and the client certificate when `tls` is given."""
     try:
-        with socket.create_connection((host, port), timeout=timeout) as plain:
-            sock: socket.socket = plain
+        with contextlib.ExitStack() as opened:
+            sock = opened.enter_context(socket.create_connection((host, port), timeout=timeout))
             if tls is not None:
                 context = ssl.create_default_context(cafile=str(tls.files.ca_cert))
                 context.load_cert_chain(str(tls.files.client_cert), str(tls.files.client_key))
-                sock = context.wrap_socket(plain, server_hostname=host)
+                # The TLS socket takes the descriptor over: it is the one to close.
+                sock = opened.enter_context(context.wrap_socket(sock, server_hostname=host))
             sock.sendall(b"PING\r\n")
             return sock.recv(16).startswith((b"+PONG", b"-NOAUTH"))
     except OSError:  # ssl.SSLError is one
