@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from importlib import resources
 
-from tests.support.acl import PLACEHOLDER, acl_line, acl_rules, granted_commands
+from tests.support.acl import ACL_FILE, PLACEHOLDER, acl_line, acl_rules, granted_commands
 
 # A command in a script: redis.call('ZADD', ...), or a {'ZREM', key} a helper unpacks.
 _SCRIPT_COMMAND = re.compile(r"redis\.p?call\(\s*'([A-Za-z]+)'|\{\s*'([A-Z]+)'\s*,")
@@ -60,3 +60,10 @@ def test_a_test_password_and_prefix_replace_the_placeholders() -> None:
     assert "&{tenant-a}:* " in line
     assert "+zrank" not in line
     assert "+zrangebyscore" in line
+
+
+def test_the_guide_quotes_the_file_as_it_is() -> None:
+    guide = (ACL_FILE.parent / "README.md").read_text()
+    assert " ".join(acl_rules()) in guide
+    rows = set(re.findall(r"`\+([a-z|\\]+)`", guide))
+    assert {row.replace("\\", "") for row in rows} == granted_commands(), "a row per command"
