@@ -194,7 +194,7 @@ def test_a_start_refused_a_command_names_the_acl_file(tmp_path: Path, make_app: 
         took = time.monotonic() - started
     message = str(refused.value)
     assert message.startswith(f"TASKMON_BACKEND=redis but Redis at redis://{USER}:***@")
-    assert "refused a command to the user of TASKMON_REDIS_URL" in message
+    assert "refused a command, key or channel to the user of TASKMON_REDIS_URL" in message
     assert "evalsha" in message
     assert "deploy/redis/taskmon.acl" in message
     assert "~{taskmon}:* and &{taskmon}:*" in message
@@ -287,3 +287,32 @@ def test_the_acl_user_cannot_listen_outside_its_channels(as_taskmon: redis.Redis
         assert confirmed["type"] == "subscribe"
     finally:
         pubsub.close()
+
+
+def test_a_key_prefix_the_acl_does_not_cover_refuses_the_start(
+    server: RedisServer, make_app: MakeApp
+) -> None:
+    message = refused_start(make_app, server.url_for(USER, PASSWORD), key_prefix="tts-eu")
+    assert "refused a command, key or channel to the user of TASKMON_REDIS_URL" in message
+    assert "no permissions to access one of the keys" in message
+    assert "~{tts-eu}:* and &{tts-eu}:* for TASKMON_KEY_PREFIX=tts-eu" in message
+
+
+def test_the_acl_for_another_prefix_serves_that_prefix(tmp_path: Path, make_app: MakeApp) -> None:
+    line = acl_line(PASSWORD, prefix="tts-eu")
+    with RedisServer(workdir=tmp_path / "redis", password=ADMIN_PASSWORD, acl_users=[line]) as srv:
+        client = make_app(srv.url_for(USER, PASSWORD), key_prefix="tts-eu").test_client()
+        stats = lifecycle(client)
+        admin = redis.Redis.from_url(srv.url, decode_responses=True, socket_timeout=5)
+        try:
+            refusals = acl_refusals(admin)
+        finally:
+            admin.close()
+    assert stats["backend"] == "redis"
+    assert refusals == [], describe(refusals)
+
+
+def refused_start(make_app: MakeApp, url: str, **overrides: Any) -> str:
+    with pytest.raises(BackendUnavailable) as refused:
+        make_app(url, **overrides)
+    return str(refused.value)

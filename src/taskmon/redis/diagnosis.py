@@ -60,7 +60,8 @@ def diagnose(exc: BaseException, url: str, *, key_prefix: str) -> Diagnosis:
     client_cert = "ssl_certfile" in parse_qs(parts.query)
     if refused_by_acl(inner):
         return Diagnosis(
-            f"Redis at {url} refused a command to the user of TASKMON_REDIS_URL ({inner})",
+            f"Redis at {url} refused a command, key or channel to the user of "
+            f"TASKMON_REDIS_URL ({inner})",
             f"give that user the rules of {ACL_FILE}, with the key and channel patterns "
             f"~{{{key_prefix}}}:* and &{{{key_prefix}}}:* for TASKMON_KEY_PREFIX={key_prefix}",
         )

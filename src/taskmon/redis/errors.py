@@ -57,9 +57,9 @@ def report_acl_refusal(action: str, exc: BaseException) -> None:
         _reported.add(str(exc))
     where = failing_line(str(exc))
     log.error(
-        "Redis refused a command to the user of TASKMON_REDIS_URL while %s (%s%s): give that "
-        "user the rules of %s, whose key and channel patterns ~{prefix}:* and &{prefix}:* must "
-        "name TASKMON_KEY_PREFIX; until then every call that needs it fails",
+        "Redis refused a command, key or channel to the user of TASKMON_REDIS_URL while %s "
+        "(%s%s): give that user the rules of %s, whose key and channel patterns ~{prefix}:* and "
+        "&{prefix}:* must name TASKMON_KEY_PREFIX; until then every call that needs it fails",
         action,
         exc,
         f"; in {where}" if where else "",
