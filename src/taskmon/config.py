@@ -12,6 +12,7 @@ import tempfile
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -49,6 +50,30 @@ def _default_result_dir() -> Path:
     data_home = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     base = Path(data_home) if os.access(Path(data_home).parent, os.W_OK) else None
     return (base or Path(tempfile.gettempdir())) / "taskmon" / "results"
+
+
+# The TLS files a rediss:// URL may name (redis-py's SSLConnection options), each checked at
+# start: a missing one would otherwise fail every connection with a bare "No such file".
+_TLS_FILES = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile")
+
+
+def _check_tls_options(url: str) -> None:
+    """Raise ValueError when the URL's ssl_* options cannot work: given to a plain redis://
+    URL (redis-py would raise TypeError at the first connection), or naming a file this
+    process cannot read. The message names the option, never the URL (it may hold a password).
+    """
+    parts = urlsplit(url)
+    options = parse_qs(parts.query)
+    ssl_options = sorted(name for name in options if name.startswith("ssl_"))
+    if ssl_options and parts.scheme != "rediss":
+        raise ValueError(f"{', '.join(ssl_options)} need a rediss:// URL (TLS)")
+    for name in _TLS_FILES:
+        for value in options.get(name, []):
+            path = Path(value)
+            if not path.is_file() or not os.access(path, os.R_OK):
+                raise ValueError(f"{name}={value} is not a file this process can read")
+    if "ssl_ca_path" in options and not Path(options["ssl_ca_path"][0]).is_dir():
+        raise ValueError(f"ssl_ca_path={options['ssl_ca_path'][0]} is not a directory")
 
 
 class Settings(BaseSettings):
@@ -111,6 +136,8 @@ class Settings(BaseSettings):
             ("redis://", "rediss://", "unix://")
         ):
             raise ValueError("must start with redis://, rediss:// or unix://")
+        if value is not None:
+            _check_tls_options(value.get_secret_value())
         return value
 
     @field_validator("admin_token")

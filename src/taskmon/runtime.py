@@ -38,6 +38,7 @@ from taskmon.journal import SynthesisJournal
 from taskmon.memory import InMemoryEventHub, InMemorySemaphore, InMemoryTaskMonitor
 from taskmon.ports import BackendUnavailable, Semaphore, TaskMonitor
 from taskmon.redis.connection import call_budget_s, make_client, redacted
+from taskmon.redis.diagnosis import diagnose, refused_by_acl
 from taskmon.redis.epoch import EpochWatch
 from taskmon.redis.figures import RedisFigures
 from taskmon.redis.hub import RedisEventHub
@@ -218,18 +219,19 @@ def select_backend(settings: Settings, worker_id: str) -> Backend:
     try:
         return _redis_backend(settings, worker_id, target=url)
     except (redis.RedisError, OSError, BackendUnavailable) as exc:
+        found = diagnose(exc, url, key_prefix=settings.key_prefix)
         if settings.backend is BackendMode.REDIS:
             raise BackendUnavailable(
-                f"TASKMON_BACKEND=redis but Redis at {url} does not answer ({exc}); start Redis "
+                f"TASKMON_BACKEND=redis but {found.problem}; {found.todo}, "
                 "or set TASKMON_BACKEND=auto to fall back to memory"
             ) from None
         log.warning(
-            "Redis at %s does not answer (%s): running on the in-memory backend. Lost until a "
-            "restart with Redis up: task state, idempotency and statistics shared between "
-            "workers, cross-worker live events, and the global cap (each worker applies "
+            "%s: running on the in-memory backend (%s, then restart). Lost until a restart "
+            "with Redis up: task state, idempotency and statistics shared between workers, "
+            "cross-worker live events, and the global cap (each worker applies "
             "TASKMON_CONCURRENCY_LIMIT alone).",
-            url,
-            exc,
+            found.problem,
+            found.todo,
         )
         fallback = _memory_backend(settings)
         fallback.degraded = True
@@ -237,11 +239,25 @@ def select_backend(settings: Settings, worker_id: str) -> Backend:
 
 
 def _warn_on_eviction(client: redis.Redis, target: str) -> None:
-    """An allkeys-* policy may evict the semaphore's keys, which have no TTL: say so."""
+    """An allkeys-* policy may evict the semaphore's keys, which have no TTL: say so.
+
+    A Redis that refuses CONFIG GET (an ACL user without it, as deploy/redis/taskmon.acl
+    ships, or a managed Redis that renamed CONFIG) skips the check with one INFO line: the
+    start goes on. Any other failure surfaces at the next call.
+    """
     try:
         policy = str(client.config_get("maxmemory-policy").get("maxmemory-policy", ""))
+    except redis.ResponseError as exc:
+        why = "this user may not run CONFIG GET" if refused_by_acl(exc) else str(exc)
+        log.info(
+            "Redis at %s: maxmemory-policy not checked (%s); make sure it is noeviction, or "
+            "the semaphore's keys may be evicted under memory pressure",
+            target,
+            why,
+        )
+        return
     except redis.RedisError:
-        return  # managed Redis often forbids CONFIG; nothing to check then
+        return  # an outage: the next call meets it, and the failover layer handles it
     if policy.startswith("allkeys"):
         log.warning(
             "Redis at %s has maxmemory-policy %s: under memory pressure it may evict the "

@@ -10,6 +10,11 @@ on a machine that also has Docker); `auto`, the default, follows the order above
 A started server listens on 127.0.0.1 and a free port, keeps no data on disk, and can be
 stopped, restarted on the same port (to test reconnection), paused and resumed (to test
 timeouts). It always dies with its owner: use it as a context manager.
+
+Two options harden it like a production Redis, and need the binary (they ignore
+TASKMON_TEST_REDIS_URL and the container): `tls` serves TLS only on the port (`rediss://`
+URLs, taskmon.harness.redis_tls), and `acl_users` adds ACL users (lines of ACL file syntax,
+`user <name> <rules...>`) beside the default one, which keeps every right and `password`.
 """
 
 from __future__ import annotations
@@ -20,16 +25,20 @@ import secrets
 import shutil
 import signal
 import socket
+import ssl
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Protocol
+from urllib.parse import quote
 
 import redis
 
 from taskmon.harness.processes import ManagedProcess, free_port, wait_until
 from taskmon.harness.redis_container import ContainerRunner, docker_answers
+from taskmon.harness.redis_tls import RedisTls
 
 SOURCES = ("auto", "binary", "container")
 
@@ -47,13 +56,20 @@ def find_redis_server() -> str | None:
     return str(bundled) if bundled and os.access(str(bundled), os.X_OK) else None
 
 
-def _ping(host: str, port: int, timeout: float = 0.5) -> bool:
-    """True when the server answers; an auth error (-NOAUTH) is an answer too."""
+def _ping(host: str, port: int, timeout: float = 0.5, tls: RedisTls | None = None) -> bool:
+    """True when the server answers; an auth error (-NOAUTH) is an answer too. Over TLS
+    with the test CA and the client certificate when `tls` is given."""
     try:
-        with socket.create_connection((host, port), timeout=timeout) as sock:
+        with contextlib.ExitStack() as opened:
+            sock = opened.enter_context(socket.create_connection((host, port), timeout=timeout))
+            if tls is not None:
+                context = ssl.create_default_context(cafile=str(tls.files.ca_cert))
+                context.load_cert_chain(str(tls.files.client_cert), str(tls.files.client_key))
+                # The TLS socket takes the descriptor over: it is the one to close.
+                sock = opened.enter_context(context.wrap_socket(sock, server_hostname=host))
             sock.sendall(b"PING\r\n")
             return sock.recv(16).startswith((b"+PONG", b"-NOAUTH"))
-    except OSError:
+    except OSError:  # ssl.SSLError is one
         return False
 
 
@@ -75,9 +91,11 @@ class BinaryRunner:
 
     host = "127.0.0.1"
 
-    def __init__(self, binary: str, *, port: int, args: list[str], workdir: Path) -> None:
-        self.argv = [binary, "--port", str(port), "--bind", self.host, "--dir", str(workdir)]
-        self.argv += args
+    def __init__(
+        self, binary: str, *, port: int, args: list[str], workdir: Path, tls: RedisTls | None
+    ) -> None:
+        listen = tls.server_args(port) if tls else ["--port", str(port)]
+        self.argv = [binary, *listen, "--bind", self.host, "--dir", str(workdir), *args]
         self.log_path = workdir / f"redis-{port}.log"
         self.workdir = workdir
         self.process: ManagedProcess | None = None
@@ -143,13 +161,21 @@ class RedisServer:
         port: int | None = None,
         password: str | None = None,
         source: str | None = None,
+        tls: RedisTls | None = None,
+        acl_users: Sequence[str] = (),
     ) -> None:
-        self.external_url = os.environ.get("TASKMON_TEST_REDIS_URL") or None
+        hardened = tls is not None or bool(acl_users)
+        # A hardened server must be one of ours: its files are on this machine.
+        self.external_url = None if hardened else os.environ.get("TASKMON_TEST_REDIS_URL") or None
         self.port = port or free_port()
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="taskmon-redis-"))
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.runner: Runner | None = None
-        self.source = "external" if self.external_url else choose_source(source)
+        self.tls = tls
+        if hardened:
+            self.source = choose_source("binary")
+        else:
+            self.source = "external" if self.external_url else choose_source(source)
         if self.source == "container" and password is None:
             # Published on every interface of the Docker host (its address is not always
             # this machine's loopback), so never without a password.
@@ -158,23 +184,52 @@ class RedisServer:
         if self.source != "external":
             args = ["--save", "", "--appendonly", "no", "--protected-mode", "no"]
             args += ["--loglevel", "warning"]
-            if password:
+            if acl_users:
+                args += ["--aclfile", str(self._write_acl_file(acl_users))]
+            elif password:
                 args += ["--requirepass", password]
             if self.source == "container":
                 self.runner = ContainerRunner(host_port=self.port, args=args)
             else:
                 binary = find_redis_server() or "redis-server"  # choose_source found one
-                self.runner = BinaryRunner(binary, port=self.port, args=args, workdir=self.workdir)
+                self.runner = BinaryRunner(
+                    binary, port=self.port, args=args, workdir=self.workdir, tls=tls
+                )
         self._up = False
 
     @property
     def host(self) -> str:
         return self.runner.host if self.runner else "127.0.0.1"
 
+    def _write_acl_file(self, users: Sequence[str]) -> Path:
+        """The ACL file: the default user (every right, `password` if any) and `users`."""
+        secret = f">{self.password}" if self.password else "nopass"
+        path = self.workdir / "users.acl"
+        path.write_text("\n".join([f"user default on {secret} ~* &* +@all", *users]) + "\n")
+        return path
+
     @property
     def url(self) -> str:
-        auth = f":{self.password}@" if self.password else ""
-        return self.external_url or f"redis://{auth}{self.host}:{self.port}/0"
+        """The default user's URL (over TLS: trusting the test CA, with the client cert)."""
+        return self.external_url or self.url_for(password=self.password)
+
+    def url_for(
+        self,
+        user: str | None = None,
+        password: str | None = None,
+        *,
+        client_cert: bool = True,
+        ca_cert: Path | None = None,
+    ) -> str:
+        """A URL of this server as `user` (the default user when None) with `password`; over
+        TLS, trusting `ca_cert` (default: the test CA) and with the client certificate
+        unless `client_cert` is False."""
+        auth = quote(user or "", safe="") + (f":{quote(password, safe='')}" if password else "")
+        at = f"{auth}@" if auth else ""
+        if self.tls is None:
+            return f"redis://{at}{self.host}:{self.port}/0"
+        query = self.tls.files.url_query(client_cert=client_cert, ca_cert=ca_cert)
+        return f"rediss://{at}{self.host}:{self.port}/0?{query}"
 
     def start(self, timeout: float = 20.0) -> RedisServer:
         if self.runner is None:
@@ -186,7 +241,7 @@ class RedisServer:
         def answering() -> bool:
             if not runner.alive():
                 raise RuntimeError(f"Redis ({self.source}) exited:\n" + runner.log_tail())
-            return _ping(self.host, self.port)
+            return _ping(self.host, self.port, tls=self.tls)
 
         wait_until(answering, timeout=timeout, what=f"Redis ({self.source}) on port {self.port}")
         return self
@@ -216,7 +271,7 @@ class RedisServer:
     def stop_for_now(self) -> None:
         """Shut down with a snapshot; `start()` brings the same data back on the same port."""
         runner = self._own_runner("stop")
-        client = redis.Redis(host=self.host, port=self.port, password=self.password)
+        client = redis.Redis.from_url(self.url)
         with contextlib.suppress(redis.ConnectionError):
             client.shutdown(save=True)  # the server closes the connection as it goes
         client.close()

@@ -21,6 +21,8 @@ line `--!include <name>` (pasted in place when the script is read: Redis sees on
 
 from __future__ import annotations
 
+import hashlib
+import re
 from collections.abc import Mapping
 from functools import cache
 from importlib import resources
@@ -46,6 +48,29 @@ def script_source(name: str) -> str:
         else line
         for line in lines
     )
+
+
+_FAILED_AT = re.compile(r"script: ([0-9a-f]{40}), on @user_script:(\d+)")
+
+
+@cache
+def _scripts_by_sha() -> dict[str, str]:
+    folder = resources.files("taskmon.redis").joinpath("lua")
+    names = [f.name.removesuffix(".lua") for f in folder.iterdir() if f.name.endswith(".lua")]
+    return {hashlib.sha1(script_source(n).encode()).hexdigest(): n for n in names}  # noqa: S324
+
+
+def failing_line(error: str) -> str | None:
+    """`<script> line <n>: <the line>` for a script error's message (Redis names only the
+    script's SHA1 and the line), or None when it names no script of ours."""
+    found = _FAILED_AT.search(error)
+    name = _scripts_by_sha().get(found.group(1)) if found else None
+    if found is None or name is None:
+        return None
+    lines = script_source(name).splitlines()
+    number = int(found.group(2))
+    text = lines[number - 1].strip() if 0 < number <= len(lines) else "?"
+    return f"{name}.lua line {number}: {text}"
 
 
 class ScriptSet:

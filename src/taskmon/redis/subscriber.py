@@ -25,7 +25,8 @@ from functools import partial
 import redis
 
 from taskmon.ports import BackendUnavailable
-from taskmon.redis.errors import UNAVAILABLE_ERRORS
+from taskmon.redis.diagnosis import refused_by_acl
+from taskmon.redis.errors import UNAVAILABLE_ERRORS, report_acl_refusal
 
 log = logging.getLogger(__name__)
 
@@ -164,10 +165,13 @@ class RedisSubscriber:
                 )
                 self._pause(backoff)
                 backoff = min(_MAX_BACKOFF_S, backoff * 2)
-            except Exception:
+            except Exception as exc:
                 # Never let the one reader thread die: live events would stop for good.
                 self._connected.clear()
-                log.exception("event subscriber failed; restarting it in %.2f s", backoff)
+                if refused_by_acl(exc):  # a channel outside the user's patterns: no bug
+                    report_acl_refusal("subscribing to task events", exc)
+                else:
+                    log.exception("event subscriber failed; restarting it in %.2f s", backoff)
                 self._pause(backoff)
                 backoff = min(_MAX_BACKOFF_S, backoff * 2)
             finally:
