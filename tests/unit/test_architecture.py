@@ -30,10 +30,18 @@ ALLOWED: dict[str, set[str]] = {
     "taskmon.ports": {"taskmon.domain"},
     "taskmon.subscription": {"taskmon.domain"},
     "taskmon.journal": set(),
+    # What a worker publishes of itself: shared by the registry, the runtime and the web layer.
+    "taskmon.worker_state": set(),
     "taskmon.results": {"taskmon.domain"},
     "taskmon.engines": {"taskmon.config", "taskmon.domain"},
     "taskmon.memory": {"taskmon.domain", "taskmon.ports", "taskmon.subscription"},
-    "taskmon.redis": {"taskmon.domain", "taskmon.ports", "taskmon.config", "taskmon.subscription"},
+    "taskmon.redis": {
+        "taskmon.domain",
+        "taskmon.ports",
+        "taskmon.config",
+        "taskmon.subscription",
+        "taskmon.worker_state",
+    },
     # Composes both adapters behind the ports; the service never sees it.
     "taskmon.failover": {
         "taskmon.domain",
@@ -62,6 +70,7 @@ ALLOWED: dict[str, set[str]] = {
         "taskmon.redis",
         "taskmon.results",
         "taskmon.service",
+        "taskmon.worker_state",
     },
     "taskmon.web": {
         "taskmon.domain",
@@ -69,6 +78,7 @@ ALLOWED: dict[str, set[str]] = {
         "taskmon.service",
         "taskmon.runtime",
         "taskmon.metrics",
+        "taskmon.worker_state",
     },
     "taskmon.app": {"taskmon.config", "taskmon.runtime", "taskmon.web"},
     "taskmon.wsgi": {"taskmon.app"},

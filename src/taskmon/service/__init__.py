@@ -6,7 +6,14 @@ nothing else imports them: `ledger` (the tasks this worker holds and who is on e
 `errors` (what a submission is refused with).
 """
 
-from taskmon.service.errors import IdempotencyConflict, QueueFull, ServiceClosed
+from taskmon.service.errors import Draining, IdempotencyConflict, QueueFull, ServiceClosed
 from taskmon.service.task_service import Submission, TaskService
 
-__all__ = ["IdempotencyConflict", "QueueFull", "ServiceClosed", "Submission", "TaskService"]
+__all__ = [
+    "Draining",
+    "IdempotencyConflict",
+    "QueueFull",
+    "ServiceClosed",
+    "Submission",
+    "TaskService",
+]

@@ -11,7 +11,7 @@ from werkzeug.exceptions import HTTPException
 from taskmon.domain import InvalidInput
 from taskmon.ports import BackendUnavailable, TaskUnknownWhileDegraded
 from taskmon.runtime import Runtime
-from taskmon.web import admin, api, pages, sse
+from taskmon.web import admin, api, pages, sse, workers
 from taskmon.web.context import attach, runtime
 from taskmon.web.problems import problem
 
@@ -33,6 +33,7 @@ def init_app(app: Flask, rt: Runtime) -> None:
     app.register_blueprint(sse.bp)
     app.register_blueprint(pages.bp)
     app.register_blueprint(admin.bp)
+    app.register_blueprint(workers.bp)
 
     @app.errorhandler(InvalidInput)
     def _invalid_input(exc: InvalidInput) -> Response:
