@@ -54,7 +54,8 @@ def test_a_permit_released_by_token_is_handed_to_the_next_waiter_of_another_work
     assert released is not None
     assert (released.holder, released.fencing) == (Holder("host:1", "stuck"), stuck.fencing)
     waiter.join(10)
-    assert granted and granted[0].holder.task_id == "next", "handed over to the next waiter"
+    assert granted
+    assert granted[0].holder.task_id == "next", "handed over to the next waiter"
     assert [h.token for h in a.holders()] == ["n"]
     assert a.waiters() == []
     assert stuck.renew() is False, "the stuck holder finds its lease lost"
@@ -113,7 +114,15 @@ def test_a_worker_not_heard_from_shows_as_such_until_its_record_is_dropped(
         return [(p.alive, p.state.last_seen_s) for p in live.published()
                 if p.state.worker == "host:silent"]  # fmt: skip
 
-    wait_until(lambda: entry() and not entry()[0][0], timeout=5, what="the silent one expired")
+    def expired() -> bool:
+        found = entry()
+        return bool(found) and not found[0][0]
+
+    wait_until(expired, timeout=5, what="the silent one expired")
     assert entry()[0][1] >= 0.2, "listed as not heard from, with its age"
-    # Dropped once it has been silent for six TTLs, by anyone's heartbeat.
-    wait_until(lambda: (live.heartbeat(), entry())[1] == [], timeout=5, what="the record dropped")
+
+    def dropped() -> bool:
+        live.heartbeat()  # anyone's heartbeat drops a record silent for six TTLs
+        return entry() == []
+
+    wait_until(dropped, timeout=5, what="the record dropped")

@@ -100,13 +100,22 @@ def test_the_workers_list_in_memory_mode_is_the_answering_worker(
     assert answer.status_code == 200
     listed = body(answer)
     assert listed["worker"] == rt_of(app).worker_id
-    assert listed["scope"] == "worker" and listed["degraded"] is False
+    assert listed["scope"] == "worker"
+    assert listed["degraded"] is False
     [entry] = listed["workers"]
     assert list(entry) == WORKER_FIELDS
-    assert entry == {"worker": rt_of(app).worker_id, "backend": "memory", "degraded": False,
-                     "in_flight": 0, "pending": 0, "draining": False, "last_seen_s": 0.0}  # fmt: skip
+    assert entry == {
+        "worker": rt_of(app).worker_id,
+        "backend": "memory",
+        "degraded": False,
+        "in_flight": 0,
+        "pending": 0,
+        "draining": False,
+        "last_seen_s": 0.0,
+    }
     detailed = body(client.get("/api/admin/workers", headers=AUTH))["workers"][0]
-    assert detailed["alive"] is True and detailed["drain_ordered_s_ago"] is None
+    assert detailed["alive"] is True
+    assert detailed["drain_ordered_s_ago"] is None
 
 
 def test_a_permit_released_by_token_goes_to_the_next_waiter(
@@ -121,15 +130,21 @@ def test_a_permit_released_by_token_goes_to_the_next_waiter(
     waiter.start()
     wait_for(lambda: len(sem.waiters()) == 1, message="the waiter queued")
     listed = body(client.get("/api/admin/permits", headers=AUTH))
-    assert listed["holders"] == [{"worker": "elsewhere:1", "task_id": "stuck-task",
-                                  "token": "stuck-token-1", "fencing": stuck.fencing,
-                                  "expires_in_s": listed["holders"][0]["expires_in_s"]}]  # fmt: skip
+    [holder] = listed["holders"]
+    assert holder == {
+        "worker": "elsewhere:1",
+        "task_id": "stuck-task",
+        "token": "stuck-token-1",
+        "fencing": stuck.fencing,
+        "expires_in_s": holder["expires_in_s"],
+    }
     [queued] = listed["waiters"]
     assert (queued["worker"], queued["task_id"], queued["position"]) == ("w:2", "next", 1)
     assert queued["waiting_s"] >= 0
     # The public list has no tokens: a token releases its permit.
     public = body(client.get("/api/monitor/permits"))
-    assert "token" not in public["holders"][0] and "waiters" not in public
+    assert "token" not in public["holders"][0]
+    assert "waiters" not in public
 
     with caplog.at_level(logging.INFO):
         answer = client.delete("/api/admin/permits/stuck-token-1", headers=AUTH)
@@ -139,7 +154,8 @@ def test_a_permit_released_by_token_goes_to_the_next_waiter(
         "stuck-token-1", "stuck-task", "elsewhere:1"
     )  # fmt: skip
     waiter.join(WAIT_S)
-    assert granted and granted[0].holder.task_id == "next", "the next waiter got the permit"
+    assert granted
+    assert granted[0].holder.task_id == "next", "the next waiter got the permit"
     assert stuck.renew() is False, "the holder finds its lease lost"
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("admin:")]
     assert lines == [
@@ -148,7 +164,8 @@ def test_a_permit_released_by_token_goes_to_the_next_waiter(
     ]
     assert TOKEN not in caplog.text
     again = client.delete("/api/admin/permits/stuck-token-1", headers=AUTH)
-    assert again.status_code == 404 and body(again)["type"].endswith("permit-not-found")
+    assert again.status_code == 404
+    assert body(again)["type"].endswith("permit-not-found")
     granted[0].release()
 
 
@@ -186,10 +203,12 @@ def test_drain_refuses_new_tasks_and_readiness_until_cancelled(
     assert ordered.status_code == 202
     assert body(ordered)["order"] == {"worker": me, "drain": True, "applies_within_s": 0.0}
     refused = client.post("/api/tts", json={"text": "during"})
-    assert refused.status_code == 503 and refused.headers["Retry-After"] == "1"
+    assert refused.status_code == 503
+    assert refused.headers["Retry-After"] == "1"
     assert body(refused)["type"] == "urn:taskmon:problem:draining"
     ready = client.get("/readyz")
-    assert ready.status_code == 503 and body(ready)["draining"] is True
+    assert ready.status_code == 503
+    assert body(ready)["draining"] is True
     listed = body(client.get("/api/monitor/workers"))["workers"][0]
     assert listed["draining"] is True
     assert client.delete(f"/api/admin/workers/{me}/drain", headers=AUTH).status_code == 202
