@@ -76,7 +76,12 @@ def test_heartbeats_publish_states_and_carry_drain_orders(
     two = WorkerRegistry(redis_client, keys, "host:2", ttl_s=30)
     drains: list[bool] = []
     one.report, two.report = (lambda: state("host:1", 3)), (lambda: state("host:2", 1))
-    one.on_drain = drains.append
+
+    def on_drain(ordered: bool) -> bool:
+        drains.append(ordered)
+        return False  # as if the state had not changed: one heartbeat script each
+
+    one.on_drain = on_drain
     one.heartbeat()
     two.heartbeat()
     listed = one.published()

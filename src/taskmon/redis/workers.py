@@ -78,20 +78,26 @@ class WorkerRegistry:
         # Set by the composition root once the service exists: this worker's state, published
         # with each heartbeat, and who hears whether an operator ordered it to drain.
         self.report: Callable[[], WorkerState] | None = None
-        self.on_drain: Callable[[bool], object] | None = None
+        # `on_drain` answers whether the order changed the worker's state.
+        self.on_drain: Callable[[bool], bool] | None = None
 
     def heartbeat(self, ttl_ms: int | None = None) -> None:
         """Say this worker is alive for a TTL, publish its state and read its drain order
         (passed to `on_drain`). A TTL of 0 leaves: the state and any order are removed."""
         ttl = self._ttl_ms if ttl_ms is None else ttl_ms
+        order = self._beat(ttl)
+        if ttl and self.on_drain is not None and self.on_drain(order):
+            self._beat(ttl)  # the state just changed (drained, or not): publish it now
+
+    def _beat(self, ttl: int) -> bool:
+        """One heartbeat script: whether a drain order for this worker stands."""
         state = self.report().encode() if self.report is not None and ttl else ""
         with unavailable_as("recording the heartbeat of this worker"):
             _, order = self._scripts["worker_heartbeat"](
                 keys=[self._keys.workers, self._keys.workers_state, self._keys.workers_drain],
                 args=[self.worker_id, ttl, state, self.stale_ms],
             )
-        if ttl and self.on_drain is not None:
-            self.on_drain(bool(order))
+        return bool(order)
 
     def published(self) -> list[PublishedWorker]:
         """Every worker's last published state, by worker id; workers not heard from for
