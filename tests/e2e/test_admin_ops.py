@@ -12,6 +12,7 @@ Redis. Leases of 9 s (heartbeats every 3 s): a stall of a few seconds ends no le
 from __future__ import annotations
 
 import signal
+import time
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
@@ -146,7 +147,8 @@ def test_a_stuck_permit_released_by_token_lets_the_next_waiter_run(host: Host) -
         assert released.status == 200, released.body
         assert released.body["released"]["task_id"] == "stuck-task"
         assert released.body["released"]["fencing"] == stuck.fencing
-        final = wait_terminal([host.url], [task_id], timeout=30)
+        # At once (the release hands the permit over), not when the test's 30 s lease ends.
+        final = wait_terminal([host.url], [task_id], timeout=10)
         assert final[task_id]["state"] == "done"
         assert stuck.renew() is False, "the stuck holder's lease is lost"
         again = host.admin("DELETE", "/api/admin/permits/stk1")
@@ -174,12 +176,15 @@ def test_a_permit_held_by_a_stopped_worker_released_by_token(host: Host) -> None
         wait_until(lambda: holder_of(next_id) is None and any(
             w["task_id"] == next_id for w in host.admin("GET", "/api/admin/permits").body[
                 "waiters"]), timeout=10, what="the next task waiting")  # fmt: skip
+        released_at = time.monotonic()
         released = host.admin("DELETE", f"/api/admin/permits/{held['token']}")
         assert released.status == 200, released.body
         assert released.body["released"]["worker"] == held["worker"]
-        # Granted at once by the release script's hand-over, while the holder is still stopped.
+        # Granted at once by the release script's hand-over, while the holder is still stopped
+        # (its lease, renewed at most a third of the TTL before the stop, has 6 s left at least).
         done = wait_terminal([host.url], [next_id], timeout=20)
         assert done[next_id]["state"] == "done"
+        assert time.monotonic() - released_at < LEASE_TTL_MS / 1000 / 2
     finally:
         host.stack.signal_worker(pid, signal.SIGCONT)
     final = wait_terminal([host.url], [long_id], timeout=30)
