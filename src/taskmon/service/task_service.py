@@ -41,6 +41,7 @@ from taskmon.ports import (
     TaskMonitor,
 )
 from taskmon.results import ResultStore
+from taskmon.service.drain import DrainSwitch
 from taskmon.service.errors import Draining, IdempotencyConflict, QueueFull, ServiceClosed
 from taskmon.service.lease_keeper import LeaseKeeper
 from taskmon.service.ledger import Ledger, LedgerClosed, Mark
@@ -96,7 +97,7 @@ class TaskService:
         self._mean_synthesis_s = 1.0
         self._in_flight = 0  # syntheses running under a permit now
         self._in_flight_lock = threading.Lock()
-        self._draining = False
+        self._drain = DrainSwitch(held=self.pending)
 
     # -- accepting -------------------------------------------------------------------------
 
@@ -106,7 +107,7 @@ class TaskService:
         Raises InvalidInput (400), IdempotencyConflict (422), QueueFull (429), Draining,
         ServiceClosed.
         """
-        if self._draining:
+        if self._drain.on:
             raise Draining("this worker is draining: it admits no new task")
         request = TaskRequest.parse(payload)
         request = TaskRequest(request.text, self.engine.check_voice(request.voice))
@@ -196,23 +197,12 @@ class TaskService:
 
     @property
     def draining(self) -> bool:
-        return self._draining
+        return self._drain.on
 
     def set_draining(self, draining: bool) -> bool:
         """Admit no new task (True) or admit again (False); what runs or is queued goes on.
         True when this changed the state (the change is logged once)."""
-        if draining == self._draining:
-            return False
-        self._draining = draining
-        if draining:
-            log.warning(
-                "draining: admitting no new tasks (POST /api/tts and /readyz answer 503); "
-                "finishing the %d task(s) this worker holds",
-                self.pending(),
-            )
-        else:
-            log.warning("drain cancelled: admitting new tasks again")
-        return True
+        return self._drain.set(draining)
 
     def pending_ids(self) -> frozenset[str]:
         """The tasks this worker still owns (accepted here and not finished)."""
