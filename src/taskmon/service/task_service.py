@@ -50,7 +50,8 @@ from taskmon.service.retries import acquire_permit, store_call
 log = logging.getLogger(__name__)
 
 _LEASE_LOST_MESSAGE = (
-    "the permit's lease ended before the synthesis did (the worker stalled); submit the task again"
+    "the permit's lease ended before the synthesis did (the worker stalled, or an operator "
+    "released the permit); submit the task again"
 )
 
 
