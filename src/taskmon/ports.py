@@ -190,6 +190,17 @@ class HolderInfo:
     expires_in_s: float
 
 
+@dataclass(frozen=True, slots=True)
+class WaiterInfo:
+    """Who waits for a permit, and where in the queue (1 = next granted)."""
+
+    holder: Holder
+    token: str
+    position: int
+    # How long it has waited, when the semaphore knows (the Redis queue keeps only order).
+    waiting_s: float | None = None
+
+
 @dataclass(eq=False)
 class Lease:
     """A permit held under an owner token, valid until its lease ends unless renewed.
@@ -284,6 +295,16 @@ class Semaphore(Protocol):
 
     def holders(self) -> list[HolderInfo]:
         """Who holds a permit now, in grant order (fencing token)."""
+        ...
+
+    def waiters(self) -> list[WaiterInfo]:
+        """Who waits for a permit now, in queue order."""
+        ...
+
+    def revoke(self, token: str) -> HolderInfo | None:
+        """Free the permit held under `token`, whoever holds it (an operator's release of a
+        stuck permit), and grant it to the next in line as a release does. Its holder finds
+        the lease lost at its next renewal. None when no permit is held under `token`."""
         ...
 
     def close(self) -> None:

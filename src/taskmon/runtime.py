@@ -10,6 +10,7 @@ other front (a CLI, a test) can use one without Flask.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -49,6 +50,7 @@ from taskmon.redis.subscriber import RedisSubscriber
 from taskmon.redis.workers import Maintenance, Reaper, WorkerRegistry
 from taskmon.results import ResultStore
 from taskmon.service import TaskService
+from taskmon.worker_state import WorkerState
 
 log = logging.getLogger(__name__)
 
@@ -92,11 +94,25 @@ class Runtime:
     # What /metrics collects once per scrape beside the per-process metrics: the global
     # figures read from Redis (none in memory mode, where there is nothing global).
     collectors: list[GlobalCollector] = field(default_factory=list)
+    # The Redis worker registry (None in memory mode): the workers list and drain orders.
+    registry: WorkerRegistry | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
 
     @property
     def degraded(self) -> bool:
         return self.startup_fallback or (self.failover is not None and self.failover.degraded)
+
+    def worker_state(self) -> WorkerState:
+        """This worker's live state, as its heartbeat publishes it."""
+        in_flight = self.service.in_flight()
+        return WorkerState(
+            worker=self.worker_id,
+            backend=self.monitor.backend,
+            degraded=self.degraded,
+            in_flight=in_flight,
+            pending=max(0, self.service.pending() - in_flight),
+            draining=self.service.draining,
+        )
 
     def close(self, *, wait: bool = False) -> None:
         """Finish or abandon this worker's tasks first, then close the backend.
@@ -180,6 +196,7 @@ class Backend:
     target: str = "in-process"
     reaper: Reaper | None = None
     failover: Failover | None = None
+    registry: WorkerRegistry | None = None
     # Running on memory although Redis was configured (auto mode, Redis away at start).
     degraded: bool = False
     figures: RedisFigures | None = None
@@ -358,6 +375,7 @@ def _redis_backend(settings: Settings, worker_id: str, target: str) -> Backend:
         reaper=maintenance.reaper,
         failover=failover,
         figures=RedisFigures(client, keys),
+        registry=registry,
     )
 
 
@@ -439,7 +457,7 @@ def _assemble(
         # The reaper also fails this worker's own tasks that it no longer runs (lost in an
         # outage): any live task naming this worker but absent from here is an orphan.
         backend.reaper.local_tasks = service.pending_ids
-    return Runtime(
+    rt = Runtime(
         settings,
         worker_id,
         backend.monitor,
@@ -452,4 +470,18 @@ def _assemble(
         failover=backend.failover,
         startup_fallback=backend.degraded,
         collectors=backend.collectors(),
+        registry=backend.registry,
     )
+    if backend.registry is not None:
+        _publish_state(rt, backend.registry)
+    return rt
+
+
+def _publish_state(rt: Runtime, registry: WorkerRegistry) -> None:
+    """From now on every heartbeat publishes this worker's state and obeys its drain order;
+    the first one now, so the workers list shows this worker from its start."""
+    registry.report = rt.worker_state
+    registry.on_drain = rt.service.set_draining
+    # If Redis is away now, the next heartbeat publishes it (the failover hears of it there).
+    with contextlib.suppress(BackendUnavailable):
+        registry.heartbeat()

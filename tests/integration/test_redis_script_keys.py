@@ -133,6 +133,7 @@ def test_the_semaphore_passes_the_keys_its_table_names(rig: Rig) -> None:
     assert lease.renew() is True
     assert [h.token for h in sem.holders()] == ["a"]
     assert sem.in_use() == 1
+    assert sem.waiters() == []
     sem.set_limit(2)
     assert sem.reclaim(Holder("w:1", "c"), "c").fencing > lease.fencing  # over the limit
     assert lease.release() is True
@@ -152,6 +153,8 @@ def test_the_worker_registry_passes_the_keys_its_table_names(rig: Rig) -> None:
     mark = registry.mark_promoted(epoch.seen)
     assert mark > 0
     assert registry.others_not_back(mark - 1000, mark) == 0
+    assert registry.order_drain("host:1", True) is True
+    assert [p.state.worker for p in registry.published()] == []  # nothing published yet
     check(WORKERS_SCRIPTS, recorded, rig.keys)
 
 

@@ -32,10 +32,18 @@ ALLOWED: dict[str, set[str]] = {
     "taskmon.ports": {"taskmon.domain"},
     "taskmon.subscription": {"taskmon.domain"},
     "taskmon.journal": set(),
+    # What a worker publishes of itself: shared by the registry, the runtime and the web layer.
+    "taskmon.worker_state": set(),
     "taskmon.results": {"taskmon.domain"},
     "taskmon.engines": {"taskmon.config", "taskmon.domain"},
     "taskmon.memory": {"taskmon.domain", "taskmon.ports", "taskmon.subscription"},
-    "taskmon.redis": {"taskmon.domain", "taskmon.ports", "taskmon.config", "taskmon.subscription"},
+    "taskmon.redis": {
+        "taskmon.domain",
+        "taskmon.ports",
+        "taskmon.config",
+        "taskmon.subscription",
+        "taskmon.worker_state",
+    },
     # Composes both adapters behind the ports; the service never sees it.
     "taskmon.failover": {
         "taskmon.domain",
@@ -66,6 +74,7 @@ ALLOWED: dict[str, set[str]] = {
         "taskmon.redis",
         "taskmon.results",
         "taskmon.service",
+        "taskmon.worker_state",
     },
     "taskmon.web": {
         "taskmon",  # the package's version, for /openapi.json
@@ -74,6 +83,7 @@ ALLOWED: dict[str, set[str]] = {
         "taskmon.service",
         "taskmon.runtime",
         "taskmon.metrics",
+        "taskmon.worker_state",
     },
     "taskmon.app": {"taskmon.config", "taskmon.runtime", "taskmon.web"},
     "taskmon.wsgi": {"taskmon.app"},

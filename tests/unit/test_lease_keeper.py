@@ -11,7 +11,14 @@ import pytest
 from prometheus_client import REGISTRY
 
 from taskmon.memory import InMemorySemaphore
-from taskmon.ports import BackendUnavailable, Holder, HolderInfo, Lease, PermitTimeout
+from taskmon.ports import (
+    BackendUnavailable,
+    Holder,
+    HolderInfo,
+    Lease,
+    PermitTimeout,
+    WaiterInfo,
+)
 from taskmon.service.lease_keeper import LeaseKeeper
 from tests.support.timing import FakeClock, wait_for
 
@@ -97,6 +104,12 @@ class FlakySemaphore:
 
     def holders(self) -> list[HolderInfo]:
         return []
+
+    def waiters(self) -> list[WaiterInfo]:
+        return []
+
+    def revoke(self, token: str) -> HolderInfo | None:
+        return None
 
     def close(self) -> None:
         raise PermitTimeout("closed")

@@ -41,6 +41,7 @@ from taskmon.ports import (
     HolderInfo,
     Lease,
     PermitTimeout,
+    WaiterInfo,
     check_acquire,
 )
 from taskmon.redis.semaphore import RedisSemaphore
@@ -236,6 +237,27 @@ class FailoverSemaphore:
             except BackendUnavailable as exc:
                 self._failover.trip(exc)
         return self._local.holders()
+
+    def waiters(self) -> list[WaiterInfo]:
+        if not self._failover.degraded:
+            try:
+                return self._primary.waiters()
+            except BackendUnavailable as exc:
+                self._failover.trip(exc)
+        return self._local.waiters()
+
+    def revoke(self, token: str) -> HolderInfo | None:
+        """Redis's permit under `token` while Redis answers (BackendUnavailable when it does
+        not: the caller retries); this worker's local one while degraded. Either way the
+        holder's next renewal answers False, and its synthesis stops as on a lost lease."""
+        if not self._failover.degraded:
+            try:
+                return self._primary.revoke(token)
+            except BackendUnavailable as exc:
+                self._failover.trip(exc)
+                raise
+        with self._failover.lock:
+            return self._local.revoke(token)
 
     def close(self) -> None:
         self._local.close()

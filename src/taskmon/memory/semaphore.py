@@ -14,7 +14,15 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from taskmon.ports import Holder, HolderInfo, Lease, PermitTimeout, check_acquire, check_limit
+from taskmon.ports import (
+    Holder,
+    HolderInfo,
+    Lease,
+    PermitTimeout,
+    WaiterInfo,
+    check_acquire,
+    check_limit,
+)
 
 # Waiters re-check at least this often, so a lease that ends with nobody releasing it (its
 # holder died) frees a permit promptly even though no notify() announces it.
@@ -45,6 +53,7 @@ class InMemorySemaphore:
         self._cond = threading.Condition()
         self._grants: dict[str, _Grant] = {}
         self._queue: deque[str] = deque()
+        self._waiting: dict[str, tuple[Holder, float]] = {}  # token -> who, since (clock)
         self._fencing = 0
         self._closed = False
 
@@ -59,6 +68,7 @@ class InMemorySemaphore:
             if token in self._grants:
                 return self._lease(token)
             self._queue.append(token)
+            self._waiting[token] = (holder, self._clock())
             try:
                 while True:
                     if self._closed:
@@ -78,6 +88,7 @@ class InMemorySemaphore:
                         raise PermitTimeout(f"no permit within {timeout:.3g} s")
                     self._cond.wait(min(remaining, _MAX_WAIT_SLICE_S))
             finally:
+                self._waiting.pop(token, None)
                 if token in self._queue:
                     self._queue.remove(token)
                     self._cond.notify_all()
@@ -141,6 +152,24 @@ class InMemorySemaphore:
                 for token, grant in self._grants.items()
             ]
             return sorted(infos, key=lambda info: info.fencing)  # grant order, as in Redis
+
+    def waiters(self) -> list[WaiterInfo]:
+        with self._cond:
+            now = self._clock()
+            found = []
+            for position, token in enumerate(self._queue, start=1):
+                holder, since = self._waiting.get(token, (Holder("", ""), now))
+                found.append(WaiterInfo(holder, token, position, now - since))
+            return found
+
+    def revoke(self, token: str) -> HolderInfo | None:
+        with self._cond:
+            self._purge_expired()
+            grant = self._grants.pop(token, None)
+            if grant is None:
+                return None
+            self._cond.notify_all()  # the head of the queue takes it
+            return HolderInfo(grant.holder, token, grant.fencing, grant.expires_at - self._clock())
 
     def close(self) -> None:
         with self._cond:

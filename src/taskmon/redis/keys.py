@@ -88,6 +88,18 @@ class Keys:
         everything it kept written back and its permits re-registered (ms, Redis clock)."""
         return self._name("workers", "promoted")
 
+    @property
+    def workers_state(self) -> str:
+        """Hash: worker id -> `last_seen_ms \t state JSON`, what the worker published at its
+        last heartbeat (backend, degraded, in flight, pending, draining)."""
+        return self._name("workers", "state")
+
+    @property
+    def workers_drain(self) -> str:
+        """Hash: worker id -> `requested_ms`, an operator's order to drain that worker (read
+        by its heartbeat)."""
+        return self._name("workers", "drain")
+
     # -- semaphore -------------------------------------------------------------------------
 
     @property

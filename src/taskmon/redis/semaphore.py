@@ -55,6 +55,7 @@ from taskmon.ports import (
     HolderInfo,
     Lease,
     PermitTimeout,
+    WaiterInfo,
     check_acquire,
     check_limit,
 )
@@ -78,6 +79,7 @@ SCRIPT_KEYS: ScriptKeys = {
     "sem_reclaim": _SEM_KEYS,
     "sem_holders": ("sem_holders", "sem_info"),
     "sem_in_use": ("sem_holders",),
+    "sem_waiting": ("sem_queue", "sem_waiters", "sem_inboxes"),
     "sem_upgrade": ("sem_state", "sem_legacy_fencing", "sem_legacy_limit"),
 }
 _RENEW_BATCH = 1000  # leases per renew script (Lua unpacks at most a few thousand values)
@@ -323,6 +325,28 @@ class RedisSemaphore:
     def holders(self) -> list[HolderInfo]:
         """Who holds a permit now, in grant order. BackendUnavailable on failure."""
         return self.do_holders()
+
+    def waiters(self) -> list[WaiterInfo]:
+        """Who waits for a permit now, in queue order (live waiters only; the queue keeps no
+        time of arrival, so `waiting_s` is None). BackendUnavailable on failure."""
+        reply = self._run("sem_waiting", "read the permit queue")
+        found: list[WaiterInfo] = []
+        for i in range(1, len(reply), 3):
+            # inbox \t nonce \t grant_ms \t worker \t task_id
+            fields = [*str(reply[i + 2] or "").split("\t"), "", "", "", "", ""]
+            holder = Holder(fields[3], fields[4])
+            found.append(WaiterInfo(holder, str(reply[i]), len(found) + 1))
+        return found
+
+    def revoke(self, token: str) -> HolderInfo | None:
+        """Release the permit held under `token` whoever holds it, through the release script
+        (so the head of the queue is granted it at once); None when no unexpired permit is
+        held under it. Its holder's next renewal answers False: its lease is lost. Raises
+        BackendUnavailable when Redis does not answer."""
+        held = next((h for h in self.do_holders() if h.token == token), None)
+        if held is None or not self.do_release(token, held.fencing):
+            return None  # not held, or released or granted anew between the two calls
+        return held
 
     def close(self) -> None:
         """Wake every local waiter with PermitTimeout; later acquires fail at once.

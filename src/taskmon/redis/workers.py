@@ -35,12 +35,18 @@ from taskmon.ports import BackendUnavailable, TaskMonitor
 from taskmon.redis.errors import unavailable_as
 from taskmon.redis.keys import Keys
 from taskmon.redis.scripts import ScriptKeys, ScriptSet
+from taskmon.worker_state import PublishedWorker, WorkerState
 
 log = logging.getLogger(__name__)
 
+# A worker's published state is dropped once it has not been heard from for this many TTLs.
+STALE_TTLS = 6
+
 # The keys each script takes, in KEYS order, as names of Keys attributes (see scripts.py).
 SCRIPT_KEYS: ScriptKeys = {
-    "worker_heartbeat": ("workers",),
+    "worker_heartbeat": ("workers", "workers_state", "workers_drain"),
+    "workers_states": ("workers", "workers_state", "workers_drain"),
+    "worker_drain": ("workers", "workers_drain"),
     "workers_expired": ("workers",),
     "worker_promoted": ("workers_promoted", "epoch"),
     "workers_not_back": ("workers", "workers_promoted"),
@@ -66,12 +72,65 @@ class WorkerRegistry:
         self.worker_id = worker_id
         self._ttl_ms = int(ttl_s * 1000)
         self._retention_ms = int(retention_s * 1000)
+        # A record of a worker not heard from for this long is dropped from the workers list.
+        self.stale_ms = STALE_TTLS * self._ttl_ms
         self._scripts = ScriptSet(client, SCRIPT_KEYS)
+        # Set by the composition root once the service exists: this worker's state, published
+        # with each heartbeat, and who hears whether an operator ordered it to drain.
+        self.report: Callable[[], WorkerState] | None = None
+        # `on_drain` answers whether the order changed the worker's state.
+        self.on_drain: Callable[[bool], bool] | None = None
 
     def heartbeat(self, ttl_ms: int | None = None) -> None:
+        """Say this worker is alive for a TTL, publish its state and read its drain order
+        (passed to `on_drain`). A TTL of 0 leaves: the state and any order are removed."""
         ttl = self._ttl_ms if ttl_ms is None else ttl_ms
+        order = self._beat(ttl)
+        if ttl and self.on_drain is not None and self.on_drain(order):
+            self._beat(ttl)  # the state just changed (drained, or not): publish it now
+
+    def _beat(self, ttl: int) -> bool:
+        """One heartbeat script: whether a drain order for this worker stands."""
+        state = self.report().encode() if self.report is not None and ttl else ""
         with unavailable_as("recording the heartbeat of this worker"):
-            self._scripts["worker_heartbeat"](keys=[self._keys.workers], args=[self.worker_id, ttl])
+            _, order = self._scripts["worker_heartbeat"](
+                keys=[self._keys.workers, self._keys.workers_state, self._keys.workers_drain],
+                args=[self.worker_id, ttl, state, self.stale_ms],
+            )
+        return bool(order)
+
+    def published(self) -> list[PublishedWorker]:
+        """Every worker's last published state, by worker id; workers not heard from for
+        `stale_ms` are gone. Raises BackendUnavailable when Redis does not answer."""
+        with unavailable_as("reading the workers' states"):
+            reply = self._scripts["workers_states"](
+                keys=[self._keys.workers, self._keys.workers_state, self._keys.workers_drain]
+            )
+        now_ms = int(reply[0])
+        found: list[PublishedWorker] = []
+        for i in range(1, len(reply), 4):
+            worker, record, deadline, order = str(reply[i]), str(reply[i + 1]), reply[i + 2], \
+                reply[i + 3]  # fmt: skip
+            seen_ms, _, body = record.partition("\t")
+            seen = int(seen_ms) if seen_ms.isdigit() else 0
+            state = WorkerState.decode(worker, body, (now_ms - seen) / 1000)
+            if state is None:
+                continue
+            ordered = (now_ms - int(order)) / 1000 if order else None
+            alive = deadline is not None and int(deadline) > now_ms
+            found.append(PublishedWorker(state, alive, ordered))
+        return sorted(found, key=lambda p: p.state.worker)
+
+    def order_drain(self, worker: str, drain: bool) -> bool | None:
+        """Order `worker` to drain (or cancel the order): it obeys at its next heartbeat.
+        None when no such worker is alive; else whether an order now stands. Raises
+        BackendUnavailable when Redis does not answer."""
+        with unavailable_as("recording a drain order"):
+            kind, _ = self._scripts["worker_drain"](
+                keys=[self._keys.workers, self._keys.workers_drain],
+                args=[worker, 1 if drain else 0],
+            )
+        return None if int(kind) == -1 else int(kind) == 1
 
     def mark_promoted(self, epoch_seen: str | None) -> int:
         """Say that this worker is back on Redis, everything it kept written back and its

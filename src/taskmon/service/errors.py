@@ -23,3 +23,10 @@ class IdempotencyConflict(RuntimeError):
 
 class ServiceClosed(RuntimeError):
     """The worker is shutting down and accepts no new task."""
+
+
+class Draining(RuntimeError):
+    """An operator ordered this worker to drain: it finishes what it holds and admits nothing
+    new, so the client retries (another worker, through the load balancer)."""
+
+    retry_after_s = 1

@@ -95,9 +95,9 @@ class LeaseKeeper:
             on_lost = self._on_lost.pop(lease.token, None)
         metrics.PERMITS_LOST.inc()
         log.error(
-            "permit of task %s was lost (its lease ended unrenewed); the holder is told to stop "
-            "and keeps no result, but the global cap may have been exceeded meanwhile: look for "
-            "worker stalls longer than TASKMON_LEASE_TTL_MS",
+            "permit of task %s was lost (its lease ended unrenewed, or an operator released "
+            "it); the holder is told to stop and keeps no result, but the global cap may have "
+            "been exceeded meanwhile: look for worker stalls longer than TASKMON_LEASE_TTL_MS",
             lease.holder.task_id,
         )
         return on_lost or (lambda: None)

@@ -41,7 +41,8 @@ from taskmon.ports import (
     TaskMonitor,
 )
 from taskmon.results import ResultStore
-from taskmon.service.errors import IdempotencyConflict, QueueFull, ServiceClosed
+from taskmon.service.drain import DrainSwitch
+from taskmon.service.errors import Draining, IdempotencyConflict, QueueFull, ServiceClosed
 from taskmon.service.lease_keeper import LeaseKeeper
 from taskmon.service.ledger import Ledger, LedgerClosed, Mark
 from taskmon.service.retries import acquire_permit, store_call
@@ -49,7 +50,8 @@ from taskmon.service.retries import acquire_permit, store_call
 log = logging.getLogger(__name__)
 
 _LEASE_LOST_MESSAGE = (
-    "the permit's lease ended before the synthesis did (the worker stalled); submit the task again"
+    "the permit's lease ended before the synthesis did (the worker stalled, or an operator "
+    "released the permit); submit the task again"
 )
 
 
@@ -94,14 +96,20 @@ class TaskService:
         self._keeper = LeaseKeeper(interval_s=semaphore.lease_ttl_s / 3)
         self._ledger = Ledger(capacity=max_pending)
         self._mean_synthesis_s = 1.0
+        self._in_flight = 0  # syntheses running under a permit now
+        self._in_flight_lock = threading.Lock()
+        self._drain = DrainSwitch(held=self.pending)
 
     # -- accepting -------------------------------------------------------------------------
 
     def submit(self, payload: Any, idempotency_key: str | None = None) -> Submission:
         """Validate and accept one task, or replay the one its Idempotency-Key names.
 
-        Raises InvalidInput (400), IdempotencyConflict (422), QueueFull (429), ServiceClosed.
+        Raises InvalidInput (400), IdempotencyConflict (422), QueueFull (429), Draining,
+        ServiceClosed.
         """
+        if self._drain.on:
+            raise Draining("this worker is draining: it admits no new task")
         request = TaskRequest.parse(payload)
         request = TaskRequest(request.text, self.engine.check_voice(request.voice))
         if idempotency_key is not None:
@@ -184,6 +192,19 @@ class TaskService:
     def pending(self) -> int:
         return self._ledger.count()
 
+    def in_flight(self) -> int:
+        """Syntheses running under a permit now."""
+        return self._in_flight
+
+    @property
+    def draining(self) -> bool:
+        return self._drain.on
+
+    def set_draining(self, draining: bool) -> bool:
+        """Admit no new task (True) or admit again (False); what runs or is queued goes on.
+        True when this changed the state (the change is logged once)."""
+        return self._drain.set(draining)
+
     def pending_ids(self) -> frozenset[str]:
         """The tasks this worker still owns (accepted here and not finished)."""
         return self._ledger.ids()
@@ -259,6 +280,8 @@ class TaskService:
     def _synthesize(self, task: Task, lease: Lease, lost: threading.Event) -> None:
         started = time.monotonic()
         metrics.SYNTHESES_RUNNING.inc()
+        with self._in_flight_lock:
+            self._in_flight += 1
         self._journal.record("start", task.task_id, lease.fencing)
         try:
             self.engine.synthesize(
@@ -287,6 +310,8 @@ class TaskService:
         finally:
             self._journal.record("end", task.task_id, lease.fencing)
             metrics.SYNTHESES_RUNNING.dec()
+            with self._in_flight_lock:
+                self._in_flight -= 1
         elapsed = time.monotonic() - started
         metrics.SYNTHESIS_SECONDS.observe(elapsed)
         self._mean_synthesis_s = 0.8 * self._mean_synthesis_s + 0.2 * elapsed

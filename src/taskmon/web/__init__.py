@@ -13,7 +13,7 @@ from werkzeug.exceptions import HTTPException
 from taskmon.domain import InvalidInput
 from taskmon.ports import BackendUnavailable, TaskUnknownWhileDegraded
 from taskmon.runtime import Runtime
-from taskmon.web import admin, api, openapi, pages, sse, stream_slots
+from taskmon.web import admin, api, openapi, pages, sse, stream_slots, workers
 from taskmon.web.context import attach, runtime
 from taskmon.web.problems import problem
 from taskmon.web.timing import init_timing
@@ -55,6 +55,7 @@ def init_app(app: Flask, rt: Runtime) -> None:
     app.register_blueprint(pages.bp)
     app.register_blueprint(admin.bp)
     app.register_blueprint(openapi.bp)
+    app.register_blueprint(workers.bp)
 
     @app.errorhandler(InvalidInput)
     def _invalid_input(exc: InvalidInput) -> Response:

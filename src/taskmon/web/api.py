@@ -8,7 +8,7 @@ from flask import Blueprint, Response, request, send_file
 
 from taskmon.domain import TaskState, check_task_id
 from taskmon.ports import AdmissionClosed
-from taskmon.service import IdempotencyConflict, QueueFull, ServiceClosed
+from taskmon.service import Draining, IdempotencyConflict, QueueFull, ServiceClosed
 from taskmon.web.context import runtime
 from taskmon.web.json_body import read_json_body
 from taskmon.web.problems import problem
@@ -49,6 +49,14 @@ def submit() -> Response:
             slug="degraded-rejecting",
             headers={"Retry-After": str(exc.retry_after_s)},
             degraded=True,
+        )
+    except Draining as exc:
+        return problem(
+            503,
+            f"{exc}; retry (another worker admits it)",
+            slug="draining",
+            headers={"Retry-After": str(exc.retry_after_s)},
+            worker=runtime().worker_id,
         )
     except ServiceClosed:
         return problem(

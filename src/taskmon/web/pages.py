@@ -43,6 +43,18 @@ def readyz() -> Response:
     }
     # A degraded worker still serves (its own memory): keep it in the load balancer.
     required = {name: ok for name, ok in checks.items() if name != "monitor" or not rt.degraded}
+    draining = rt.service.draining
+    if draining:
+        # An operator's order: out of the load balancer, while it finishes what it holds.
+        return problem(
+            503,
+            "draining: this worker admits no new task and finishes what it holds",
+            slug="draining",
+            checks=checks,
+            draining=True,
+            backend=rt.monitor.backend,
+            target=rt.backend_target,
+        )
     ready = all(required.values())
     body = {
         "status": ("degraded" if rt.degraded else "ready") if ready else "not ready",
