@@ -583,12 +583,17 @@ def test_sse_last_event_id_of_thousands_of_digits_is_not_a_server_error(
     # int() refuses more than 4300 digits (a ValueError: was a 500); leading zeros still count.
     task_id = submit(client, {"text": "x"}).json["task_id"]  # type: ignore[index]
     wait_state(app, task_id, "done")
+    if header.startswith("9"):
+        # Past every version of a finished task: 204, the answer that stops an EventSource.
+        response = client.get(f"/api/task/stream/{task_id}", headers={"Last-Event-ID": header})
+        assert response.status_code == 204
+        return
     stream = open_stream(client, task_id, last_event_id=header)
     try:
         seen = [m.id for m in messages(stream.read_to_end())]
     finally:
         stream.close()
-    assert seen == ([] if header.startswith("9") else ["3"])
+    assert seen == ["3"]
 
 
 def test_sse_keepalive_while_a_task_waits(make_app: MakeApp) -> None:
