@@ -98,6 +98,30 @@ def test_the_page_loads_clean(stack: GunicornInstance, watched_page: WatchedPage
     assert watched_page.problems() == {}
 
 
+def test_the_workers_panel_follows_the_endpoint(
+    stack: GunicornInstance, watched_page: WatchedPage
+) -> None:
+    """Whatever GET /api/monitor/workers answers this build: on a 404 the page says the state
+    is unavailable; on a 200 it lists every worker the endpoint names, degraded ones marked."""
+    open_monitor(watched_page, stack.base_url)
+    page = watched_page.page
+    answer = call(stack.base_url, "GET", WORKERS_PATH)
+    if answer.status == 404:
+        page.get_by_test_id("workers-unavailable").wait_for(state="visible", timeout=PAGE_WAIT_MS)
+        assert page.get_by_test_id("workers-panel").is_hidden()
+    else:
+        assert answer.status == 200, answer
+        named = {w["worker"]: w for w in answer.body["workers"]}
+        assert len(named) == WORKERS, named
+        page.get_by_test_id("workers-panel").wait_for(state="visible", timeout=PAGE_WAIT_MS)
+        cells = page.locator('[data-testid="workers"] [data-col="worker"]')
+        wait_for(lambda: set(cells.all_text_contents()) == set(named), timeout=10,
+                 message="every worker listed")  # fmt: skip
+        assert page.get_by_test_id("workers-unavailable").is_hidden()
+        assert page.locator('[data-testid="workers"] tr[data-degraded="true"]').count() == 0
+    assert watched_page.problems() == {}
+
+
 def test_counts_and_chart_follow_tasks(stack: GunicornInstance, watched_page: WatchedPage) -> None:
     open_monitor(watched_page, stack.base_url)
     before = stack.stats()["counts"]["done"]
@@ -114,7 +138,9 @@ def test_counts_and_chart_follow_tasks(stack: GunicornInstance, watched_page: Wa
         figure = in_flight(shown)
         if figure is not None:
             seen.append(figure)
-            if figure[0] == LIMIT and not shot:
+            # Mid-run: every permit busy, some tasks done, others still queued.
+            done = int(shown["done"]) if shown["done"].isdigit() else 0
+            if figure[0] == LIMIT and done >= before + 3 and not shot:
                 watched_page.screenshot("monitor-running")
                 shot = True
         if shown["done"] == str(before + count):
@@ -122,6 +148,8 @@ def test_counts_and_chart_follow_tasks(stack: GunicornInstance, watched_page: Wa
         assert time.monotonic() < deadline, f"the page still shows {shown}"
         watched_page.page.wait_for_timeout(100)
     wait_terminal([stack.base_url], ids)
+    if not shot:
+        watched_page.screenshot("monitor-running")
     assert max(used for used, _ in seen) == LIMIT, f"in flight rose to the limit: {seen}"
     assert all(used <= limit == LIMIT for used, limit in seen), seen
     shown = readout(watched_page)

@@ -19,6 +19,7 @@
   const RECENT_EVERY_MS = 2000;
   const WORKERS_EVERY_MS = 5000;
   const MAX_DELAY_MS = 5000;
+  const MIN_GAP_MS = 500;
   const REQUEST_TIMEOUT_MS = 4000;
   const WINDOW_MS = 5 * 60 * 1000;
   const MIN_WINDOW_MS = 60 * 1000;
@@ -83,23 +84,36 @@
   }
 
   // Runs `read` every `everyMs` while the tab is visible; after failures, backs off to
-  // MAX_DELAY_MS. `read` answers true when it got an answer.
+  // MAX_DELAY_MS. `read` answers true when it got an answer. `wake()` reads at once (at most
+  // once per MIN_GAP_MS), for a change seen elsewhere on the page.
   function every(everyMs, read) {
     let failures = 0;
+    let timer = null;
+    let busy = false;
+    let lastRun = 0;
     const tick = async () => {
+      clearTimeout(timer);
       if (!document.hidden) {
+        busy = true;
+        lastRun = Date.now();
         let ok = false;
         try {
           ok = await read();
         } catch (err) {
           ok = false;
         }
+        busy = false;
         failures = ok ? 0 : failures + 1;
       }
       const delay = failures === 0 ? everyMs : Math.min(MAX_DELAY_MS, everyMs * 2 ** failures);
-      setTimeout(tick, delay);
+      timer = setTimeout(tick, delay);
     };
     tick();
+    return {
+      wake() {
+        if (!busy && failures === 0 && Date.now() - lastRun >= MIN_GAP_MS) tick();
+      },
+    };
   }
 
   // Keeps `tbody`'s rows in the order of `items`, reusing each row by its key, so a row
@@ -137,6 +151,8 @@
 
   let statsFailures = 0;
   let lastUpdate = null;
+  let lastCounts = '';
+  let recentReader = null;
 
   function setStatus(state, text) {
     const node = el('status');
@@ -218,6 +234,11 @@
     }
     statsFailures = 0;
     renderStats(data, res.worker);
+    // The counts moved: the recent list is read now rather than at its next turn, so the
+    // list and the tiles agree within a second while tasks move (and cost nothing when idle).
+    const counts = JSON.stringify(data.counts || null);
+    if (counts !== lastCounts && recentReader) recentReader.wake();
+    lastCounts = counts;
     addSample(data);
     setStatus('live', 'live');
     showOffline(false);
@@ -616,9 +637,9 @@
   // -- start -------------------------------------------------------------------------------
 
   function start() {
+    recentReader = every(RECENT_EVERY_MS, readRecent);
     every(STATS_EVERY_MS, readStats);
     every(PERMITS_EVERY_MS, readPermits);
-    every(RECENT_EVERY_MS, readRecent);
     every(WORKERS_EVERY_MS, readWorkers);
     window.addEventListener('resize', drawCharts);
     const scheme = window.matchMedia ? window.matchMedia('(prefers-color-scheme: dark)') : null;
