@@ -3,6 +3,7 @@ its limit rule (400 invalid-input), and a text shown only as an excerpt, verbati
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -99,3 +100,26 @@ def test_recent_refuses_a_bad_limit(app: Flask, client: FlaskClient, limit: str)
     body = assert_problem(app, client.get(f"/api/monitor/recent?limit={limit}"), 400)
     assert body["field"] == "limit"
     assert "1 to 200" in body["detail"]
+
+
+INLINE = re.compile(r"<script(?![^>]*\bsrc=)|\sstyle=|\son[a-z]+=|javascript:", re.IGNORECASE)
+HTML_SINKS = ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(")
+
+
+def test_the_page_names_its_endpoints_and_nothing_inline(client: FlaskClient) -> None:
+    response = client.get("/monitor")
+    html = response.get_data(as_text=True)
+    for name, url in [("recent", "/api/monitor/recent"), ("workers", "/api/monitor/workers")]:
+        assert f'data-{name}-url="{url}"' in html
+    # The CSP (default-src 'self') refuses inline scripts, styles and handlers: none is needed.
+    assert INLINE.search(html) is None, INLINE.search(html)
+    script = client.get("/static/monitor.js")
+    source = script.get_data(as_text=True)
+    script.close()
+    found = [sink for sink in HTML_SINKS if sink in source]
+    assert not found, f"monitor.js parses strings as HTML: {found}; use textContent"
+
+
+def test_the_favicon_is_no_content(client: FlaskClient) -> None:
+    response = client.get("/favicon.ico")
+    assert (response.status_code, response.get_data()) == (204, b"")

@@ -11,7 +11,7 @@
 // of it pauses while the tab is hidden. A task's own SSE stream stays the way to follow one
 // task (docs/api.md).
 //
-// Every string from the server is put on the page with textContent (never innerHTML): task
+// Every string from the server is put on the page with textContent, never parsed as HTML: task
 // text, ids, worker names and error messages are shown as text, whatever markup they carry.
 (() => {
   const STATS_EVERY_MS = 1000;
