@@ -219,7 +219,9 @@ def test_the_page_reads_in_dark_mode_on_a_phone(
     assert watched_page.problems() == {}
 
 
-def test_degraded_banner_while_redis_is_down(tmp_path: Path, watched_page: WatchedPage) -> None:
+def test_degraded_banner_while_redis_is_down_then_offline(
+    tmp_path: Path, watched_page: WatchedPage
+) -> None:
     with RedisServer(workdir=tmp_path / "redis") as server:
         env = redis_mode_env(
             server.url, tmp_path / "journal", limit=LIMIT, lease_ttl_ms=2000, ms_per_char=2
@@ -244,7 +246,13 @@ def test_degraded_banner_while_redis_is_down(tmp_path: Path, watched_page: Watch
             banner.wait_for(state="hidden", timeout=30_000)
             assert readout(watched_page)["badge"] == "redis"
             watched_page.screenshot("monitor-recovered")
-    assert watched_page.problems() == {}
+            assert watched_page.problems() == {}
+        # The service itself gone: the page says so, and keeps the last figures.
+        offline = watched_page.page.get_by_test_id("offline")
+        offline.wait_for(state="visible", timeout=PAGE_WAIT_MS)
+        assert watched_page.page.get_by_test_id("status").get_attribute("data-state") == "stale"
+        assert readout(watched_page)["badge"] == "redis"
+        watched_page.screenshot("monitor-offline")
 
 
 # --- a browser's EventSource on a task's stream -----------------------------------------------

@@ -567,7 +567,10 @@
       res = null;
     }
     const data = res && res.status === 200 ? res.data : null;
-    if (!data || typeof data !== 'object') return false;
+    if (!data || typeof data !== 'object') {
+      if (el('recent').rows.length) setText(el('recent-caption'), 'Recent tasks as last read (the list cannot be read now; retrying)');
+      return false;
+    }
     const tasks = Array.isArray(data.tasks) ? data.tasks : [];
     syncRows(el('recent'), tasks, (t) => str(t.task_id), () => rowOf(RECENT_COLUMNS), updateTaskRow);
     const empty = el('recent-empty');
