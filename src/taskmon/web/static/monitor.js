@@ -7,8 +7,8 @@
 // the same at 1 task/s and at 1,000, and the chart wants a sample per interval anyway. A
 // global SSE feed would cost a publish and a delivery to every open page per transition of
 // every task, and would still need the stats snapshot for the counts and the permits. The
-// recent list (two Redis round trips) is read every 2 s and per-worker state every 5 s; all
-// of it pauses while the tab is hidden. A task's own SSE stream stays the way to follow one
+// recent list (two Redis round trips) is read every 2 s, and at once when the counts move;
+// per-worker state every 5 s; all of it pauses while the tab is hidden. A task's own SSE stream stays the way to follow one
 // task (docs/api.md).
 //
 // Every string from the server is put on the page with textContent, never parsed as HTML: task
