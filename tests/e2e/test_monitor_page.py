@@ -285,7 +285,9 @@ def test_a_browser_event_source_gets_every_state_then_stops(
     answers 204 (per the HTML standard, a 204 makes an EventSource close for good)."""
     open_monitor(watched_page, stack.base_url)
     # Every permit busy for a few seconds, so the task is still queued when the stream opens.
-    blockers = submit_many([stack.base_url], ["hold " + "x" * 200] * LIMIT)
+    blockers = submit_many([stack.base_url], ["hold " + "x" * 300] * LIMIT)
+    wait_for(lambda: stack.stats()["concurrency"]["in_use"] == LIMIT, timeout=10,
+             message="every permit held by a blocker")  # fmt: skip
     answer = call(stack.base_url, "POST", "/api/tts", {"text": "followed by an EventSource"})
     assert answer.status == 202
     task_id = answer.body["task_id"]
