@@ -314,6 +314,12 @@ class MonitorReader(TaskmonUser):
             self.environment, "/api/monitor/permits", self.target(), "GET", "/api/monitor/permits"
         )
 
+    @task(2)
+    def recent(self) -> None:
+        # What the monitor page reads every 2 s (and at once when the counts move).
+        path = "/api/monitor/recent?limit=50"
+        request(self.environment, "/api/monitor/recent", self.target(), "GET", path)
+
     @task(1)
     def page(self) -> None:
         request(self.environment, "/monitor", self.target(), "GET", "/monitor")

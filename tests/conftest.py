@@ -15,6 +15,9 @@ import pytest
 
 from taskmon.harness.redis_server import RedisServer
 
+# The `browser` and `watched_page` fixtures (a real chromium, for the page tests).
+pytest_plugins = ["tests.support.browser"]
+
 
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:

@@ -18,6 +18,9 @@ from typing import Any
 MAX_TEXT_CHARS = 5000
 MAX_VOICE_CHARS = 64
 MAX_IDEMPOTENCY_KEY_CHARS = 255
+# The monitor's list of recent tasks: how many the stores index, and how much text it shows.
+RECENT_MAX = 200
+EXCERPT_CHARS = 80
 TASK_ID_PATTERN = re.compile(r"^[0-9a-f]{32}$")
 # Visible ASCII only: keys end up in logs and Redis key names.
 IDEMPOTENCY_KEY_PATTERN = re.compile(rf"^[\x21-\x7e]{{1,{MAX_IDEMPOTENCY_KEY_CHARS}}}$")
@@ -295,3 +298,49 @@ def overrules_abandoned(stored: Task, copy: Task) -> bool:
         and copy.state is TaskState.DONE
         and copy.worker == stored.worker
     )
+
+
+def text_excerpt(text: str) -> str:
+    """The start of a task's text for the monitor's list: whitespace runs folded to one space,
+    at most EXCERPT_CHARS characters (an ellipsis marks a cut). Plain text: never markup."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= EXCERPT_CHARS else flat[: EXCERPT_CHARS - 1] + "\u2026"
+
+
+@dataclass(frozen=True, slots=True)
+class TaskSummary:
+    """A task as the monitor page lists it: its state and times, an excerpt of its text (the
+    full text stays out of a list read every few seconds), no fingerprint or key."""
+
+    task_id: str
+    state: TaskState
+    version: int
+    worker: str
+    created_at: float
+    started_at: float | None = None
+    finished_at: float | None = None
+    error: TaskError | None = None
+    excerpt: str = ""
+
+    @classmethod
+    def of(cls, task: Task) -> TaskSummary:
+        return cls(
+            task_id=task.task_id,
+            state=task.state,
+            version=task.version,
+            worker=task.worker,
+            created_at=task.created_at,
+            started_at=task.started_at,
+            finished_at=task.finished_at,
+            error=task.error,
+            excerpt=text_excerpt(task.text),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RecentTasks:
+    """What the monitor lists: the newest tasks still kept, newest first, and the task that has
+    waited longest in the queue (None when nothing is queued)."""
+
+    tasks: list[TaskSummary]
+    oldest_queued: TaskSummary | None

@@ -14,7 +14,16 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Protocol
 
-from taskmon.domain import StartOutcome, StateCounts, Task, TaskError, TaskEvent, TaskState
+from taskmon.domain import (
+    RECENT_MAX,
+    RecentTasks,
+    StartOutcome,
+    StateCounts,
+    Task,
+    TaskError,
+    TaskEvent,
+    TaskState,
+)
 
 
 class BackendUnavailable(RuntimeError):
@@ -165,6 +174,17 @@ class TaskMonitor(Protocol):
 
     def counts(self) -> StateCounts: ...
 
+    def recent(self, limit: int) -> RecentTasks:
+        """The newest tasks still kept (newest first, by creation time; ties by id, higher
+        first), at most `limit`, and the task queued longest (None when none is queued).
+
+        For the monitor page: each summary is one task's state at its read, not a snapshot of
+        the whole store. Only the RECENT_MAX newest tasks are indexed, so a task older than
+        those is never listed, however long it is kept. Raises ValueError for a limit outside
+        1..RECENT_MAX (check_recent_limit), BackendUnavailable when the store does not answer.
+        """
+        ...
+
     def subscribe(self, task_id: str) -> Subscription: ...
 
     def ping(self) -> bool:
@@ -243,6 +263,13 @@ def check_limit(limit: object, name: str = "limit") -> int:
     """
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
         raise ValueError(f"{name} must be an integer of at least 1")
+    return limit
+
+
+def check_recent_limit(limit: object) -> int:
+    """The limit itself when it is an int (not a bool) in 1..RECENT_MAX; ValueError otherwise."""
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= RECENT_MAX:
+        raise ValueError(f"limit must be an integer from 1 to {RECENT_MAX}")
     return limit
 
 

@@ -4,6 +4,7 @@ failure modes. The TaskMonitor contract both adapters share is tests/contract/te
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import uuid
 from collections.abc import Callable
@@ -13,6 +14,7 @@ import pytest
 import redis
 
 from taskmon.domain import (
+    RECENT_MAX,
     StartOutcome,
     StateCounts,
     TaskEvent,
@@ -269,3 +271,27 @@ def test_a_known_copy_skips_the_read_but_never_the_check(monitor: RedisTaskMonit
     stored = monitor.get(task.task_id)
     assert stored is not None
     assert (stored.state, stored.version) == (RUNNING, 2)
+
+
+# --- the recent list ----------------------------------------------------------------------------
+
+
+def test_the_recent_index_is_bounded_where_it_grows_and_read_without_the_text(
+    redis_client: redis.Redis, keys: Keys, monitor: RedisTaskMonitor
+) -> None:
+    tasks = [make_task(f"task {n} " + "x" * 4000) for n in range(RECENT_MAX + 3)]
+    for n, task in enumerate(tasks):
+        monitor.start(dataclasses.replace(task, created_at=100.0 + n))
+    assert redis_client.zcard(keys.recent) == RECENT_MAX, "trimmed by the script that adds"
+    gone, legacy = tasks[-1], tasks[-2]
+    redis_client.delete(keys.task(gone.task_id))  # expired, or an operator's DEL
+    redis_client.hdel(keys.task(legacy.task_id), "excerpt")  # written by an older version
+    commands = redis_client.info("commandstats")
+    listed = monitor.recent(3).tasks
+    assert [s.task_id for s in listed] == [legacy.task_id, tasks[-3].task_id]
+    assert listed[0].excerpt == ""
+    assert listed[1].excerpt.startswith(f"task {RECENT_MAX} xxx")
+    after = redis_client.info("commandstats")
+    assert "cmdstat_hgetall" not in after or after["cmdstat_hgetall"] == commands.get(
+        "cmdstat_hgetall"
+    ), "no task's full text is read"

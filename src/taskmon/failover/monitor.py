@@ -32,6 +32,7 @@ from collections.abc import Callable
 
 from taskmon import metrics
 from taskmon.domain import (
+    RecentTasks,
     StartOutcome,
     StateCounts,
     Task,
@@ -251,6 +252,16 @@ class FailoverTaskMonitor:
             except BackendUnavailable as exc:
                 self._failover.trip(exc)
         return self._local.counts()
+
+    def recent(self, limit: int) -> RecentTasks:
+        """Redis's list while it answers; while degraded this worker's own tasks (the mirror:
+        those it created, finished ones within its retention), as the counts are."""
+        if not self._failover.degraded:
+            try:
+                return self._primary.recent(limit)
+            except BackendUnavailable as exc:
+                self._failover.trip(exc)
+        return self._local.recent(limit)
 
     def subscribe(self, task_id: str) -> QueueSubscription:
         """One reader of the task's events from both hubs (memory and, while Redis answers,

@@ -14,18 +14,21 @@ from collections import deque
 from collections.abc import Callable
 
 from taskmon.domain import (
+    RECENT_MAX,
     IllegalTransition,
+    RecentTasks,
     StartOutcome,
     StateCounts,
     Task,
     TaskError,
     TaskEvent,
     TaskState,
+    TaskSummary,
     idempotency_outcome,
     overrules_abandoned,
 )
 from taskmon.memory.hub import InMemoryEventHub, InMemorySubscription
-from taskmon.ports import RestoreResult, StartResult
+from taskmon.ports import RestoreResult, StartResult, check_recent_limit
 
 
 class InMemoryTaskMonitor:
@@ -54,6 +57,10 @@ class InMemoryTaskMonitor:
         self._task_expiry: deque[tuple[float, str]] = deque()
         self._key_expiry: deque[tuple[float, str]] = deque()
         self._in_state = dict.fromkeys(TaskState, 0)
+        # The recent index (task id -> created_at, at most RECENT_MAX: the newest) and the ids
+        # of the queued tasks, so the monitor's reads never scan every task kept.
+        self._recent: dict[str, float] = {}
+        self._queued: set[str] = set()
 
     def start(self, task: Task) -> StartResult:
         with self._lock:
@@ -68,6 +75,7 @@ class InMemoryTaskMonitor:
                 self._arm_key(key)
             self._tasks[task.task_id] = task
             self._in_state[TaskState.QUEUED] += 1
+            self._index(task, None)
         self.hub.publish(TaskEvent(task))
         return StartResult(StartOutcome.CREATED, task)
 
@@ -98,6 +106,7 @@ class InMemoryTaskMonitor:
                 self._in_state[stored.state] -= 1
             self._tasks[task.task_id] = task
             self._in_state[task.state] += 1
+            self._index(task, stored)
             if task.state.terminal:
                 self._task_expiry.append((self._clock() + self._ttl_s, task.task_id))
             conflict = False
@@ -140,6 +149,7 @@ class InMemoryTaskMonitor:
             self._tasks[task_id] = updated
             self._in_state[current.state] -= 1
             self._in_state[state] += 1
+            self._queued.discard(task_id)  # a move always leaves queued
             if state.terminal:
                 self._task_expiry.append((self._clock() + self._ttl_s, task_id))
                 key = current.idempotency_key
@@ -169,6 +179,20 @@ class InMemoryTaskMonitor:
         with self._lock:
             return StateCounts(**{state.value: n for state, n in self._in_state.items()})
 
+    def recent(self, limit: int) -> RecentTasks:
+        """See the port. Raises ValueError for a limit outside 1..RECENT_MAX."""
+        check_recent_limit(limit)
+        with self._lock:
+            self._purge_expired()
+            newest = sorted(self._recent.items(), key=_by_creation, reverse=True)
+            tasks = [self._tasks.get(task_id) for task_id, _ in newest[:limit]]
+            queued = [self._tasks[task_id] for task_id in self._queued if task_id in self._tasks]
+        oldest = min(queued, key=lambda task: (task.created_at, task.task_id), default=None)
+        return RecentTasks(
+            tasks=[TaskSummary.of(task) for task in tasks if task is not None],
+            oldest_queued=None if oldest is None else TaskSummary.of(oldest),
+        )
+
     def subscribe(self, task_id: str) -> InMemorySubscription:
         return self.hub.subscribe(task_id)
 
@@ -177,6 +201,16 @@ class InMemoryTaskMonitor:
 
     def close(self) -> None:
         self.hub.close()
+
+    def _index(self, task: Task, replaced: Task | None) -> None:
+        """Index `task` (new, or a copy over `replaced`) as recent and, if so, queued."""
+        if replaced is not None and replaced.state is TaskState.QUEUED:
+            self._queued.discard(replaced.task_id)
+        if task.state is TaskState.QUEUED:
+            self._queued.add(task.task_id)
+        self._recent[task.task_id] = task.created_at
+        if len(self._recent) > RECENT_MAX:  # one over at most: drop the oldest
+            del self._recent[min(self._recent.items(), key=_by_creation)[0]]
 
     def _arm_key(self, key: str) -> None:
         deadline = self._clock() + self._ttl_s
@@ -192,3 +226,9 @@ class InMemoryTaskMonitor:
             if self._key_deadlines.get(key, now) <= now:  # else re-armed since
                 self._keys.pop(key, None)
                 self._key_deadlines.pop(key, None)
+
+
+def _by_creation(entry: tuple[str, float]) -> tuple[float, str]:
+    """A recent index entry's order: creation time, then id (as Redis orders equal scores)."""
+    task_id, created_at = entry
+    return created_at, task_id

@@ -10,8 +10,8 @@ ever sets fields (HSET), never deletes them. What this cannot tell apart from No
 voice or idempotency key, a TaskError whose code and message are both empty) is never produced:
 TaskRequest.parse and check_idempotency_key reject the first two, the service names every error.
 Timestamps are `repr(float)`, which round-trips exactly; the version is a decimal integer, which
-the scripts compare as a string. Fields that are not the Task's (the monitor's `op` token) are
-ignored when reading.
+the scripts compare as a string. Fields that are not the Task's (the monitor's `op` token, the
+`excerpt` of the text the recent list reads) are ignored when reading a Task.
 
 An event is the JSON object of the same fields, including `text`. A TaskEvent promises the task
 as it is right after the change, and Task equality includes the text, so an event without it
@@ -24,9 +24,9 @@ processes with a stream on that task.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
-from taskmon.domain import Task, TaskError, TaskEvent, TaskState
+from taskmon.domain import Task, TaskError, TaskEvent, TaskState, TaskSummary
 
 TASK_FIELDS = (
     "task_id",
@@ -95,6 +95,45 @@ def task_from_fields(fields: Mapping[str, str]) -> Task:
         )
     except (TypeError, ValueError) as exc:
         raise ValueError(f"task hash of {fields.get('task_id')!r} is malformed: {exc}") from exc
+
+
+EXCERPT_FIELD = "excerpt"
+# What the monitor's recent list reads of a task hash (HMGET): no full text, no fingerprint.
+SUMMARY_FIELDS = (
+    "task_id",
+    "state",
+    "version",
+    "worker",
+    "created_at",
+    "started_at",
+    "finished_at",
+    "error_code",
+    "error_message",
+    EXCERPT_FIELD,
+)
+
+
+def summary_from_values(values: Sequence[str | None]) -> TaskSummary | None:
+    """A TaskSummary from the SUMMARY_FIELDS values of one hash, or None for a task gone
+    (expired, or a barred start). A task written before excerpts were stored has none ("")."""
+    fields = dict(zip(SUMMARY_FIELDS, values, strict=True))
+    task_id, state, version, created_at = (
+        fields["task_id"], fields["state"], fields["version"], fields["created_at"]
+    )  # fmt: skip
+    if not task_id or not state or not version or not created_at:
+        return None
+    code, message = fields["error_code"] or "", fields["error_message"] or ""
+    return TaskSummary(
+        task_id=task_id,
+        state=TaskState(state),
+        version=int(version),
+        worker=fields["worker"] or "",
+        created_at=float(created_at),
+        started_at=float(fields["started_at"]) if fields["started_at"] else None,
+        finished_at=float(fields["finished_at"]) if fields["finished_at"] else None,
+        error=TaskError(code, message) if code or message else None,
+        excerpt=fields[EXCERPT_FIELD] or "",
+    )
 
 
 def changed_fields(before: Task, after: Task) -> dict[str, str]:

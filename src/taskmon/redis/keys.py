@@ -40,6 +40,12 @@ class Keys:
         return self._name("index", state.value)
 
     @property
+    def recent(self) -> str:
+        """Sorted set: the ids of the newest tasks by creation time, at most domain.RECENT_MAX
+        (trimmed by the scripts that create a task: task_start, task_restore)."""
+        return self._name("recent")
+
+    @property
     def counters(self) -> str:
         """Hash: queued, running, done, failed (queued and running current, the others total)."""
         return self._name("counters")

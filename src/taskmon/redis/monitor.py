@@ -27,7 +27,9 @@ from typing import Any, cast
 import redis
 
 from taskmon.domain import (
+    RECENT_MAX,
     IllegalTransition,
+    RecentTasks,
     StartOutcome,
     StateCounts,
     Task,
@@ -35,8 +37,9 @@ from taskmon.domain import (
     TaskEvent,
     TaskState,
     idempotency_outcome,
+    text_excerpt,
 )
-from taskmon.ports import BackendUnavailable, RestoreResult, StartResult
+from taskmon.ports import BackendUnavailable, RestoreResult, StartResult, check_recent_limit
 from taskmon.redis import codec
 from taskmon.redis.errors import unavailable_as
 from taskmon.redis.hub import RedisEventHub, RedisSubscription
@@ -52,12 +55,18 @@ _COUNTED = ("queued", "running", "done", "failed")
 # lua/<script>.lua names the same ones. An `idempotency` key is passed only for a task that
 # has an Idempotency-Key; `state_index` is the index of the state named beside it.
 SCRIPT_KEYS: ScriptKeys = {
-    "task_start": ("task", "state_index", "counters", "idempotency"),
+    "task_start": ("task", "state_index", "counters", "recent", "idempotency"),
     "task_settle_start": ("task",),
     "task_transition": ("task", "counters", "state_index", "state_index"),
     "task_finish": ("task", "counters", "state_index", "idempotency"),
-    "task_restore": ("task", "counters", "state_index", "state_index", "idempotency"),
+    "task_restore": ("task", "counters", "state_index", "state_index", "recent", "idempotency"),
 }
+
+
+def stored_fields(task: Task) -> dict[str, str]:
+    """The hash a script writes for a new or restored task: its fields, and the excerpt the
+    recent list reads instead of the whole text (transitions never change it)."""
+    return {**codec.task_to_fields(task), codec.EXCERPT_FIELD: text_excerpt(task.text)}
 
 
 def load_task(client: redis.Redis, keys: Keys, task_id: str) -> Task | None:
@@ -118,7 +127,7 @@ class RedisTaskMonitor:
 
     def _run_start(self, task: Task, op: str, stale: str) -> list[str]:
         keys = [self._keys.task(task.task_id), self._keys.state_index(TaskState.QUEUED)]
-        keys.append(self._keys.counters)
+        keys += [self._keys.counters, self._keys.recent]
         idem: list[str] = ["", "", ""]
         if task.idempotency_key is not None:
             keys.append(self._keys.idempotency(task.idempotency_key))
@@ -130,7 +139,8 @@ class RedisTaskMonitor:
             self._keys.task_channel(task.task_id),
             codec.event_to_json(TaskEvent(task)),
             *idem,
-            *codec.flatten(codec.task_to_fields(task)),
+            str(RECENT_MAX),
+            *codec.flatten(stored_fields(task)),
         ]
         with unavailable_as(f"starting task {task.task_id}"):
             return cast("list[str]", self._scripts["task_start"](keys=keys, args=args))
@@ -159,6 +169,7 @@ class RedisTaskMonitor:
         keys += [
             self._keys.state_index(TaskState.QUEUED),
             self._keys.state_index(TaskState.RUNNING),
+            self._keys.recent,
         ]
         idem_value = ""
         if task.idempotency_key is not None:
@@ -175,7 +186,9 @@ class RedisTaskMonitor:
             codec.event_to_json(TaskEvent(task)),
             idem_value,
             task.worker,
-            *codec.flatten(codec.task_to_fields(task)),
+            repr(float(task.created_at)),
+            str(RECENT_MAX),
+            *codec.flatten(stored_fields(task)),
         ]
         with unavailable_as(f"writing back task {task.task_id}"):
             return cast("list[str]", self._scripts["task_restore"](keys=keys, args=args))
@@ -250,6 +263,28 @@ class RedisTaskMonitor:
 
     def get(self, task_id: str) -> Task | None:
         return load_task(self._client, self._keys, task_id)
+
+    def recent(self, limit: int) -> RecentTasks:
+        """The newest `limit` ids of the recent index and the head of the queued index, then
+        their summaries: two round trips, whatever `limit`, and no task's full text read (the
+        excerpt is a field of its own). A listed task that expired meanwhile is left out.
+        Raises ValueError for a limit outside 1..RECENT_MAX, BackendUnavailable when Redis
+        does not answer."""
+        check_recent_limit(limit)
+        with unavailable_as("reading the recent tasks"):
+            ids_pipe = self._client.pipeline(transaction=False)
+            ids_pipe.zrevrange(self._keys.recent, 0, limit - 1)
+            ids_pipe.zrange(self._keys.state_index(TaskState.QUEUED), 0, 0)
+            newest, oldest = cast("list[list[str]]", ids_pipe.execute())
+            fields_pipe = self._client.pipeline(transaction=False)
+            for task_id in [*newest, *oldest]:
+                fields_pipe.hmget(self._keys.task(task_id), codec.SUMMARY_FIELDS)
+            rows = cast("list[list[str | None]]", fields_pipe.execute())
+        summaries = [codec.summary_from_values(values) for values in rows]
+        return RecentTasks(
+            tasks=[summary for summary in summaries[: len(newest)] if summary is not None],
+            oldest_queued=summaries[-1] if oldest else None,
+        )
 
     def counts(self) -> StateCounts:
         with unavailable_as("reading the task counters"):

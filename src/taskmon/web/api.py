@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import json
+import time
 
 from flask import Blueprint, Response, request, send_file
 
-from taskmon.domain import TaskState, check_task_id
+from taskmon.domain import RECENT_MAX, InvalidInput, TaskState, check_task_id
 from taskmon.ports import AdmissionClosed
 from taskmon.service import Draining, IdempotencyConflict, QueueFull, ServiceClosed
 from taskmon.web.context import runtime
 from taskmon.web.json_body import read_json_body
 from taskmon.web.problems import problem
-from taskmon.web.status import accepted_json, status_json
+from taskmon.web.status import accepted_json, status_json, summary_json
 
 bp = Blueprint("api", __name__, url_prefix="/api")
+
+RECENT_DEFAULT = 50
 
 
 def _json(body: object, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -150,6 +153,37 @@ def permits() -> Response:
         "worker": rt.worker_id,
     }
     return _json(body, headers={"Cache-Control": "no-store"})
+
+
+@bp.get("/monitor/recent")
+def recent() -> Response:
+    """The newest tasks (`?limit=`, default 50, at most 200) and the one queued longest, for
+    the monitor page. Two Redis round trips whatever the limit; while degraded, the answering
+    worker's own tasks (`scope: "worker"`)."""
+    limit = _recent_limit(request.args.get("limit"))
+    rt = runtime()
+    listed = rt.monitor.recent(limit)
+    now = time.time()
+    oldest = listed.oldest_queued
+    body = {
+        "backend": rt.monitor.backend,
+        "degraded": rt.degraded,  # after the read: one that found Redis away switched already
+        "scope": _scope(rt.monitor.backend),
+        "limit": limit,
+        "tasks": [summary_json(summary, now) for summary in listed.tasks],
+        "oldest_queued": None if oldest is None else summary_json(oldest, now),
+        "worker": rt.worker_id,
+    }
+    return _json(body, headers={"Cache-Control": "no-store"})
+
+
+def _recent_limit(raw: str | None) -> int:
+    if raw is None:
+        return RECENT_DEFAULT
+    # isdigit() alone accepts characters such as "²" that int() refuses.
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= RECENT_MAX:
+        raise InvalidInput("limit", f"must be an integer from 1 to {RECENT_MAX}")
+    return int(raw)
 
 
 def _scope(backend: str) -> str:

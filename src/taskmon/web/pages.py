@@ -13,16 +13,29 @@ from taskmon.web.problems import problem
 
 bp = Blueprint("pages", __name__)
 
+# Per-worker state, when the service reports it; the page says "unavailable" on a 404.
+WORKERS_URL = "/api/monitor/workers"
+
 
 @bp.get("/monitor")
 def monitor_page() -> str:
+    """The monitor page: a static shell; static/monitor.js polls the JSON endpoints it names."""
     return render_template(
         "monitor.html",
         stats_url=url_for("api.stats"),
         permits_url=url_for("api.permits"),
+        recent_url=url_for("api.recent"),
+        workers_url=WORKERS_URL,
         static_js=url_for("static", filename="monitor.js"),
         static_css=url_for("static", filename="monitor.css"),
     )
+
+
+@bp.get("/favicon.ico")
+def favicon() -> Response:
+    """No icon: browsers ask for one with every page, and a 404 would be an error in their
+    console (the page tests hold the console clean)."""
+    return Response(status=204, headers={"Cache-Control": "max-age=86400"})
 
 
 @bp.get("/healthz")

@@ -9,7 +9,8 @@
 -- KEYS[2] counters     hash: queued, running, done, failed
 -- KEYS[3] state_index  the queued index
 -- KEYS[4] state_index  the running index
--- KEYS[5] idempotency  only when the task has a key: string `<task_id> <fingerprint>`
+-- KEYS[5] recent       sorted set of the newest task ids by creation time, kept to ARGV[11]
+-- KEYS[6] idempotency  only when the task has a key: string `<task_id> <fingerprint>`
 -- ARGV[1] task_id      member of KEYS[3] or KEYS[4]
 -- ARGV[2] version      the copy's version (a decimal integer)
 -- ARGV[3] state        the copy's state (a counters field)
@@ -17,14 +18,16 @@
 -- ARGV[5] ttl_s        retention in seconds from now, for a finished copy and for a key
 -- ARGV[6] channel      the task's pub/sub channel
 -- ARGV[7] event        the event JSON to publish on ARGV[6]
--- ARGV[8] idem_value   `<task_id> <fingerprint>` to store in KEYS[5] ("" without a key)
+-- ARGV[8] idem_value   `<task_id> <fingerprint>` to store in KEYS[6] ("" without a key)
 -- ARGV[9] worker       the copy's worker (the one whose `done` may overrule an `abandoned`)
--- ARGV[10..] fields    field, value pairs of the whole task hash
+-- ARGV[10] created_at  the task's creation time, its score in KEYS[5]
+-- ARGV[11] recent_max  how many ids KEYS[5] keeps (the newest by creation time)
+-- ARGV[12..] fields    field, value pairs of the whole task hash
 -- Returns: {"kept", <stored version>} when Redis has this version or a newer one, or has the task
 --          finished (nothing is written); {"behind", <stored version>} when the copy is its
 --          worker's `done` of a task Redis holds failed `abandoned` at this version or a newer one
 --          (nothing is written: send it again past that version); {"written", <"key_conflict" or
---          "">} when the copy was written, with "key_conflict" when KEYS[5] already names another
+--          "">} when the copy was written, with "key_conflict" when KEYS[6] already names another
 --          task (the key is left to it).
 
 local stored = redis.call('HMGET', KEYS[1], 'version', 'state', 'void', 'error_code', 'worker')
@@ -47,7 +50,7 @@ redis.call('ZREM', KEYS[3], ARGV[1])
 redis.call('ZREM', KEYS[4], ARGV[1])
 -- Fields of the older copy (its `op`, a settle bar) must not survive into the new one.
 redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], unpack(ARGV, 10))
+redis.call('HSET', KEYS[1], unpack(ARGV, 12))
 redis.call('HINCRBY', KEYS[2], ARGV[3], 1)
 if ARGV[3] == 'queued' then
     redis.call('ZADD', KEYS[3], ARGV[4], ARGV[1])
@@ -57,11 +60,15 @@ else
     redis.call('EXPIRE', KEYS[1], ARGV[5])
 end
 
+-- A task Redis forgot (or never had) is listed again; bounded as task_start bounds it.
+redis.call('ZADD', KEYS[5], ARGV[10], ARGV[1])
+redis.call('ZREMRANGEBYRANK', KEYS[5], 0, -(tonumber(ARGV[11]) + 1))
+
 local conflict = ''
-if #KEYS == 5 then
-    local claim = redis.call('GET', KEYS[5])
+if #KEYS == 6 then
+    local claim = redis.call('GET', KEYS[6])
     if not claim or claim == ARGV[8] then
-        redis.call('SET', KEYS[5], ARGV[8], 'EX', ARGV[5])
+        redis.call('SET', KEYS[6], ARGV[8], 'EX', ARGV[5])
     else
         conflict = 'key_conflict'
     end
