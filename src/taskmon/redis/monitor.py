@@ -175,6 +175,7 @@ class RedisTaskMonitor:
             codec.event_to_json(TaskEvent(task)),
             idem_value,
             task.worker,
+            task.boot,
             *codec.flatten(codec.task_to_fields(task)),
         ]
         with unavailable_as(f"writing back task {task.task_id}"):

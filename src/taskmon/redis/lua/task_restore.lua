@@ -19,7 +19,9 @@
 -- ARGV[7] event        the event JSON to publish on ARGV[6]
 -- ARGV[8] idem_value   `<task_id> <fingerprint>` to store in KEYS[5] ("" without a key)
 -- ARGV[9] worker       the copy's worker (the one whose `done` may overrule an `abandoned`)
--- ARGV[10..] fields    field, value pairs of the whole task hash
+-- ARGV[10] boot        the copy's worker's boot id: only the same process overrules; a stored
+--                      record without one (an older version's) has the empty boot
+-- ARGV[11..] fields    field, value pairs of the whole task hash
 -- Returns: {"kept", <stored version>} when Redis has this version or a newer one, or has the task
 --          finished (nothing is written); {"behind", <stored version>} when the copy is its
 --          worker's `done` of a task Redis holds failed `abandoned` at this version or a newer one
@@ -27,10 +29,11 @@
 --          "">} when the copy was written, with "key_conflict" when KEYS[5] already names another
 --          task (the key is left to it).
 
-local stored = redis.call('HMGET', KEYS[1], 'version', 'state', 'void', 'error_code', 'worker')
+local stored = redis.call('HMGET', KEYS[1], 'version', 'state', 'void', 'error_code', 'worker',
+    'boot')
 local finished = stored[2] == 'done' or stored[2] == 'failed'
 local presumed = stored[2] == 'failed' and stored[4] == 'abandoned' and ARGV[3] == 'done'
-    and stored[5] == ARGV[9]
+    and stored[5] == ARGV[9] and (stored[6] or '') == ARGV[10]
 if stored[1] and not stored[3] and presumed and tonumber(stored[1]) >= tonumber(ARGV[2]) then
     return {'behind', stored[1]}
 end
@@ -47,7 +50,7 @@ redis.call('ZREM', KEYS[3], ARGV[1])
 redis.call('ZREM', KEYS[4], ARGV[1])
 -- Fields of the older copy (its `op`, a settle bar) must not survive into the new one.
 redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], unpack(ARGV, 10))
+redis.call('HSET', KEYS[1], unpack(ARGV, 11))
 redis.call('HINCRBY', KEYS[2], ARGV[3], 1)
 if ARGV[3] == 'queued' then
     redis.call('ZADD', KEYS[3], ARGV[4], ARGV[1])

@@ -1,7 +1,7 @@
 -- worker_heartbeat: a worker says it is alive until now + ttl (Redis clock).
 --
 -- KEYS[1] workers  ZSET worker id -> heartbeat deadline (ms)
--- ARGV[1] worker   the worker id (X-Worker-Id)
+-- ARGV[1] worker   the worker's full identity, `<X-Worker-Id>/<boot>` (domain.worker_key)
 -- ARGV[2] ttl_ms   how long from now it counts as alive, in ms (0: it leaves now)
 -- Returns: the new deadline (ms, Redis clock).
 
