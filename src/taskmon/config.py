@@ -2,24 +2,38 @@
 
 A wrong value stops start-up with a ConfigError that names the variable, the value and the rule,
 so an operator never has to read a traceback to find which line of their environment is wrong.
+So do values that are each fine but contradict one another (`_no_contradictions`): the message
+names every variable of the pair, their values and the rule.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import tempfile
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 from urllib.parse import parse_qs, urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
+from pydantic import (
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "TASKMON_"
 # Most threads a worker keeps from SSE streams by default, for API requests (milliseconds each).
 API_RESERVED_THREADS = 8
+
+# The backoff cap of the Redis client's Retry, in seconds (redis/connection.py builds it): part
+# of the longest a Redis call can take, which some settings must leave room for.
+REDIS_BACKOFF_CAP_S = 0.1
 
 
 class BackendMode(StrEnum):
@@ -176,11 +190,89 @@ class Settings(BaseSettings):
             return self.sse_max_streams
         return default_sse_max_streams(self.threads)
 
+    @property
+    def redis_call_budget_s(self) -> float:
+        """The longest one Redis call can take against a cut Redis: every try times out."""
+        return (self.redis_retries + 1) * (self.redis_socket_timeout_s + REDIS_BACKOFF_CAP_S)
+
+    @property
+    def uses_redis(self) -> bool:
+        """Whether this configuration may run on Redis (redis, or auto with a URL)."""
+        return self.backend is BackendMode.REDIS or (
+            self.backend is BackendMode.AUTO and self.redis_url is not None
+        )
+
+    @model_validator(mode="after")
+    def _no_contradictions(self) -> Self:
+        """Refuse pairs of settings that cannot both hold: each fine alone, together a
+        promise the service would break. Rules about Redis apply only when it may be used
+        (memory mode ignores the Redis settings, so they cannot contradict anything)."""
+        problems = [*_task_ttl_problems(self)]
+        if self.uses_redis:
+            problems += _lease_problems(self)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
 
 def default_sse_max_streams(threads: int) -> int:
     """`threads` less those kept for API requests while every stream slot is held: a quarter,
     at least one (from two threads on) and at most API_RESERVED_THREADS."""
     return max(1, threads - min(API_RESERVED_THREADS, max(1, threads // 4)))
+
+
+def _task_ttl_problems(settings: Settings) -> list[str]:
+    """An Idempotency-Key is kept TASKMON_TASK_TTL_S from its task's creation (renewed at the
+    finish); a task may wait TASKMON_PERMIT_TIMEOUT_S for a permit and then run
+    TASKMON_ENGINE_TIMEOUT_S. A shorter TTL lets the key expire while its task still waits or
+    runs: a client retrying with that key gets a second synthesis. (The result sweep would
+    also delete a running synthesis's file.)"""
+    live_s = settings.permit_timeout_s + settings.engine_timeout_s
+    if settings.task_ttl_s >= live_s:
+        return []
+    return [
+        f"TASKMON_TASK_TTL_S={settings.task_ttl_s} is shorter than TASKMON_PERMIT_TIMEOUT_S="
+        f"{settings.permit_timeout_s:g} + TASKMON_ENGINE_TIMEOUT_S={settings.engine_timeout_s:g}"
+        f" ({live_s:g} s, the longest a task may wait for a permit and then run): an "
+        "Idempotency-Key would expire while its task still waits or runs, and a retry with it "
+        "would start a second synthesis. Raise TASKMON_TASK_TTL_S to at least "
+        f"{math.ceil(live_s)} or lower the timeouts"
+    ]
+
+
+def _lease_problems(settings: Settings) -> list[str]:
+    problems = []
+    lease_s = settings.lease_ttl_s
+    # A dead worker stays listed as expired for TASKMON_TASK_TTL_S; a reaper sees it within
+    # a lease TTL of contact and a third of one more. Dropped unseen, its tasks stay live.
+    if settings.task_ttl_s < 2 * lease_s:
+        problems.append(
+            f"TASKMON_TASK_TTL_S={settings.task_ttl_s} is shorter than twice TASKMON_LEASE_TTL_MS="
+            f"{settings.lease_ttl_ms} ({2 * lease_s:g} s): a dead worker stays listed for the "
+            "reapers TASKMON_TASK_TTL_S after its heartbeat lapsed, and they may need more "
+            "than a lease TTL to see it, so its tasks could stay queued or running for good. "
+            f"Raise TASKMON_TASK_TTL_S to at least {math.ceil(2 * lease_s)} or shorten the lease"
+        )
+    # The heartbeat and the lease keeper extend by one lease TTL every third of it: a call
+    # the client rides out (each retried try timing out, then one answering) must land in the
+    # two thirds left, or one slow moment of Redis costs a live worker its heartbeat and
+    # permits. (A call that fails for good trips the failover: no rule can help that.)
+    least_ms = math.ceil(
+        1.5 * settings.redis_retries * (settings.redis_socket_timeout_s + REDIS_BACKOFF_CAP_S)
+        * 1000 - 1e-6
+    )  # fmt: skip
+    if settings.lease_ttl_ms < least_ms:
+        problems.append(
+            f"TASKMON_LEASE_TTL_MS={settings.lease_ttl_ms} is too short for "
+            f"TASKMON_REDIS_RETRIES={settings.redis_retries} retries of "
+            f"TASKMON_REDIS_SOCKET_TIMEOUT_S={settings.redis_socket_timeout_s:g} (+ "
+            f"{REDIS_BACKOFF_CAP_S:g} s backoff each): the heartbeat and the permit renewals "
+            "extend the lease every third of it, and a call delayed by those retries must land "
+            "in the two thirds left, or a live worker is taken for dead and loses its permits. "
+            f"Set TASKMON_LEASE_TTL_MS to at least {least_ms}, or shorten the socket timeout "
+            "or the retries"
+        )
+    return problems
 
 
 def load_settings(overrides: dict[str, Any] | None = None) -> Settings:
@@ -193,7 +285,10 @@ def load_settings(overrides: dict[str, Any] | None = None) -> Settings:
     except ValidationError as exc:
         problems = []
         for error in exc.errors():
-            field = ".".join(str(part) for part in error["loc"]) or "settings"
+            if not error["loc"]:  # a rule across settings: its message names them all
+                problems.append(str(error["msg"]).removeprefix("Value error, "))
+                continue
+            field = ".".join(str(part) for part in error["loc"])
             variable = f"{ENV_PREFIX}{field.upper()}"
             shown = "<hidden>" if field in {"redis_url", "admin_token"} else repr(error["input"])
             problems.append(f"{variable}={shown}: {error['msg']}")

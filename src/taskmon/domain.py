@@ -145,9 +145,29 @@ def check_idempotency_key(key: str) -> str:
     return key
 
 
+def worker_key(worker: str, boot: str) -> str:
+    """A worker process's full identity: `<worker>/<boot>`, or the bare name for a worker of
+    an older version, which had no boot id. The registry lists workers by it and the reaper
+    judges a task by it; the public X-Worker-Id stays the bare name."""
+    return f"{worker}/{boot}" if boot else worker
+
+
+def public_name(identity: str) -> str:
+    """The X-Worker-Id of a full identity (`<worker>/<boot>`, or a bare older-version name)."""
+    return identity.partition("/")[0]
+
+
 @dataclass(frozen=True, slots=True)
 class Task:
-    """One synthesis task as every worker sees it. Immutable: transitions return a new Task."""
+    """One synthesis task as every worker sees it. Immutable: transitions return a new Task.
+
+    `worker` is the public name of the worker process that holds it (`<hostname>:<pid>`, the
+    X-Worker-Id); `boot` is that process's random boot id, so two processes of one name (a
+    container restarted with the same pid, two containers sharing hostname and pid) never
+    pass for each other when the reaper judges who is alive. The boot is the accepting
+    worker's and never changes: a task runs where it was accepted. Empty in records an older
+    version wrote. Never shown in the status.
+    """
 
     task_id: str
     text: str
@@ -161,6 +181,12 @@ class Task:
     finished_at: float | None = None
     error: TaskError | None = None
     idempotency_key: str | None = field(default=None, compare=False)
+    boot: str = ""
+
+    @property
+    def owner(self) -> str:
+        """The full identity of the worker that holds it (see `worker_key`)."""
+        return worker_key(self.worker, self.boot)
 
     @classmethod
     def create(
@@ -171,6 +197,7 @@ class Task:
         now: float,
         task_id: str | None = None,
         idempotency_key: str | None = None,
+        boot: str = "",
     ) -> Task:
         return cls(
             task_id=task_id or new_task_id(),
@@ -182,6 +209,7 @@ class Task:
             created_at=now,
             worker=worker,
             idempotency_key=idempotency_key,
+            boot=boot,
         )
 
     def can_become(self, state: TaskState) -> bool:
@@ -296,7 +324,7 @@ def overrules_abandoned(stored: Task, copy: Task) -> bool:
         and stored.error is not None
         and stored.error.code == ErrorCode.ABANDONED.value
         and copy.state is TaskState.DONE
-        and copy.worker == stored.worker
+        and copy.owner == stored.owner
     )
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import secrets
 import socket
 import threading
 import uuid
@@ -24,7 +25,7 @@ import redis
 
 from taskmon import metrics
 from taskmon.config import BackendMode, Settings
-from taskmon.domain import ErrorCode
+from taskmon.domain import ErrorCode, worker_key
 from taskmon.engines import Engine, make_engine
 from taskmon.failover import (
     Failover,
@@ -69,6 +70,14 @@ def worker_identity() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+def new_boot_id() -> str:
+    """8 random hex digits naming this process's start. Draw it after fork: every worker
+    must have its own. Hostname and pid repeat (pid 7 in every boot of a container; two
+    containers sharing a hostname), so the registry and the reaper tell workers apart by
+    the name and this id together; the public X-Worker-Id stays the name alone."""
+    return secrets.token_hex(4)
+
+
 @dataclass
 class Runtime:
     """Everything one worker process wired together; closed once at exit.
@@ -96,7 +105,14 @@ class Runtime:
     collectors: list[GlobalCollector] = field(default_factory=list)
     # The Redis worker registry (None in memory mode): the workers list and drain orders.
     registry: WorkerRegistry | None = None
+    # This process's boot id (new_boot_id): with worker_id, its identity in the registry.
+    boot: str = ""
     _stop: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def identity(self) -> str:
+        """The worker's entry in the registry: `<worker_id>/<boot>` (domain.worker_key)."""
+        return worker_key(self.worker_id, self.boot)
 
     @property
     def degraded(self) -> bool:
@@ -216,7 +232,7 @@ def _memory_backend(settings: Settings) -> Backend:
     return Backend(monitor, semaphore, [monitor.close])
 
 
-def select_backend(settings: Settings, worker_id: str) -> Backend:
+def select_backend(settings: Settings, worker_id: str, boot: str = "") -> Backend:
     """Memory, Redis, or (auto) Redis when it answers now and memory with a WARNING otherwise.
 
     Raises BackendUnavailable when TASKMON_BACKEND=redis and Redis does not answer: the
@@ -234,7 +250,7 @@ def select_backend(settings: Settings, worker_id: str) -> Backend:
         return _memory_backend(settings)
     url = redacted(settings.redis_url.get_secret_value())
     try:
-        return _redis_backend(settings, worker_id, target=url)
+        return _redis_backend(settings, worker_id, boot, target=url)
     except (redis.RedisError, OSError, BackendUnavailable) as exc:
         found = diagnose(exc, url, key_prefix=settings.key_prefix)
         if settings.backend is BackendMode.REDIS:
@@ -285,7 +301,7 @@ def _warn_on_eviction(client: redis.Redis, target: str) -> None:
         )
 
 
-def _redis_backend(settings: Settings, worker_id: str, target: str) -> Backend:
+def _redis_backend(settings: Settings, worker_id: str, boot: str, target: str) -> Backend:
     # What was opened, in the order to close it: a build that fails half way closes it all.
     opened: list[Callable[[], None]] = []
     try:
@@ -320,7 +336,12 @@ def _redis_backend(settings: Settings, worker_id: str, target: str) -> Backend:
         # live (PUT /api/admin/concurrency).
         semaphore.configure_limit()
         registry = WorkerRegistry(
-            client, keys, worker_id, ttl_s=settings.lease_ttl_s, retention_s=settings.task_ttl_s
+            client,
+            keys,
+            worker_id,
+            ttl_s=settings.lease_ttl_s,
+            retention_s=settings.task_ttl_s,
+            boot=boot,
         )
         epoch = EpochWatch(client, keys)
         epoch.changed()  # the first look: the dataset this worker starts on
@@ -351,7 +372,7 @@ def _redis_backend(settings: Settings, worker_id: str, target: str) -> Backend:
             semaphore,
             failover,
             default_limit=settings.concurrency_limit,
-            share_inputs=partial(_share_inputs, registry, settings, worker_id),
+            share_inputs=partial(_share_inputs, registry, settings),
         )
         # The subscriber's connection is often the first to see Redis go (a reset).
         subscriber.on_lost(failover.trip)
@@ -400,42 +421,51 @@ def _probe(client: redis.Redis, keys: Keys, registry: WorkerRegistry) -> None:
     registry.heartbeat()
 
 
-def _share_inputs(
-    registry: WorkerRegistry, settings: Settings, worker_id: str, limit: int
-) -> ShareInputs:
+def _share_inputs(registry: WorkerRegistry, settings: Settings, limit: int) -> ShareInputs:
     """The partition policy's inputs: this worker's rank among the live workers of every
-    host, out of TASKMON_WORKERS (or the live count). Until the registry lists that many,
-    gunicorn's own slot for this worker stands in for the rank."""
+    host (by full identity: two processes of one name are two workers), out of
+    TASKMON_WORKERS (or the live count). Until the registry lists that many, gunicorn's own
+    slot for this worker stands in for the rank."""
     alive = registry.alive()
     workers = settings.workers or max(1, len(alive))
-    rank = rank_of(worker_id, alive)
+    rank = rank_of(registry.identity, alive)
     if rank is None or len(set(alive)) < workers:
         rank = settings.worker_index if settings.worker_index is not None else (rank or 0)
     return ShareInputs(limit=limit, index=rank, workers=workers)
 
 
-def build_runtime(settings: Settings, *, worker_id: str | None = None) -> Runtime:
+def build_runtime(
+    settings: Settings, *, worker_id: str | None = None, boot: str | None = None
+) -> Runtime:
     """Wire one worker: result store, engine, backend, journal, and the service over them.
 
-    `worker_id` defaults to `worker_identity()`, so call this after fork. Raises ConfigError
+    `worker_id` defaults to `worker_identity()` and `boot` to a fresh `new_boot_id()`, so
+    call this after fork. Raises ConfigError
     (an engine that is not installed), OSError (a result or journal directory that cannot be
     made) and BackendUnavailable (TASKMON_BACKEND=redis without an answering Redis); what
     was opened before the failure is closed again.
     """
     worker_id = worker_id or worker_identity()
+    boot = boot or new_boot_id()
     results = ResultStore(settings.result_dir)
     results.prepare()
     engine = make_engine(settings)
-    backend = select_backend(settings, worker_id)
+    backend = select_backend(settings, worker_id, boot)
     try:
-        return _assemble(settings, worker_id, engine, results, backend)
+        return _assemble(settings, worker_id, engine, results, backend, boot=boot)
     except BaseException:
         close_all(backend.closers)
         raise
 
 
 def _assemble(
-    settings: Settings, worker_id: str, engine: Engine, results: ResultStore, backend: Backend
+    settings: Settings,
+    worker_id: str,
+    engine: Engine,
+    results: ResultStore,
+    backend: Backend,
+    *,
+    boot: str,
 ) -> Runtime:
     journal = SynthesisJournal(settings.journal_dir)
     try:
@@ -446,6 +476,7 @@ def _assemble(
             engine=engine,
             results=results,
             worker_id=worker_id,
+            boot=boot,
             max_pending=settings.max_pending,
             permit_timeout_s=settings.permit_timeout_s,
             threads=min(settings.concurrency_limit, settings.max_pending),
@@ -471,6 +502,7 @@ def _assemble(
         startup_fallback=backend.degraded,
         collectors=backend.collectors(),
         registry=backend.registry,
+        boot=boot,
     )
     if backend.registry is not None:
         _publish_state(rt, backend.registry)

@@ -120,3 +120,46 @@ def test_serve_with_a_settings_file_survives_sighup_and_a_usr2_upgrade(tmp_path:
         assert http_get(base, "/metrics")[0] == 200
     finally:
         server.stop()  # the new master is in the same process group
+
+
+def _refused(argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode != 0, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    return result
+
+
+def test_serve_refuses_settings_that_contradict_each_other(tmp_path: Path) -> None:
+    """Each value valid, the pair not: refused before gunicorn starts, naming both."""
+    env = {**os.environ, "TASKMON_TASK_TTL_S": "60", "TASKMON_RESULT_DIR": str(tmp_path)}
+    result = _refused([*_taskmon(), "serve", "--bind", f"127.0.0.1:{free_port()}"], env)
+    assert result.returncode == 2
+    assert "TASKMON_TASK_TTL_S=60 is shorter than TASKMON_PERMIT_TIMEOUT_S=300" in result.stderr
+    assert "Booting worker" not in result.stderr
+
+
+def test_serve_refuses_a_contradiction_between_the_environment_and_the_settings_file(
+    tmp_path: Path,
+) -> None:
+    env_file = tmp_path / "taskmon.env"
+    env_file.write_text("TASKMON_LEASE_TTL_MS=500\n", encoding="utf-8")
+    env = {**os.environ, "TASKMON_ENV_FILE": str(env_file), "TASKMON_BACKEND": "redis",
+           "TASKMON_REDIS_URL": "redis://127.0.0.1:1/0"}  # fmt: skip
+    result = _refused([*_taskmon(), "serve", "--bind", f"127.0.0.1:{free_port()}"], env)
+    assert "TASKMON_LEASE_TTL_MS=500 is too short for TASKMON_REDIS_RETRIES=1" in result.stderr
+
+
+def test_gunicorn_started_directly_refuses_them_in_the_master(tmp_path: Path) -> None:
+    """Without the CLI, gunicorn's config module validates the settings in the master."""
+    gunicorn = Path(sys.executable).with_name("gunicorn")
+    env = {**os.environ, "TASKMON_REDIS_URL": "redis://127.0.0.1:1/0",
+           "TASKMON_LEASE_TTL_MS": "60000", "TASKMON_TASK_TTL_S": "100",
+           "TASKMON_PERMIT_TIMEOUT_S": "10", "TASKMON_ENGINE_TIMEOUT_S": "10",
+           "TASKMON_BIND": f"127.0.0.1:{free_port()}",
+           "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}  # fmt: skip
+    result = _refused(
+        [str(gunicorn), "--config", "python:taskmon.gunicorn_conf", "taskmon.wsgi:app"], env
+    )
+    assert "taskmon: invalid configuration: TASKMON_TASK_TTL_S=100 is shorter than twice " \
+        "TASKMON_LEASE_TTL_MS=60000" in result.stderr  # fmt: skip
+    assert "Booting worker" not in result.stderr

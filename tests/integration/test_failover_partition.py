@@ -72,11 +72,12 @@ def test_a_worker_cut_off_alone_is_alive_again_before_it_writes_back(
         tasks.append(cut.service.submit({"text": f"cut off, round {round_no} " + "x" * 180}).task)
         wait_for(lambda: cut.degraded, timeout=5, message="the cut-off worker degraded")
         time.sleep(TTL_MS / 1000 + 0.3)
-        deadline, now = deadline_ms(own_observer, "host:A")
+        deadline, now = deadline_ms(own_observer, cut.identity)
+        assert deadline > 0, "precondition: it is registered under its identity"
         assert deadline < now, "precondition: its heartbeat lapsed while it was cut off"
         proxy.enable()
         wait_for(lambda: not cut.degraded, timeout=5, message="re-promoted")
-        deadline, now = deadline_ms(own_observer, "host:A")
+        deadline, now = deadline_ms(own_observer, cut.identity)
         assert deadline > now, f"round {round_no}: back on Redis with a lapsed heartbeat"
     for task in tasks:
         wait_for(partial(ended, cut, task.task_id), timeout=20, message="every task ends")

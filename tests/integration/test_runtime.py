@@ -3,6 +3,7 @@ every connection and of the worker registry."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -47,15 +48,19 @@ def test_redis_wiring_shares_one_store_and_closes_every_connection(
         assert {"taskmon:host:42", "taskmon-sub:host:42"} <= set(
             clients_named(redis_client, "host:42")
         )
-        assert redis_client.zscore(keys.workers, "host:42") is not None, "registered at start"
+        assert re.fullmatch("[0-9a-f]{8}", rt.boot), "a boot id of 8 hex digits"
+        identity = f"host:42/{rt.boot}"
+        assert redis_client.zscore(keys.workers, identity) is not None, "registered at start"
         task = rt.service.submit({"text": "through redis"}).task
-        stored = redis_client.hget(keys.task(task.task_id), "state")
-        assert stored in {"queued", "running", "done"}, "the task is in Redis, not in memory"
+        stored = redis_client.hmget(keys.task(task.task_id), ["state", "worker", "boot"])
+        assert stored[0] in {"queued", "running", "done"}, "the task is in Redis, not in memory"
+        assert stored[1:] == ["host:42", rt.boot], "the public name, and the boot beside it"
+        assert task.status()["worker"] == "host:42"
         wait_for(lambda: (t := rt.monitor.get(task.task_id)) and t.state is TaskState.DONE)
     finally:
         rt.close(wait=True)
     wait_for(lambda: not clients_named(redis_client, "host:42"), message="every socket closed")
-    deadline = redis_client.zscore(keys.workers, "host:42")
+    deadline = redis_client.zscore(keys.workers, identity)
     now_ms = int(redis_client.time()[0]) * 1000
     assert deadline is not None
     assert deadline <= now_ms + 1000, "leaving the registry expires the worker at once"

@@ -78,6 +78,8 @@ def test_environment_variables_are_read(monkeypatch: pytest.MonkeyPatch, tmp_pat
         "TASKMON_RESULT_DIR": str(tmp_path / "out"),
         "TASKMON_MAX_PENDING": "9",
         "TASKMON_TASK_TTL_S": "60",
+        "TASKMON_PERMIT_TIMEOUT_S": "30",
+        "TASKMON_ENGINE_TIMEOUT_S": "20",
         "TASKMON_KEY_PREFIX": "tm:test",
         "TASKMON_WORKERS": "3",
         "TASKMON_FALLBACK_POLICY": "reject",
@@ -98,6 +100,7 @@ def test_environment_variables_are_read(monkeypatch: pytest.MonkeyPatch, tmp_pat
     assert settings.result_dir == tmp_path / "out"
     assert settings.max_pending == 9
     assert settings.task_ttl_s == 60
+    assert (settings.permit_timeout_s, settings.engine_timeout_s) == (30, 20)
     assert settings.key_prefix == "tm:test"
     assert settings.workers == 3
     assert settings.fallback_policy is FallbackPolicy.REJECT

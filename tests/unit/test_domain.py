@@ -6,6 +6,7 @@ import hashlib
 import itertools
 import json
 import uuid
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -30,6 +31,8 @@ from taskmon.domain import (
     check_task_id,
     idempotency_outcome,
     new_task_id,
+    overrules_abandoned,
+    worker_key,
 )
 from tests.support.tasks import BOOM, DONE, FAILED, QUEUED, RUNNING
 
@@ -423,3 +426,22 @@ def test_any_sequence_of_attempts(attempts: list[tuple[TaskState, bool, str | No
         assert (task.finished_at is not None) == task.state.terminal
         assert (task.error is not None) == (task.state is FAILED)
     assert successes <= 2
+
+
+def test_the_boot_keeps_to_the_task_and_out_of_its_status() -> None:
+    """The boot tells two processes of one name apart; the public status shows the name only."""
+    task = new_task(boot="0a1b2c3d")
+    assert (task.worker, task.owner) == ("host:1", "host:1/0a1b2c3d")
+    done = task.transition(RUNNING, now=101.0, worker="host:1").transition(DONE, now=102.0)
+    assert done.owner == "host:1/0a1b2c3d", "a task's boot never changes"
+    assert done.status()["worker"] == "host:1"
+    assert "boot" not in done.status()
+    assert new_task().owner == worker_key("host:1", "") == "host:1", "an older version's record"
+
+
+def test_only_the_same_boots_done_overrules_an_abandoned() -> None:
+    running = new_task(boot="aaaaaaaa").transition(RUNNING, now=101.0)
+    abandoned = running.transition(FAILED, now=102.0, error=TaskError("abandoned", "stopped"))
+    done = running.transition(DONE, now=102.0)
+    assert overrules_abandoned(abandoned, done)
+    assert not overrules_abandoned(abandoned, replace(done, boot="bbbbbbbb"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -26,11 +27,22 @@ def roundtrip(task: Task) -> Task:
 
 def test_every_field_is_a_string_and_always_present() -> None:
     fields = codec.task_to_fields(queued())
-    assert tuple(fields) == codec.TASK_FIELDS
+    assert tuple(fields) == codec.TASK_FIELDS + codec.OPTIONAL_FIELDS
     assert all(isinstance(value, str) for value in fields.values())
     assert fields["voice"] == fields["started_at"] == fields["error_code"] == ""
     assert fields["version"] == "1"
     assert fields["state"] == "queued"
+
+
+def test_a_record_or_event_an_older_version_wrote_reads_with_an_empty_boot() -> None:
+    """An older version wrote no `boot`: its records and events still read, boot empty."""
+    task = queued()
+    fields = codec.task_to_fields(dataclasses.replace(task, boot="0a1b2c3d"))
+    assert codec.task_from_fields(fields).boot == "0a1b2c3d"
+    del fields["boot"]
+    assert codec.task_from_fields(fields) == task
+    legacy_event = json.dumps(fields)
+    assert codec.event_from_json(legacy_event).task.boot == ""
 
 
 @pytest.mark.parametrize(

@@ -3,12 +3,14 @@
 The hash holds one flat field per Task attribute, every value a string:
 
     task_id, text, voice, fingerprint, state, version, created_at, worker,
-    started_at, finished_at, error_code, error_message, idempotency_key
+    started_at, finished_at, error_code, error_message, idempotency_key, boot
 
-`None` is stored as the empty string, so every field is always present and a transition only
-ever sets fields (HSET), never deletes them. What this cannot tell apart from None (an empty
-voice or idempotency key, a TaskError whose code and message are both empty) is never produced:
-TaskRequest.parse and check_idempotency_key reject the first two, the service names every error.
+`boot` (the holding worker process's boot id) is optional when reading: records and events an
+older version wrote lack it, and read as an empty boot. `None` is stored as the empty string, so
+every field is always present and a transition only ever sets fields (HSET), never deletes them.
+What this cannot tell apart from None (an empty voice or idempotency key, a TaskError whose code
+and message are both empty) is never produced: TaskRequest.parse and check_idempotency_key
+reject the first two, the service names every error.
 Timestamps are `repr(float)`, which round-trips exactly; the version is a decimal integer, which
 the scripts compare as a string. Fields that are not the Task's (the monitor's `op` token, the
 `excerpt` of the text the recent list reads) are ignored when reading a Task.
@@ -43,6 +45,8 @@ TASK_FIELDS = (
     "error_message",
     "idempotency_key",
 )
+# Read when present: an older version wrote none.
+OPTIONAL_FIELDS = ("boot",)
 
 
 def _opt_str(value: str | None) -> str:
@@ -54,7 +58,7 @@ def _opt_float(value: float | None) -> str:
 
 
 def task_to_fields(task: Task) -> dict[str, str]:
-    """The hash fields of `task`, in TASK_FIELDS order."""
+    """The hash fields of `task`, in TASK_FIELDS order, then OPTIONAL_FIELDS."""
     return {
         "task_id": task.task_id,
         "text": task.text,
@@ -69,6 +73,7 @@ def task_to_fields(task: Task) -> dict[str, str]:
         "error_code": task.error.code if task.error else "",
         "error_message": task.error.message if task.error else "",
         "idempotency_key": _opt_str(task.idempotency_key),
+        "boot": task.boot,
     }
 
 
@@ -92,6 +97,7 @@ def task_from_fields(fields: Mapping[str, str]) -> Task:
             finished_at=float(fields["finished_at"]) if fields["finished_at"] else None,
             error=TaskError(code, message) if code or message else None,
             idempotency_key=fields["idempotency_key"] or None,
+            boot=fields.get("boot", ""),
         )
     except (TypeError, ValueError) as exc:
         raise ValueError(f"task hash of {fields.get('task_id')!r} is malformed: {exc}") from exc

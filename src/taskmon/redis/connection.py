@@ -22,7 +22,7 @@ import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from taskmon.config import Settings
+from taskmon.config import REDIS_BACKOFF_CAP_S, Settings
 
 # Query options of a Redis URL that redis-py takes as secrets (the password may be given as
 # `?password=` instead of in the authority; `ssl_password` unlocks an encrypted client key).
@@ -50,12 +50,12 @@ def redacted(url: str) -> str:
 
 
 # The backoff cap of the client's Retry, in seconds (see make_client).
-BACKOFF_CAP_S = 0.1
+BACKOFF_CAP_S = REDIS_BACKOFF_CAP_S
 
 
 def call_budget_s(settings: Settings) -> float:
     """The longest one Redis call can take against a cut Redis: every try times out."""
-    return (settings.redis_retries + 1) * (settings.redis_socket_timeout_s + BACKOFF_CAP_S)
+    return settings.redis_call_budget_s
 
 
 def pool_wait_s(settings: Settings) -> float:

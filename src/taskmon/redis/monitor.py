@@ -186,6 +186,7 @@ class RedisTaskMonitor:
             codec.event_to_json(TaskEvent(task)),
             idem_value,
             task.worker,
+            task.boot,
             repr(float(task.created_at)),
             str(RECENT_MAX),
             *codec.flatten(stored_fields(task)),

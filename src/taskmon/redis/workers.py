@@ -19,6 +19,14 @@ still taken for dead after a TTL of their contact: its tasks are failed `abandon
 presumption: when it comes back, a `done` it reached (written back, or recorded after the
 re-promotion) overrules it, one version past the reaper's (domain.overrules_abandoned); any
 other end it reached is dropped.
+
+Workers are listed and judged by their full identity, `<hostname>:<pid>/<boot>` (domain.
+worker_key), the boot a random id each process draws at start: a container restarted with the
+same hostname and pid within a TTL heartbeats a new entry, so the old boot's entry still
+expires and its tasks are reaped; two live containers sharing hostname and pid keep two entries
+and never reap each other's tasks. A task is judged by the worker and boot its record names. A
+record an older version wrote has no boot: its identity is the bare name, which is what that
+version heartbeats, so it is reaped when that heartbeat lapses.
 """
 
 from __future__ import annotations
@@ -27,10 +35,11 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Collection
+from typing import cast
 
 import redis
 
-from taskmon.domain import ErrorCode, TaskError, TaskState
+from taskmon.domain import ErrorCode, TaskError, TaskState, public_name, worker_key
 from taskmon.ports import BackendUnavailable, TaskMonitor
 from taskmon.redis.errors import unavailable_as
 from taskmon.redis.keys import Keys
@@ -56,7 +65,9 @@ SCRIPT_KEYS: ScriptKeys = {
 class WorkerRegistry:
     """This worker's entry in the registry, and what the registry says of the others.
 
-    Every method raises BackendUnavailable when Redis cannot serve it (see redis/errors.py).
+    The entry is the worker's full identity (`identity`: the public `worker_id` and the
+    process's `boot`); `expired` and `alive` list identities. Every method raises
+    BackendUnavailable when Redis cannot serve it (see redis/errors.py).
     """
 
     def __init__(
@@ -66,10 +77,14 @@ class WorkerRegistry:
         worker_id: str,
         ttl_s: float,
         retention_s: float = 86_400,
+        *,
+        boot: str = "",
     ) -> None:
         self._client = client
         self._keys = keys
         self.worker_id = worker_id
+        self.boot = boot
+        self.identity = worker_key(worker_id, boot)
         self._ttl_ms = int(ttl_s * 1000)
         self._retention_ms = int(retention_s * 1000)
         # A record of a worker not heard from for this long is dropped from the workers list.
@@ -95,7 +110,7 @@ class WorkerRegistry:
         with unavailable_as("recording the heartbeat of this worker"):
             _, order = self._scripts["worker_heartbeat"](
                 keys=[self._keys.workers, self._keys.workers_state, self._keys.workers_drain],
-                args=[self.worker_id, ttl, state, self.stale_ms],
+                args=[self.identity, ttl, state, self.stale_ms],
             )
         return bool(order)
 
@@ -113,7 +128,8 @@ class WorkerRegistry:
                 reply[i + 3]  # fmt: skip
             seen_ms, _, body = record.partition("\t")
             seen = int(seen_ms) if seen_ms.isdigit() else 0
-            state = WorkerState.decode(worker, body, (now_ms - seen) / 1000)
+            # Listed by its public name (X-Worker-Id); the record is the full identity's.
+            state = WorkerState.decode(public_name(worker), body, (now_ms - seen) / 1000)
             if state is None:
                 continue
             ordered = (now_ms - int(order)) / 1000 if order else None
@@ -126,11 +142,19 @@ class WorkerRegistry:
         None when no such worker is alive; else whether an order now stands. Raises
         BackendUnavailable when Redis does not answer."""
         with unavailable_as("recording a drain order"):
-            kind, _ = self._scripts["worker_drain"](
-                keys=[self._keys.workers, self._keys.workers_drain],
-                args=[worker, 1 if drain else 0],
-            )
-        return None if int(kind) == -1 else int(kind) == 1
+            # Orders go to full identities; an operator names the public X-Worker-Id (two
+            # processes of one name, twins across containers, both get the order).
+            records = cast("dict[str, str]", self._client.hgetall(self._keys.workers_state))
+            targets = [n for n in records if worker in (n, public_name(n))] or [worker]
+            kinds = [
+                int(self._scripts["worker_drain"](
+                    keys=[self._keys.workers, self._keys.workers_drain],
+                    args=[target, 1 if drain else 0],
+                )[0])
+                for target in targets
+            ]  # fmt: skip
+        standing = [kind for kind in kinds if kind != -1]
+        return None if not standing else standing[0] == 1
 
     def mark_promoted(self, epoch_seen: str | None) -> int:
         """Say that this worker is back on Redis, everything it kept written back and its
@@ -140,7 +164,7 @@ class WorkerRegistry:
         with unavailable_as("recording this worker's re-promotion"):
             mark = self._scripts["worker_promoted"](
                 keys=[self._keys.workers_promoted, self._keys.epoch],
-                args=[self.worker_id, self._retention_ms, epoch_seen or ""],
+                args=[self.identity, self._retention_ms, epoch_seen or ""],
             )
         return int(mark)
 
@@ -155,7 +179,7 @@ class WorkerRegistry:
         with unavailable_as("reading which workers are back on Redis"):
             missing = self._scripts["workers_not_back"](
                 keys=[self._keys.workers, self._keys.workers_promoted],
-                args=[self.worker_id, began_ms - self._ttl_ms, began_ms, mark_ms],
+                args=[self.identity, began_ms - self._ttl_ms, began_ms, mark_ms],
             )
         return int(missing)
 
@@ -197,7 +221,8 @@ class Reaper:
         self.on_abandoned: Callable[[int], None] | None = None
 
     def live_task_owners(self) -> dict[str, str]:
-        """Every queued or running task id with the worker that holds it: one scan."""
+        """Every queued or running task id with the full identity of the worker that holds
+        it (the bare name for a record without a boot, an older version's): one scan."""
         with unavailable_as("listing the live tasks"):
             return self._live_task_owners()
 
@@ -209,14 +234,18 @@ class Reaper:
             return {}
         pipe = self._client.pipeline(transaction=False)
         for task_id in ids:
-            pipe.hget(self._keys.task(task_id), "worker")
+            pipe.hmget(self._keys.task(task_id), ["worker", "boot"])
         owners = pipe.execute()
-        return {task_id: str(owner) for task_id, owner in zip(ids, owners, strict=True) if owner}
+        return {
+            task_id: worker_key(str(worker), str(boot or ""))
+            for task_id, (worker, boot) in zip(ids, owners, strict=True)
+            if worker
+        }
 
     def reap_once(self) -> list[str]:
         """Fail the live tasks of every expired worker, and this worker's own orphans (live
         in the store, no longer run here: lost in an outage)."""
-        me = self._registry.worker_id
+        me = self._registry.identity
         dead = set(self._registry.expired()) - {me}
         if not dead and self.local_tasks is None:
             return []

@@ -81,12 +81,15 @@ class TaskService:
         journal: SynthesisJournal | None = None,
         record_retry_s: float = 10.0,
         wall_clock: Callable[[], float] = time.time,
+        boot: str = "",
     ) -> None:
         self.monitor = monitor
         self.semaphore = semaphore
         self.engine = engine
         self.results = results
         self.worker_id = worker_id
+        # This process's boot id, recorded with every task it accepts (Task.boot).
+        self.boot = boot
         self._permit_timeout_s = permit_timeout_s
         self._now = wall_clock
         self._journal = journal or SynthesisJournal(None)
@@ -118,7 +121,11 @@ class TaskService:
             if replay is not None:
                 return replay
         task = Task.create(
-            request, worker=self.worker_id, now=self._now(), idempotency_key=idempotency_key
+            request,
+            worker=self.worker_id,
+            now=self._now(),
+            idempotency_key=idempotency_key,
+            boot=self.boot,
         )
         self._reserve(task)
         # Marked until this thread has handed the task on or let it go: the shutdown never

@@ -8,7 +8,7 @@
 -- KEYS[1] workers        ZSET worker id -> heartbeat deadline (ms)
 -- KEYS[2] workers_state  HASH worker id -> last_seen_ms \t state JSON
 -- KEYS[3] workers_drain  HASH worker id -> requested_ms
--- ARGV[1] worker         the worker id (X-Worker-Id)
+-- ARGV[1] worker         the worker's full identity, `<X-Worker-Id>/<boot>` (domain.worker_key)
 -- ARGV[2] ttl_ms         how long from now it counts as alive, in ms (0: it leaves now)
 -- ARGV[3] state          the worker's state (JSON, opaque here; empty: nothing published)
 -- ARGV[4] stale_ms       how long a record of a worker not heard from is kept, in ms

@@ -5,7 +5,7 @@
 --
 -- KEYS[1] workers_promoted  ZSET worker id -> when it last came back (ms, Redis clock)
 -- KEYS[2] epoch             STRING the dataset's random id
--- ARGV[1] worker            the worker id (X-Worker-Id)
+-- ARGV[1] worker            the worker's full identity, `<X-Worker-Id>/<boot>`
 -- ARGV[2] retention_ms      marks older than this are dropped as it goes
 -- ARGV[3] epoch_seen        the dataset id the worker last read
 -- Returns: the mark written (ms, Redis clock): the worker's own proof that its mark stands;

@@ -4,7 +4,7 @@
 --
 -- KEYS[1] workers           ZSET worker id -> heartbeat deadline (ms)
 -- KEYS[2] workers_promoted  ZSET worker id -> when it last came back (ms, Redis clock)
--- ARGV[1] worker            the asker's id
+-- ARGV[1] worker            the asker's full identity, `<X-Worker-Id>/<boot>`
 -- ARGV[2] alive_from_ms     a worker whose heartbeat deadline is this or later counts as alive
 --                           when the outage began (earlier than began_ms by one heartbeat TTL:
 --                           a worker cut off first may have beaten last well before)
