@@ -117,13 +117,13 @@ def test_one_pass_is_shared_by_every_worker_until_it_expires(
         second = RedisFigures(other, keys, cache_s=0.5).keyspace()  # another worker's
         assert first is not None
         assert second is not None
-        # task, key, queued index, counters
-        assert (second.keys, second.tasks) == (first.keys, first.tasks) == (4, 1)
+        # task, key, queued index, counters, recent index
+        assert (second.keys, second.tasks) == (first.keys, first.tasks) == (5, 1)
         time.sleep(0.6)  # the cache's own expiry is what this waits for
         third = RedisFigures(other, keys, cache_s=0.5).keyspace()
         assert third is not None
         # ... the second task, and the hash that keeps the pass
-        assert (third.keys, third.tasks) == (6, 2)
+        assert (third.keys, third.tasks) == (7, 2)
     finally:
         other.close()
 
@@ -205,7 +205,7 @@ def test_tasks_a_reaper_fails_are_counted_by_the_worker_that_reaped_them(
 ) -> None:
     abandoned = {"state": "failed", "code": "abandoned"}
     before = REGISTRY.get_sample_value("taskmon_tasks_finished_total", abandoned) or 0.0
-    rt = make_runtime(lease_ttl_ms=300)
+    rt = make_runtime(lease_ttl_ms=600)
     dead = WorkerRegistry(own_observer, KEYS, "host:dead", ttl_s=0.3)
     dead.heartbeat()
     dead.leave()

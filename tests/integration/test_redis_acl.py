@@ -133,9 +133,10 @@ def test_the_whole_api_runs_as_the_acl_user_with_nothing_refused(
     assert len(skipped) == 1, skipped
     assert "this user may not run CONFIG GET" in skipped[0]
     assert ":***@" in skipped[0]
-    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], [
-        r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING
-    ]
+    # The admin audit lines are warnings by design (who changed what); nothing else may warn.
+    warned = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    warned = [r for r in warned if r.name != "taskmon.web.admin"]
+    assert not warned, [r.getMessage() for r in warned]
     assert admin.dbsize() == 0, "nothing written to database 0"
     database_1 = redis.Redis.from_url(server.url.replace("/0", "/1"))
     try:
