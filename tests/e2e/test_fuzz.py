@@ -206,7 +206,12 @@ def test_admin_operations_with_the_token(case: Case, figures: Figures) -> None:
 
 
 def test_linked_sequences_answer_as_documented(api_schema: Any, figures: Figures) -> None:
-    base: type[APIStateMachine] = api_schema.as_state_machine()
+    # Not the release by token: schemathesis infers a link to it from GET /api/admin/permits
+    # (`holders/*/token`), followed only when a permit is held at that instant, so hypothesis
+    # cannot replay a scenario (FlakyStrategyDefinition, about one run in five). The release is
+    # fuzzed stateless (unknown tokens); releasing a held one is tests/unit/test_openapi.py's.
+    linked = api_schema.exclude(path="/api/admin/permits/{token}", method="DELETE")
+    base: type[APIStateMachine] = linked.as_state_machine()
 
     class Machine(base):  # type: ignore[valid-type,misc]
         def setup(self) -> None:

@@ -28,20 +28,25 @@ import taskmon
 from taskmon.app import create_app
 from taskmon.config import FallbackPolicy
 from taskmon.domain import (
+    EXCERPT_CHARS,
     IDEMPOTENCY_KEY_PATTERN,
     MAX_TEXT_CHARS,
     MAX_VOICE_CHARS,
+    RECENT_MAX,
     TASK_ID_PATTERN,
     ErrorCode,
     Task,
     TaskError,
     TaskRequest,
     TaskState,
+    TaskSummary,
 )
-from taskmon.ports import Holder
-from taskmon.web import admin
+from taskmon.ports import Holder, Lease
+from taskmon.runtime import Runtime, worker_identity
+from taskmon.web import admin, api
 from taskmon.web.openapi import document
-from taskmon.web.status import accepted_json, status_json
+from taskmon.web.status import accepted_json, status_json, summary_json
+from taskmon.worker_state import WorkerState
 from tests.support.timing import wait_for
 
 pytestmark = pytest.mark.usefixtures("clean_taskmon_env")
@@ -49,6 +54,7 @@ pytestmark = pytest.mark.usefixtures("clean_taskmon_env")
 DOC_URI = "urn:taskmon:openapi"
 HTTP_METHODS = {"get", "put", "post", "delete", "patch", "head", "options", "trace"}
 ADMIN_TOKEN = "s3cret-token"
+AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
 @pytest.fixture(scope="module")
@@ -144,6 +150,32 @@ def some_task(state: TaskState = TaskState.DONE) -> Task:
         return task.transition(TaskState.FAILED, now=2.0, error=TaskError("engine_error", "x"))
     running = task.transition(TaskState.RUNNING, now=2.0)
     return running if state is TaskState.RUNNING else running.transition(TaskState.DONE, now=3.0)
+
+
+def rt_of(app: Flask) -> Runtime:
+    found: Runtime = app.extensions["taskmon"]
+    return found
+
+
+def hold_every_permit(rt: Runtime) -> list[Lease]:
+    """Every permit of the cap, so a task submitted now waits for one (queued)."""
+    return [
+        rt.semaphore.acquire(Holder("test:1", f"hold-{n}"), timeout=0)
+        for n in range(rt.semaphore.limit())
+    ]
+
+
+def fields(doc: dict[str, Any], name: str) -> tuple[set[str], set[str]]:
+    """A schema's required fields and its properties."""
+    found = schema(doc, name)
+    return set(found["required"]), set(found["properties"])
+
+
+def wait_done(client: FlaskClient, task_id: str) -> None:
+    wait_for(
+        lambda: client.get(f"/api/task/status/{task_id}").get_json()["state"] == "done",
+        message=f"task {task_id} done",
+    )
 
 
 # -- the document itself ---------------------------------------------------------------------
@@ -261,6 +293,30 @@ def test_input_rules_are_the_domains(doc: dict[str, Any]) -> None:
     assert (limit["minimum"], limit["maximum"]) == (1, admin.MAX_LIMIT)
 
 
+def test_the_new_inputs_and_fields_follow_the_code(doc: dict[str, Any]) -> None:
+    params = doc["components"]["parameters"]
+    limit = params["RecentLimit"]["schema"]
+    assert (limit["minimum"], limit["maximum"]) == (1, RECENT_MAX)
+    assert limit["default"] == api.RECENT_DEFAULT
+    assert schema(doc, "RecentTasks")["properties"]["limit"]["maximum"] == RECENT_MAX
+    for name in ("PermitToken", "WorkerIdPath"):
+        # Longer ids name nothing (404), and a `/` is no longer the route's one segment.
+        assert params[name]["schema"]["maxLength"] == admin._MAX_ID_LENGTH
+        assert params[name]["schema"]["pattern"].startswith("^[^/]+")
+    validate_against(doc, worker_identity(), params["WorkerIdPath"]["schema"])
+    validate_against(doc, worker_identity(), doc["components"]["headers"]["XWorkerId"]["schema"])
+    excerpt = schema(doc, "TaskSummary")["properties"]["text_excerpt"]
+    assert excerpt["maxLength"] == EXCERPT_CHARS
+    # The workers' fields in WorkerState's own order (to_json documents it that way).
+    entry = WorkerState("host:1", "memory", False, 0, 0, False).to_json()
+    assert list(schema(doc, "WorkerState")["properties"]) == list(entry)
+    assert list(schema(doc, "AdminWorkerState")["properties"]) == [
+        *entry,
+        "alive",
+        "drain_ordered_s_ago",
+    ]
+
+
 @pytest.mark.parametrize(
     ("text", "accepted"),
     [
@@ -330,6 +386,19 @@ def test_the_accepted_schema_is_what_accepted_json_builds(doc: dict[str, Any]) -
     accepted = schema(doc, "Accepted")
     assert set(accepted["required"]) == set(accepted["properties"]) == set(body)
     validate_against(doc, body, accepted)
+
+
+@pytest.mark.parametrize("state", list(TaskState))
+def test_the_summary_schema_is_what_summary_json_builds(
+    doc: dict[str, Any], state: TaskState
+) -> None:
+    body = summary_json(TaskSummary.of(some_task(state)), now=5.0)
+    assert fields(doc, "TaskSummary") == (set(body), set(body))
+    validate_against(doc, body, schema(doc, "TaskSummary"))
+    if state is TaskState.QUEUED:  # still waiting (until now), and never run
+        assert (body["queued_s"], body["run_s"]) == (4.0, None)
+    else:  # it left the queue when it started, or failed there
+        assert body["queued_s"] == 1.0
 
 
 def test_a_field_the_code_adds_breaks_the_schema(doc: dict[str, Any]) -> None:
@@ -433,6 +502,9 @@ def test_monitor_and_operational_answers_conform(
     assert_conforms(doc, client.get("/healthz"), "/healthz", "get")
     assert_conforms(doc, client.get("/metrics"), "/metrics", "get")
     assert_conforms(doc, client.get("/monitor"), "/monitor", "get")
+    favicon = client.get("/favicon.ico")
+    assert favicon.status_code == 204
+    assert_conforms(doc, favicon, "/favicon.ico", "get")
 
 
 def test_admin_answers_conform(doc: dict[str, Any], client: FlaskClient) -> None:
@@ -447,6 +519,138 @@ def test_admin_answers_conform(doc: dict[str, Any], client: FlaskClient) -> None
     invalid = client.put(path, json={"limit": 0}, headers=auth)
     assert invalid.status_code == 400
     assert_conforms(doc, invalid, path, "put")
+    too_large = client.put(path, json={"limit": 3, "pad": "x" * 70_000}, headers=auth)
+    assert too_large.status_code == 413
+    assert_conforms(doc, too_large, path, "put")
+
+
+def test_recent_answers_conform(doc: dict[str, Any], app: Flask, client: FlaskClient) -> None:
+    path = "/api/monitor/recent"
+    done = [submit(client, {"text": f"hello {n}"}).get_json()["task_id"] for n in range(2)]
+    for task_id in done:
+        wait_done(client, task_id)
+    held = hold_every_permit(rt_of(app))
+    try:
+        queued = submit(client, {"text": "waits   for\na permit"}).get_json()["task_id"]
+        body = assert_conforms(doc, client.get(path), path, "get")
+        required, properties = fields(doc, "RecentTasks")
+        assert set(body) == required == properties
+        assert body["limit"] == api.RECENT_DEFAULT
+        assert {t["task_id"] for t in body["tasks"]} == {queued, *done}
+        assert body["oldest_queued"]["task_id"] == queued
+        listed = {t["task_id"]: t for t in body["tasks"]}
+        assert listed[queued]["text_excerpt"] == "waits for a permit"
+        for task in (*body["tasks"], body["oldest_queued"]):
+            assert set(task) == fields(doc, "TaskSummary")[0]
+        one = assert_conforms(doc, client.get(path, query_string={"limit": "1"}), path, "get")
+        assert (one["limit"], len(one["tasks"])) == (1, 1)
+    finally:
+        for lease in held:
+            lease.release()
+    wait_done(client, queued)
+    after = assert_conforms(doc, client.get(path), path, "get")
+    assert after["oldest_queued"] is None, "null once nothing is queued"
+    assert all(t["state"] == "done" and t["result_url"] for t in after["tasks"])
+    for bad in ("0", str(RECENT_MAX + 1), "abc", "-1", "1.5", "\u00b2", ""):
+        refused = client.get(path, query_string={"limit": bad})
+        assert refused.status_code == 400, bad
+        problem = assert_conforms(doc, refused, path, "get")
+        assert (problem["type"], problem["field"]) == ("urn:taskmon:problem:invalid-input", "limit")
+
+
+def test_workers_answers_conform(doc: dict[str, Any], app: Flask, client: FlaskClient) -> None:
+    me = rt_of(app).worker_id
+    for path, headers, listing, entry in (
+        ("/api/monitor/workers", {}, "Workers", "WorkerState"),
+        ("/api/admin/workers", AUTH, "AdminWorkers", "AdminWorkerState"),
+    ):
+        body = assert_conforms(doc, client.get(path, headers=headers), path, "get")
+        assert set(body) == fields(doc, listing)[0] == fields(doc, listing)[1], path
+        [worker] = body["workers"]  # memory mode: the answering worker alone
+        assert worker["worker"] == body["worker"] == me
+        assert set(worker) == fields(doc, entry)[0] == fields(doc, entry)[1], path
+    refused = client.get("/api/admin/workers", headers={"Authorization": "Bearer wrong"})
+    assert refused.status_code == 401
+    assert_conforms(doc, refused, "/api/admin/workers", "get")
+
+
+def test_admin_permit_answers_conform(doc: dict[str, Any], app: Flask, client: FlaskClient) -> None:
+    rt = rt_of(app)
+    held = hold_every_permit(rt)
+    try:
+        task_id = submit(client, {"text": "waits"}).get_json()["task_id"]
+        wait_for(rt.semaphore.waiters, message="the task waiting for a permit")
+        path = "/api/admin/permits"
+        listed = assert_conforms(doc, client.get(path, headers=AUTH), path, "get")
+        assert set(listed) == fields(doc, "AdminPermits")[0] == fields(doc, "AdminPermits")[1]
+        assert len(listed["holders"]) == listed["in_use"] == len(held)
+        holder_fields = fields(doc, "PermitHolderWithToken")
+        assert set(listed["holders"][0]) == holder_fields[0] == holder_fields[1]
+        [waiter] = listed["waiters"]
+        assert (waiter["task_id"], waiter["position"]) == (task_id, 1)
+        assert set(waiter) == fields(doc, "PermitWaiter")[0] == fields(doc, "PermitWaiter")[1]
+        unauthorized = client.get(path)
+        assert unauthorized.status_code == 401
+        assert_conforms(doc, unauthorized, path, "get")
+
+        release, token = "/api/admin/permits/{token}", listed["holders"][0]["token"]
+        answer = client.delete(f"/api/admin/permits/{token}", headers=AUTH)
+        assert answer.status_code == 200
+        released = assert_conforms(doc, answer, release, "delete")
+        assert set(released) == fields(doc, "PermitReleased")[0] == fields(doc, "PermitReleased")[1]
+        assert released["released"]["token"] == token
+        for gone in (token, "x" * (admin._MAX_ID_LENGTH + 1)):
+            missing = client.delete(f"/api/admin/permits/{gone}", headers=AUTH)
+            assert missing.status_code == 404
+            problem = assert_conforms(doc, missing, release, "delete")
+            assert problem["type"] == "urn:taskmon:problem:permit-not-found"
+        unauthorized = client.delete(f"/api/admin/permits/{token}")
+        assert unauthorized.status_code == 401
+        assert_conforms(doc, unauthorized, release, "delete")
+        # The waiting task got the released permit.
+        wait_done(client, task_id)
+    finally:
+        for lease in held:
+            lease.release()  # the revoked one: a no-op
+
+
+def test_drain_answers_conform(doc: dict[str, Any], app: Flask, client: FlaskClient) -> None:
+    me, path = rt_of(app).worker_id, "/api/admin/workers/{worker_id}/drain"
+    ordered = client.post(f"/api/admin/workers/{me}/drain", headers=AUTH)
+    assert ordered.status_code == 202
+    body = assert_conforms(doc, ordered, path, "post")
+    assert set(body) == fields(doc, "DrainOrdered")[0] == fields(doc, "DrainOrdered")[1]
+    order = schema(doc, "DrainOrdered")["properties"]["order"]
+    assert set(body["order"]) == set(order["required"]) == set(order["properties"])
+    assert body["order"] == {"worker": me, "drain": True, "applies_within_s": 0.0}
+    try:
+        refused = submit(client, {"text": "hi"})
+        assert refused.status_code == 503
+        problem = assert_conforms(doc, refused, "/api/tts", "post")
+        assert (problem["type"], problem["worker"]) == ("urn:taskmon:problem:draining", me)
+        not_ready = client.get("/readyz")
+        assert not_ready.status_code == 503
+        problem = assert_conforms(doc, not_ready, "/readyz", "get")
+        assert (problem["type"], problem["draining"]) == ("urn:taskmon:problem:draining", True)
+        workers = assert_conforms(doc, client.get("/api/monitor/workers"),
+                                  "/api/monitor/workers", "get")  # fmt: skip
+        assert workers["workers"][0]["draining"] is True
+    finally:
+        cancelled = client.delete(f"/api/admin/workers/{me}/drain", headers=AUTH)
+    assert cancelled.status_code == 202
+    assert assert_conforms(doc, cancelled, path, "delete")["order"]["drain"] is False
+    assert submit(client, {"text": "hi"}).status_code == 202
+    for method in ("post", "delete"):
+        unknown = client.open("/api/admin/workers/nohost:1/drain", method=method, headers=AUTH)
+        assert unknown.status_code == 404
+        problem = assert_conforms(doc, unknown, path, method)
+        assert (problem["type"], problem["worker_id"]) == (
+            "urn:taskmon:problem:worker-not-found", "nohost:1"
+        )  # fmt: skip
+        unauthorized = client.open(f"/api/admin/workers/{me}/drain", method=method)
+        assert unauthorized.status_code == 401
+        assert_conforms(doc, unauthorized, path, method)
+    assert not rt_of(app).service.draining
 
 
 def test_admin_off_answers_404_as_documented(doc: dict[str, Any], tmp_path: Path) -> None:
@@ -454,8 +658,15 @@ def test_admin_off_answers_404_as_documented(doc: dict[str, Any], tmp_path: Path
         {"backend": "memory", "engine": "tone", "result_dir": str(tmp_path / "results")}
     )
     try:
-        response = app.test_client().put("/api/admin/concurrency", json={"limit": 2})
-        assert response.status_code == 404
-        assert_conforms(doc, response, "/api/admin/concurrency", "put")
+        client = app.test_client()
+        admin_operations = [(p, m) for p, m, _ in operations(doc) if p.startswith("/api/admin/")]
+        assert len(admin_operations) == 6
+        for path, method in admin_operations:
+            url = path.replace("{token}", "0" * 32).replace("{worker_id}", "nohost:1")
+            body = {"limit": 2} if method == "put" else None
+            # Even with a bearer: without TASKMON_ADMIN_TOKEN the routes do not exist.
+            response = client.open(url, method=method.upper(), json=body, headers=AUTH)
+            assert response.status_code == 404, f"{method} {url}"
+            assert assert_conforms(doc, response, path, method)["type"] == "about:blank"
     finally:
         app.extensions["taskmon"].close()
