@@ -17,10 +17,11 @@ from typing import Any
 import pytest
 import redis
 
+from taskmon.backends import _probe
 from taskmon.domain import Task, TaskState
 from taskmon.harness.redis_server import RedisServer
 from taskmon.redis.workers import WorkerRegistry
-from taskmon.runtime import Runtime, _probe
+from taskmon.runtime import Runtime
 from tests.support.failover_rig import KEYS, MakeRuntime, ended, stored
 from tests.support.timing import wait_for
 

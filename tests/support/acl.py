@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 ACL_FILE = ROOT / "deploy" / "redis" / "taskmon.acl"
 PLACEHOLDER = "REPLACE_WITH_TASKMON_PASSWORD"
 USER = "taskmon"
-# Refused on purpose, and skipped by taskmon with one line (runtime._warn_on_eviction).
+# Refused on purpose, and skipped by taskmon with one line (backends._warn_on_eviction).
 EXPECTED_REFUSALS = frozenset({"config|get"})
 
 

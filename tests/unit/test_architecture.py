@@ -61,7 +61,18 @@ ALLOWED: dict[str, set[str]] = {
         "taskmon.results",
         "taskmon.metrics",
     },
+    "taskmon.backends": {
+        "taskmon.config",
+        "taskmon.domain",
+        "taskmon.failover",
+        "taskmon.global_metrics",
+        "taskmon.memory",
+        "taskmon.metrics",
+        "taskmon.ports",
+        "taskmon.redis",
+    },
     "taskmon.runtime": {
+        "taskmon.backends",
         "taskmon.config",
         "taskmon.domain",
         "taskmon.engines",
