@@ -30,6 +30,12 @@ class BackendUnavailable(RuntimeError):
     """The store behind a port did not answer in time. Callers degrade; they never hang."""
 
 
+class BackendRefused(RuntimeError):
+    """The store answered but refused the call to taskmon's user: a misconfigured ACL (a
+    command, key or channel it lacks). Not an outage: nothing degrades and a retry meets the
+    same refusal until an operator gives the user its rules; the web layer answers 503."""
+
+
 class PermitTimeout(TimeoutError):
     """No permit was granted within the caller's timeout."""
 

@@ -157,7 +157,9 @@ def test_the_checker_catches_a_command_missing_from_the_acl(
             refusals = describe(acl_refusals(admin))
         finally:
             admin.close()
-    assert {answer.status_code for answer in answers} == {500}
+    # A 503 that names the cause, not a 500 with a traceback.
+    assert {answer.status_code for answer in answers} == {503}
+    assert {answer.json["type"].rsplit(":", 1)[-1] for answer in answers} == {"backend-refused"}  # type: ignore[index]
     assert any("hincrby" in refusal for refusal in refusals), refusals
     said = [r.getMessage() for r in caplog.records if "Redis refused a command" in r.getMessage()]
     assert len(said) == 1, said  # once, however many calls meet it
@@ -176,7 +178,9 @@ def test_a_channel_outside_the_acl_is_named_in_one_error(
     ):
         client = make_app(srv.url_for(USER, PASSWORD)).test_client()
         answers = [client.post("/api/tts", json={"text": f"unheard {n}"}) for n in range(2)]
-    assert {answer.status_code for answer in answers} == {500}
+    # A 503 that names the cause, not a 500 with a traceback.
+    assert {answer.status_code for answer in answers} == {503}
+    assert {answer.json["type"].rsplit(":", 1)[-1] for answer in answers} == {"backend-refused"}  # type: ignore[index]
     said = [r.getMessage() for r in caplog.records if "Redis refused a command" in r.getMessage()]
     # One line per refusal, however many calls meet it: the script's PUBLISH, the SUBSCRIBE.
     publish = [m for m in said if "can't publish to the channel" in m]

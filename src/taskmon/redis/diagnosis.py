@@ -17,6 +17,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import redis
 
+from taskmon.ports import BackendRefused
+
 ACL_FILE = "deploy/redis/taskmon.acl"
 
 
@@ -45,7 +47,7 @@ def _innermost(exc: BaseException) -> BaseException:
 def refused_by_acl(exc: BaseException) -> bool:
     """True for a command Redis refused to this user: directly (NOPERM) or inside a script,
     where it is a plain script error naming the command."""
-    return isinstance(exc, redis.exceptions.NoPermissionError) or (
+    return isinstance(exc, (redis.exceptions.NoPermissionError, BackendRefused)) or (
         isinstance(exc, redis.ResponseError)
         and ("NOPERM" in str(exc) or "user executing the script can't" in str(exc))
     )

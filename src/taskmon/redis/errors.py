@@ -17,7 +17,7 @@ from collections.abc import Iterator
 
 import redis
 
-from taskmon.ports import BackendUnavailable
+from taskmon.ports import BackendRefused, BackendUnavailable
 from taskmon.redis.diagnosis import ACL_FILE, refused_by_acl
 from taskmon.redis.scripts import failing_line
 
@@ -67,15 +67,23 @@ def report_acl_refusal(action: str, exc: BaseException) -> None:
     )
 
 
+class RefusedByAcl(redis.ResponseError, BackendRefused):
+    """An ACL refusal as both what it is to redis-py (a ResponseError, which callers that
+    expect one still catch) and what it is to the ports (BackendRefused: a 503, no traceback)."""
+
+
 @contextlib.contextmanager
 def unavailable_as(action: str, consequence: str = "") -> Iterator[None]:
     """Re-raise any of UNAVAILABLE_ERRORS inside the block as BackendUnavailable; report an
-    ACL refusal (and re-raise it as it is)."""
+    ACL refusal once and re-raise it as RefusedByAcl (the same text)."""
     try:
         yield
     except UNAVAILABLE_ERRORS as exc:
         raise unavailable(action, exc, consequence) from exc
+    except RefusedByAcl:
+        raise
     except redis.ResponseError as exc:
         if refused_by_acl(exc):
             report_acl_refusal(action, exc)
+            raise RefusedByAcl(str(exc)) from exc
         raise

@@ -11,7 +11,7 @@ from flask.json.provider import DefaultJSONProvider
 from werkzeug.exceptions import HTTPException
 
 from taskmon.domain import InvalidInput
-from taskmon.ports import BackendUnavailable, TaskUnknownWhileDegraded
+from taskmon.ports import BackendRefused, BackendUnavailable, TaskUnknownWhileDegraded
 from taskmon.runtime import Runtime
 from taskmon.web import admin, api, openapi, pages, sse, stream_slots, workers
 from taskmon.web.context import attach, runtime
@@ -70,6 +70,18 @@ def init_app(app: Flask, rt: Runtime) -> None:
             "the task store did not answer in time; retry shortly",
             slug="backend-unavailable",
             headers={"Retry-After": "1"},
+        )
+
+    @app.errorhandler(BackendRefused)
+    def _backend_refused(exc: BackendRefused) -> Response:
+        # Logged once per process, with the script line and the rules to add, where it was
+        # met: no traceback here, and a 503 (it is not the client's fault, nor a bug).
+        return problem(
+            503,
+            "the task store refused this call to taskmon's Redis user (its ACL lacks a "
+            "command, key or channel); an operator must fix the user's rules: see the log",
+            slug="backend-refused",
+            headers={"Retry-After": "30"},
         )
 
     @app.errorhandler(TaskUnknownWhileDegraded)
