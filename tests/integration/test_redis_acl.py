@@ -114,6 +114,17 @@ def lifecycle(client: FlaskClient) -> dict[str, Any]:
     )
     assert limit.status_code == 200, limit.json
     assert client.get("/readyz").status_code == 200
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    for path in ("/api/monitor/recent", "/api/monitor/workers", "/metrics"):
+        assert client.get(path).status_code == 200, path
+    for path in ("/api/admin/permits", "/api/admin/workers"):
+        assert client.get(path, headers=auth).status_code == 200, path
+    listed = client.get("/api/monitor/workers").json or {}
+    target = listed["workers"][0]["worker"]
+    for method in (client.post, client.delete):
+        order = method(f"/api/admin/workers/{target}/drain", headers=auth)
+        assert order.status_code == 202, order.json
+    assert client.delete("/api/admin/permits/unheld", headers=auth).status_code == 404
     return stats
 
 
@@ -133,9 +144,9 @@ def test_the_whole_api_runs_as_the_acl_user_with_nothing_refused(
     assert len(skipped) == 1, skipped
     assert "this user may not run CONFIG GET" in skipped[0]
     assert ":***@" in skipped[0]
-    # The admin audit lines are warnings by design (who changed what); nothing else may warn.
+    # The admin audit lines and the drain it ordered warn by design; nothing else may.
     warned = [r for r in caplog.records if r.levelno >= logging.WARNING]
-    warned = [r for r in warned if r.name != "taskmon.web.admin"]
+    warned = [r for r in warned if r.name not in {"taskmon.web.admin", "taskmon.service.drain"}]
     assert not warned, [r.getMessage() for r in warned]
     assert admin.dbsize() == 0, "nothing written to database 0"
     database_1 = redis.Redis.from_url(server.url.replace("/0", "/1"))

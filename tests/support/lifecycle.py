@@ -126,7 +126,8 @@ def run_lifecycle(
     assert stats.status == 200
     assert (stats.body["backend"], stats.body["degraded"]) == ("redis", False), stats.body
     assert stats.body["counts"]["done"] >= tasks + 1
-    for path in ("/api/monitor/permits", "/readyz", "/metrics", "/monitor", "/healthz"):
+    for path in ("/api/monitor/permits", "/api/monitor/recent", "/api/monitor/workers",
+                 "/readyz", "/metrics", "/monitor", "/healthz", "/openapi.json"):  # fmt: skip
         answer = rec.call("GET", path)
         assert answer.status == 200, (path, answer.body)
     if admin_token is not None:
@@ -137,5 +138,15 @@ def run_lifecycle(
         assert changed.body == {**changed.body, "limit": limit + 1, "scope": "global"}
         back = rec.call("PUT", "/api/admin/concurrency", {"limit": limit}, headers=auth)
         assert back.status == 200
+        for path in ("/api/admin/permits", "/api/admin/workers"):
+            answer = rec.call("GET", path, headers=auth)
+            assert answer.status == 200, (path, answer.body)
+        # A drain ordered and cancelled, and a release of a token no one holds.
+        target = rec.call("GET", "/api/monitor/workers").body["workers"][0]["worker"]
+        for method in ("POST", "DELETE"):
+            order = rec.call(method, f"/api/admin/workers/{target}/drain", headers=auth)
+            assert order.status == 202, (method, order.body)
+        unheld = rec.call("DELETE", "/api/admin/permits/not-a-held-token", headers=auth)
+        assert unheld.status == 404, unheld.body
     workers = {e.headers.get("X-Worker-Id", "") for e in rec.exchanges} - {""}
     return Lifecycle([*ids, made.body["task_id"]], workers)

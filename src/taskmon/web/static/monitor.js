@@ -24,6 +24,7 @@
   const WINDOW_MS = 5 * 60 * 1000;
   const MIN_WINDOW_MS = 60 * 1000;
   const BUCKET_MS = 5000;
+  const MAX_PAIR_GAP_MS = 2 * BUCKET_MS;
   const GAP_MS = 3500; // a hole longer than this between samples breaks the line
   const RECENT_LIMIT = 50;
   const OFFLINE_AFTER = 2; // failed stats reads in a row before the "no answer" banner
@@ -121,8 +122,14 @@
   function syncRows(tbody, items, keyOf, build, update) {
     const existing = new Map();
     for (const row of tbody.rows) existing.set(row.dataset.key, row);
+    // Two items may share a key (two processes of one worker name, a restarted container's
+    // old record): the second gets its own row, never one that would be left behind.
+    const seen = new Map();
     items.forEach((item, index) => {
-      const key = String(keyOf(item, index));
+      const base = String(keyOf(item, index));
+      const nth = (seen.get(base) || 0) + 1;
+      seen.set(base, nth);
+      const key = nth === 1 ? base : `${base}#${nth}`;
       let row = existing.get(key);
       if (row) existing.delete(key);
       else {
@@ -415,7 +422,7 @@
     canvas.dataset.latest = latest ? String(latest.inUse) : '';
     const summary = latest
       ? `In flight now ${latest.inUse} of ${str(latest.limit)}; peak ${peak} over ${known.length} samples in the ${fmtSpan(spanMs)} shown` +
-        (over ? `; above the limit in ${over} samples.` : '; never above the limit.')
+        (over ? `; above the limit in ${over} samples.` : '; above the limit in no sample.')
       : 'No sample yet.';
     setText(el('inflight-summary'), summary);
   }
@@ -431,7 +438,9 @@
     for (let i = 1; i < samples.length; i += 1) {
       const a = samples[i - 1];
       const b = samples[i];
-      if (!comparable(a, b)) continue;
+      // A gap (tab hidden, service away) would pour everything finished meanwhile into one
+      // bar: such a pair counts nowhere rather than in the wrong place.
+      if (!comparable(a, b) || b.t - a.t > MAX_PAIR_GAP_MS) continue;
       const index = Math.floor((b.t - firstStart) / BUCKET_MS);
       if (index < 0 || index >= count) continue;
       // A Redis restarted empty starts its counters again: never a negative bar.
