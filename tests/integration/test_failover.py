@@ -71,6 +71,9 @@ def test_the_reject_policy_admits_nothing_new_and_lets_running_work_finish(
     running = rt.service.submit({"text": "long enough to outlive the cut"}).task
     wait_for(lambda: rt.monitor.get(running.task_id).state is TaskState.RUNNING)  # type: ignore[union-attr]
     own_redis.stop_for_now()
+    # Known degraded first (the subscriber sees its connection close): a start sent before
+    # that is one that may have landed, and is kept and run even under `reject`.
+    wait_for(lambda: rt.degraded, timeout=5, message="degraded")
     with pytest.raises(AdmissionClosed) as refused:
         rt.service.submit({"text": "refused while Redis is away"})
     assert refused.value.retry_after_s >= 1

@@ -618,8 +618,8 @@ def test_sse_keepalive_while_a_task_waits(make_app: MakeApp) -> None:
 
 def test_sse_last_event_id_ahead_of_the_task_still_ends(make_app: MakeApp) -> None:
     # A client whose Last-Event-ID is past the task's version (a bogus header, or a replayed one
-    # after a store reset) gets nothing it has "seen", but the stream must still end once the
-    # task is terminal rather than send keepalives forever.
+    # after a store reset) gets nothing it has "seen" but the terminal event, and the stream
+    # ends: without that event its reconnect (204) would leave it never knowing the end.
     app = make_app(concurrency_limit=1, sse_keepalive_s=0.05)
     client = app.test_client()
     held = hold_permits(app)
@@ -633,7 +633,7 @@ def test_sse_last_event_id_ahead_of_the_task_still_ends(make_app: MakeApp) -> No
         chunks = stream.read_to_end(timeout=3)
     finally:
         stream.close()
-    assert messages(chunks) == []
+    assert [(m.id, m.data["state"]) for m in messages(chunks)] == [("3", "done")]
 
 
 def test_sse_closing_the_stream_detaches_its_subscription(make_app: MakeApp) -> None:

@@ -197,11 +197,16 @@ def test_drain_refuses_new_tasks_and_readiness_until_cancelled(
     app: Flask, client: FlaskClient, caplog: pytest.LogCaptureFixture
 ) -> None:
     me = rt_of(app).worker_id
-    assert client.post("/api/tts", json={"text": "before"}).status_code == 202
+    key = {"Idempotency-Key": "before-the-drain"}
+    assert client.post("/api/tts", json={"text": "before"}, headers=key).status_code == 202
     with caplog.at_level(logging.INFO):
         ordered = client.post(f"/api/admin/workers/{me}/drain", headers=AUTH)
     assert ordered.status_code == 202
     assert body(ordered)["order"] == {"worker": me, "drain": True, "applies_within_s": 0.0}
+    # A client retrying what it sent before the drain gets its own task, not a refusal.
+    replayed = client.post("/api/tts", json={"text": "before"}, headers=key)
+    assert replayed.status_code == 200
+    assert replayed.headers["Idempotent-Replayed"] == "true"
     refused = client.post("/api/tts", json={"text": "during"})
     assert refused.status_code == 503
     assert refused.headers["Retry-After"] == "1"

@@ -111,15 +111,15 @@ class TaskService:
         Raises InvalidInput (400), IdempotencyConflict (422), QueueFull (429), Draining,
         ServiceClosed.
         """
-        if self._drain.on:
-            raise Draining("this worker is draining: it admits no new task")
         request = TaskRequest.parse(payload)
         request = TaskRequest(request.text, self.engine.check_voice(request.voice))
         if idempotency_key is not None:
             check_idempotency_key(idempotency_key)
             replay = self._replay(idempotency_key, request)
             if replay is not None:
-                return replay
+                return replay  # a replay admits nothing: a draining worker answers it too
+        if self._drain.on:
+            raise Draining("this worker is draining: it admits no new task")
         task = Task.create(
             request,
             worker=self.worker_id,

@@ -218,8 +218,9 @@ def _events(
             if candidate.version <= current.version:
                 continue
             current = candidate
-            # A client ahead of us (Last-Event-ID above every version) still gets the end.
-            if current.version > last_seen:
+            # A client ahead of us (Last-Event-ID above every version) still gets the end:
+            # after it, a reconnect gets 204 and would never learn how the task ended.
+            if current.version > last_seen or current.state.terminal:
                 last_seen = current.version
                 yield format_event(current)
                 last_write = last_event = time.monotonic()
