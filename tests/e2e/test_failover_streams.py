@@ -6,6 +6,7 @@ about 15 s with a traceback in the log and no event."""
 
 from __future__ import annotations
 
+import signal
 import threading
 from pathlib import Path
 
@@ -22,14 +23,19 @@ from tests.support.stacks import redis_mode_env
 pytestmark = [pytest.mark.e2e, pytest.mark.redis]
 
 
-def other_worker(base_url: str, than: str) -> PinnedClient:
-    for _ in range(50):
-        client = PinnedClient(base_url)
+def other_worker(host: GunicornInstance, than: str) -> PinnedClient:
+    """A connection pinned to any worker but `than` (host:pid). The kernel picks the worker
+    that accepts a connection, and one can win dozens of races in a row on a loaded machine;
+    a stopped process accepts nothing, so `than` is paused for the one connect."""
+    pid = int(than.rsplit(":", 1)[1])
+    client = PinnedClient(host.base_url)
+    host.signal_worker(pid, signal.SIGSTOP)
+    try:
         client.request("GET", "/healthz")
-        if than not in client.workers_seen:
-            return client
-        client.close()
-    raise AssertionError("no connection reached another worker")
+    finally:
+        host.signal_worker(pid, signal.SIGCONT)
+    assert than not in client.workers_seen, "a stopped worker accepted a connection"
+    return client
 
 
 def test_open_streams_go_on_or_end_cleanly_when_redis_is_cut(tmp_path: Path) -> None:
@@ -44,7 +50,7 @@ def test_open_streams_go_on_or_end_cleanly_when_redis_is_cut(tmp_path: Path) -> 
                 assert status == 202
                 task_id = body["task_id"]
                 (owner_id,) = owner.workers_seen
-                elsewhere = other_worker(host.base_url, owner_id)
+                elsewhere = other_worker(host, owner_id)
                 streams: dict[str, SSEStream] = {}
 
                 errors: dict[str, BaseException] = {}

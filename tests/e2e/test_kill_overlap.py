@@ -21,7 +21,7 @@ from taskmon.harness.journal_check import read_events
 from taskmon.harness.processes import children_of, wait_until
 from taskmon.harness.redis_server import RedisServer
 from taskmon.harness.stack import GunicornInstance
-from tests.support.stacks import redis_mode_env
+from tests.support.stacks import redis_mode_env, submit_elsewhere
 
 pytestmark = [pytest.mark.e2e, pytest.mark.redis, pytest.mark.espeak]
 
@@ -75,13 +75,8 @@ def test_a_killed_holders_engine_is_gone_before_the_next_holder_starts(tmp_path:
                 lambda: bool(espeak_children(worker_pid)), timeout=10, what="espeak-ng running"
             )
             (engine_pid,) = espeak_children(worker_pid)
-            next_id = None
-            for _ in range(40):  # the next holder must live on the other worker
-                answer = call(host.base_url, "POST", "/api/tts", {"text": "next holder"})
-                if answer.worker != worker:
-                    next_id = answer.body["task_id"]
-                    break
-            assert next_id is not None, "no POST reached the other worker"
+            # The next holder must live on the other worker.
+            next_id = submit_elsewhere(host, worker, {"text": "next holder"}).body["task_id"]
             killed_ns = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
             host.signal_worker(worker_pid, signal.SIGKILL)
             wait_until(lambda: gone(engine_pid), timeout=5, interval=0.001, what="engine gone")

@@ -19,7 +19,7 @@ from taskmon.harness.journal_check import read_events
 from taskmon.harness.processes import wait_until
 from taskmon.harness.redis_server import RedisServer
 from taskmon.harness.stack import GunicornInstance
-from tests.support.stacks import redis_mode_env
+from tests.support.stacks import redis_mode_env, submit_elsewhere
 
 pytestmark = [pytest.mark.e2e, pytest.mark.redis]
 STALL_S = 2.5
@@ -40,13 +40,7 @@ def test_a_holder_stalled_past_its_lease_stops_and_keeps_no_result(tmp_path: Pat
             stalled = running_on()
             assert stalled is not None
             # A task for the other worker: it runs where it was accepted.
-            short_id = None
-            for _ in range(40):
-                answer = call(host.base_url, "POST", "/api/tts", {"text": "next holder"})
-                if answer.worker != stalled:
-                    short_id = answer.body["task_id"]
-                    break
-            assert short_id is not None, "no POST reached the other worker"
+            short_id = submit_elsewhere(host, stalled, {"text": "next holder"}).body["task_id"]
             pid = int(stalled.rsplit(":", 1)[1])  # X-Worker-Id is host:pid
             host.signal_worker(pid, signal.SIGSTOP)
             try:

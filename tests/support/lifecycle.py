@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from taskmon.harness.client import TERMINAL, Answer, call
+from taskmon.harness.processes import wait_until
 from taskmon.harness.sse_client import SSEStream, read_stream
 
 
@@ -146,6 +147,15 @@ def run_lifecycle(
         for method in ("POST", "DELETE"):
             order = rec.call(method, f"/api/admin/workers/{target}/drain", headers=auth)
             assert order.status == 202, (method, order.body)
+        # The target may have obeyed the order at a heartbeat between the two calls; it
+        # obeys the cancel at its next one (a third of the lease TTL). Until then it refuses
+        # new tasks, so the caller's next submission could land on a draining worker.
+        wait_until(
+            lambda: not any(
+                w["draining"] for w in rec.call("GET", "/api/monitor/workers").body["workers"]
+            ),
+            timeout=15, what="no worker draining after the cancelled drain",
+        )  # fmt: skip
         unheld = rec.call("DELETE", "/api/admin/permits/not-a-held-token", headers=auth)
         assert unheld.status == 404, unheld.body
     workers = {e.headers.get("X-Worker-Id", "") for e in rec.exchanges} - {""}

@@ -1,9 +1,15 @@
 """The environment of a Redis-mode instance under test: the settings every e2e test of the
-cap spells the same way (tone engine, a journal to judge I1 from)."""
+cap spells the same way (tone engine, a journal to judge I1 from); and a submission kept off
+one worker."""
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
+from typing import Any
+
+from taskmon.harness.client import Answer, call
+from taskmon.harness.stack import GunicornInstance
 
 
 def redis_mode_env(
@@ -19,3 +25,22 @@ def redis_mode_env(
         "TASKMON_LEASE_TTL_MS": str(lease_ttl_ms),
         "TASKMON_JOURNAL_DIR": str(journal_dir),
     }
+
+
+def submit_elsewhere(host: GunicornInstance, worker: str, body: dict[str, Any]) -> Answer:
+    """POST `body` to /api/tts on any worker of `host` but `worker` (X-Worker-Id host:pid).
+
+    Which worker accepts a connection is the kernel's choice, and on a loaded machine one
+    worker can win every race for dozens of connections in a row. A stopped process accepts
+    nothing, so `worker` is paused (SIGSTOP) for the one call and resumed at once: a pause of
+    milliseconds, well inside any lease or heartbeat TTL a test sets.
+    """
+    pid = int(worker.rsplit(":", 1)[1])
+    host.signal_worker(pid, signal.SIGSTOP)
+    try:
+        answer = call(host.base_url, "POST", "/api/tts", body)
+    finally:
+        host.signal_worker(pid, signal.SIGCONT)
+    assert answer.status == 202, answer.body
+    assert answer.worker != worker, "a stopped worker accepted a connection"
+    return answer

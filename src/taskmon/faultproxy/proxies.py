@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import Coroutine
 from typing import Any
 
 from taskmon.faultproxy.errors import (
@@ -42,6 +43,10 @@ class Proxy:
         self.enabled = False
         self.toxics: list[Toxic] = []
         self._links: set[Link] = set()
+        # Every connection's two ends, from the moment asyncio accepts (or opens) it: a task
+        # that has not run yet, or one still opening its upstream, must not leave a socket
+        # open when the proxy is disabled or the loop shut down.
+        self._ends: set[asyncio.StreamWriter] = set()
         self._server: asyncio.Server | None = None
         self._rng = rng
         self._expiries: dict[str, asyncio.TimerHandle] = {}
@@ -68,7 +73,7 @@ class Proxy:
             return
         host, port = split_address(self.listen)
         try:
-            self._server = await asyncio.start_server(self._accept, host, port)
+            self._server = await asyncio.start_server(self._accepted, host, port)
         except OSError as exc:
             # Toxiproxy answers a bind failure with its Go error and a 500.
             raise ApiError(f"listen tcp {host}:{port}: bind: {exc.strerror}", 500) from exc
@@ -77,12 +82,21 @@ class Proxy:
         self.enabled = True
 
     async def stop(self) -> None:
+        """Stop listening and close every open connection (a FIN each way, as Toxiproxy)."""
         self.enabled = False
         if self._server is not None:
             self._server.close()
             self._server = None
         for link in list(self._links):
             link.close()
+        for end in list(self._ends):
+            end.close()
+
+    def abort(self) -> None:
+        """Drop every connection's sockets at once, written data or not: for a shutdown, where
+        a close that waits for a peer to read its buffer would outlive the event loop."""
+        for end in list(self._ends):
+            end.transport.abort()
 
     async def update(self, body: dict[str, Any]) -> None:
         listen = body.get("listen", self.listen)
@@ -145,22 +159,50 @@ class Proxy:
     def _count(self, stream: str, size: int) -> None:
         self.bytes[stream] += size
 
+    def _accepted(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> Coroutine[Any, Any, None]:
+        # Called by asyncio as the connection is made, before its task runs: from here on
+        # stop() and abort() reach this socket.
+        self._ends.add(writer)
+        return self._accept(reader, writer)
+
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections_total += 1
-        host, port = split_address(self.upstream)
+        upstream: asyncio.StreamWriter | None = None
         try:
-            server = await asyncio.wait_for(asyncio.open_connection(host, port), _CONNECT_TIMEOUT_S)
-        except (OSError, TimeoutError):
-            writer.close()  # like Toxiproxy: the client sees its connection closed
+            host, port = split_address(self.upstream)
+            try:
+                server = await asyncio.wait_for(
+                    asyncio.open_connection(host, port), _CONNECT_TIMEOUT_S
+                )
+            except (OSError, TimeoutError):
+                return  # like Toxiproxy: the client sees its connection closed
+            upstream = server[1]
+            self._ends.add(upstream)
+            if writer.is_closing():
+                return  # disabled while the upstream connection was opening
+            link = Link(
+                (reader, writer), server, toxics=lambda: self.toxics, count=self._count,
+                rng=self._rng,
+            )  # fmt: skip
+            self._links.add(link)
+            try:
+                await link.run()
+            finally:
+                self._links.discard(link)
+        except asyncio.CancelledError:
+            # Only the shutdown cancels a connection's task, and nothing awaits it: ending it
+            # quietly spares asyncio's done-callback a logged CancelledError per connection.
             return
-        link = Link(
-            (reader, writer), server, toxics=lambda: self.toxics, count=self._count, rng=self._rng
-        )
-        self._links.add(link)
-        try:
-            await link.run()
         finally:
-            self._links.discard(link)
+            for end in (writer, upstream):
+                if end is not None:
+                    end.close()
+                    # Data still buffered for a peer that does not read keeps the socket
+                    # open until it is read: stay tracked, for abort() at a shutdown.
+                    if end.transport.get_write_buffer_size() == 0:
+                        self._ends.discard(end)
 
 
 class ProxyCollection:
@@ -235,5 +277,7 @@ class ProxyCollection:
             proxy.reset_toxics()
 
     async def close(self) -> None:
+        """Stop every proxy and drop its connections' sockets (for a shutdown)."""
         for proxy in list(self._proxies.values()):
             await proxy.stop()
+            proxy.abort()

@@ -156,7 +156,7 @@ class FaultProxy:
             self._http = None
         if self._loop.is_running():
             try:
-                asyncio.run_coroutine_threadsafe(self.proxies.close(), self._loop).result(
+                asyncio.run_coroutine_threadsafe(self._shut_down(), self._loop).result(
                     _CALL_TIMEOUT_S
                 )
             finally:
@@ -164,6 +164,20 @@ class FaultProxy:
                 self._loop_thread.join(_CALL_TIMEOUT_S)
         if not self._loop.is_running() and not self._loop.is_closed():
             self._loop.close()
+
+    async def _shut_down(self) -> None:
+        # Every socket closed and every task ended before the loop stops: a connection
+        # task left pending, or a close still queued, would leave its socket to the garbage
+        # collector (ResourceWarning: unclosed transport) long after the proxy is gone.
+        await self.proxies.close()
+        current = asyncio.current_task()
+        pending = [task for task in asyncio.all_tasks() if task is not current]
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        await self.proxies.close()  # what a task opened while it was being cancelled
+        for _ in range(2):
+            await asyncio.sleep(0)  # the transports' queued connection_lost callbacks
 
     def call(self, handler: Handler, variables: dict[str, str], body: Any) -> tuple[int, Any]:
         future: concurrent.futures.Future[tuple[int, Any]] = asyncio.run_coroutine_threadsafe(
