@@ -249,6 +249,25 @@ def test_a_drained_worker_refuses_new_tasks_and_readiness_until_cancelled(host: 
     assert wait_terminal([host.url], host.extra, timeout=60)
 
 
+def test_an_order_the_target_answers_itself_shows_in_the_workers_list_at_once(host: Host) -> None:
+    target = sorted(w["worker"] for w in host.workers()["workers"])[-1]
+
+    def answered_by_target(method: str) -> Answer:
+        for _ in range(400):
+            answer = host.admin(method, f"/api/admin/workers/{target}/drain")
+            assert answer.status == 202, answer.body
+            if answer.body["worker"] == target:
+                return answer
+        raise AssertionError(f"no {method} drain reached {target}")
+
+    # Heartbeats come every 3 s: a list read just after the answer sees the state the
+    # target published with it, not one it will publish at its next heartbeat.
+    for method, draining in (("POST", True), ("DELETE", False)):
+        answered_by_target(method)
+        listed = {w["worker"]: w for w in host.workers()["workers"]}
+        assert listed[target]["draining"] is draining, (method, listed[target])
+
+
 def test_every_admin_route_wants_the_token_and_names_only_live_workers(host: Host) -> None:
     worker = host.workers()["workers"][0]["worker"]
     routes = [

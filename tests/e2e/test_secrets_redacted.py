@@ -78,7 +78,7 @@ def test_no_secret_in_any_log_line_or_answer(tmp_path: Path) -> None:
             server.stop_for_now()  # Redis away: every worker trips on its next call
             drive_every_endpoint(rec)
             during = [rec.call("POST", "/api/tts", {"text": f"away {n}"}) for n in range(4)]
-            assert {a.status for a in during} == {202}
+            assert {a.status for a in during} == {202}, [(a.status, a.body) for a in during]
             server.start()
             wait_done(rec, [a.body["task_id"] for a in during])
             wait_until(

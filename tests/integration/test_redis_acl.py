@@ -291,7 +291,7 @@ def test_a_script_it_loads_cannot_widen_its_rights(
 
 
 def test_the_acl_user_cannot_listen_outside_its_channels(as_taskmon: redis.Redis) -> None:
-    pubsub = as_taskmon.pubsub()  # type: ignore[no-untyped-call]
+    pubsub = as_taskmon.pubsub()  # type: ignore[no-untyped-call, unused-ignore]
     try:
         pubsub.subscribe("other-channel")
         with pytest.raises(redis.exceptions.NoPermissionError):

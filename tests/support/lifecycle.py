@@ -147,15 +147,17 @@ def run_lifecycle(
         for method in ("POST", "DELETE"):
             order = rec.call(method, f"/api/admin/workers/{target}/drain", headers=auth)
             assert order.status == 202, (method, order.body)
+        cancelled = time.monotonic()
+
         # The target may have obeyed the order at a heartbeat between the two calls; it
-        # obeys the cancel at its next one (a third of the lease TTL). Until then it refuses
-        # new tasks, so the caller's next submission could land on a draining worker.
-        wait_until(
-            lambda: not any(
-                w["draining"] for w in rec.call("GET", "/api/monitor/workers").body["workers"]
-            ),
-            timeout=15, what="no worker draining after the cancelled drain",
-        )  # fmt: skip
+        # obeys the cancel at its next one (a third of the lease TTL) and refuses new tasks
+        # until then. Its state as published after the cancel says when it admits again.
+        def admits_again() -> bool:
+            listed = rec.call("GET", "/api/monitor/workers").body["workers"]
+            (entry,) = [w for w in listed if w["worker"] == target]
+            return not entry["draining"] and entry["last_seen_s"] < time.monotonic() - cancelled
+
+        wait_until(admits_again, timeout=15, what=f"{target} admitting after the cancelled drain")
         unheld = rec.call("DELETE", "/api/admin/permits/not-a-held-token", headers=auth)
         assert unheld.status == 404, unheld.body
     workers = {e.headers.get("X-Worker-Id", "") for e in rec.exchanges} - {""}

@@ -144,7 +144,7 @@ class RedisSubscriber:
     def _run(self) -> None:
         backoff = 0.05
         while not self._stop.is_set():
-            pubsub = self._client.pubsub(ignore_subscribe_messages=False)  # type: ignore[no-untyped-call]
+            pubsub = self._client.pubsub(ignore_subscribe_messages=False)  # type: ignore[no-untyped-call, unused-ignore]
             self._reconnected.clear()  # this loop runs the hooks itself after a reconnection
             try:
                 channels = self._resubscribe(pubsub)

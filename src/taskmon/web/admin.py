@@ -197,8 +197,14 @@ def _order_drain(worker_id: str, *, drain: bool) -> Response:
     if not found:
         return problem(404, f"no live worker {worker_id}", slug="worker-not-found",
                        worker_id=worker_id)  # fmt: skip
-    if worker_id == rt.worker_id:
-        rt.service.set_draining(drain)
+    if worker_id == rt.worker_id and rt.service.set_draining(drain) and rt.registry is not None:
+        # Published now, not at the next heartbeat: until then the workers list would show
+        # this worker admitting while it refuses every submission (or the other way round).
+        try:
+            rt.registry.heartbeat()
+        except BackendUnavailable:
+            log.warning("admin: drain state of %s not published (Redis away); it is at the "
+                        "next heartbeat", worker_id)  # fmt: skip
     what = "requested" if drain else "cancelled"
     log.warning("admin: drain of worker %s %s %s", worker_id, what, _who())
     body = {
