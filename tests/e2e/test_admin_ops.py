@@ -27,7 +27,7 @@ from taskmon.ports import Holder
 from taskmon.redis.keys import Keys
 from taskmon.web.admin import token_fingerprint
 from tests.support.redis_wiring import wire_semaphore
-from tests.support.stacks import redis_mode_env
+from tests.support.stacks import paused, redis_mode_env
 
 pytestmark = [pytest.mark.e2e, pytest.mark.redis]
 
@@ -261,11 +261,19 @@ def test_an_order_the_target_answers_itself_shows_in_the_workers_list_at_once(ho
         raise AssertionError(f"no {method} drain reached {target}")
 
     # Heartbeats come every 3 s: a list read just after the answer sees the state the
-    # target published with it, not one it will publish at its next heartbeat.
-    for method, draining in (("POST", True), ("DELETE", False)):
-        answered_by_target(method)
-        listed = {w["worker"]: w for w in host.workers()["workers"]}
-        assert listed[target]["draining"] is draining, (method, listed[target])
+    # target published with it, not one it will publish at its next heartbeat. The target
+    # is paused for the read, so another worker answers it from what Redis holds (the target
+    # itself would answer with its live state).
+    try:
+        for method, draining in (("POST", True), ("DELETE", False)):
+            answered_by_target(method)
+            with paused(host.stack, target, at_most_s=2.0):
+                listing = host.workers()
+            assert listing["worker"] != target
+            listed = {w["worker"]: w for w in listing["workers"]}
+            assert listed[target]["draining"] is draining, (method, listed[target])
+    finally:
+        host.admin("DELETE", f"/api/admin/workers/{target}/drain")
 
 
 def test_every_admin_route_wants_the_token_and_names_only_live_workers(host: Host) -> None:

@@ -6,7 +6,6 @@ about 15 s with a traceback in the log and no event."""
 
 from __future__ import annotations
 
-import signal
 import threading
 from pathlib import Path
 
@@ -18,23 +17,25 @@ from taskmon.harness.redis_server import RedisServer
 from taskmon.harness.sse_client import SSEStream, read_stream
 from taskmon.harness.stack import GunicornInstance
 from tests.support.http import PinnedClient
-from tests.support.stacks import redis_mode_env
+from tests.support.stacks import paused, redis_mode_env
 
 pytestmark = [pytest.mark.e2e, pytest.mark.redis]
 
 
 def other_worker(host: GunicornInstance, than: str) -> PinnedClient:
-    """A connection pinned to any worker but `than` (host:pid). The kernel picks the worker
-    that accepts a connection, and one can win dozens of races in a row on a loaded machine;
-    a stopped process accepts nothing, so `than` is paused for the one connect."""
-    pid = int(than.rsplit(":", 1)[1])
+    """A connection pinned to any worker but `than` (host:pid), which is paused for the one
+    request that pins it (see `paused`): the kernel picks the worker that accepts."""
     client = PinnedClient(host.base_url)
-    host.signal_worker(pid, signal.SIGSTOP)
     try:
-        client.request("GET", "/healthz")
-    finally:
-        host.signal_worker(pid, signal.SIGCONT)
-    assert than not in client.workers_seen, "a stopped worker accepted a connection"
+        client.connection.timeout = 0.5
+        with paused(host, than, at_most_s=1.0):  # leases of 2 s here
+            client.request("GET", "/healthz")
+        assert client.connection.sock is not None
+        client.connection.sock.settimeout(30)
+        assert than not in client.workers_seen, "a stopped worker accepted a connection"
+    except BaseException:
+        client.close()
+        raise
     return client
 
 

@@ -5,10 +5,12 @@ of the service's answer, headers held back, and toxicity 0 doing nothing.
 
 from __future__ import annotations
 
+import gc
 import json
 import socket
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -17,6 +19,7 @@ import pytest
 import requests
 
 from taskmon.faultproxy import FaultProxy
+from taskmon.harness.processes import wait_until
 from taskmon.harness.toxiproxy_client import connect
 
 TIMEOUT_S = 5.0
@@ -42,6 +45,16 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(answer)
 
     def do_GET(self) -> None:
+        if self.path == "/endless":  # more than the kernel's socket buffers hold
+            self.send_response(200)
+            self.end_headers()
+            chunk = b"y" * 65536
+            try:
+                for _ in range(1024):
+                    self.wfile.write(chunk)
+            except OSError:
+                pass  # the proxy went away
+            return
         answer = b"x" * 1_000_000  # many chunks through the proxy
         self.send_response(200)
         self.send_header("Content-Length", str(len(answer)))
@@ -211,3 +224,38 @@ def test_an_error_upstream_reads_a_chunked_body_before_answering(
     answer = requests.post(f"{url}/api/tts", data=body(), timeout=TIMEOUT_S)
     assert answer.status_code == 503
     assert answer.headers["X-Fault-Injected"] == "refuse"
+
+
+def test_no_socket_is_left_open_when_a_removed_proxy_still_flushes_to_a_slow_reader(
+    upstream: Upstream,
+) -> None:
+    # A client that reads nothing of a 1 MB answer: the proxy's end towards it holds
+    # buffered bytes, so a close waits for a read that never comes. Removing the proxy and
+    # stopping the fault proxy must still close that socket, not leave it to the garbage
+    # collector (ResourceWarning: unclosed transport).
+    ours = FaultProxy("127.0.0.1", 0, seed=5).start()
+    reader = socket.socket()
+    try:
+        made = connect(ours.url, timeout_s=TIMEOUT_S).create(
+            upstream=f"127.0.0.1:{upstream.server_address[1]}", name="slow-reader"
+        )
+        reader.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        host, port = made.listen.rsplit(":", 1)
+        reader.connect((host, int(port)))
+        reader.sendall(b"GET /endless HTTP/1.1\r\nHost: upstream\r\n\r\n")
+
+        def buffered() -> int:
+            answer = requests.get(f"{ours.url}/proxies/slow-reader", timeout=TIMEOUT_S).json()
+            return int(answer["stats"]["bytes_buffered"])
+
+        wait_until(lambda: buffered() > 0, timeout=10, what="bytes buffered in the proxy")
+        removed = requests.delete(f"{ours.url}/proxies/slow-reader", timeout=TIMEOUT_S)
+        assert removed.status_code == 204
+    finally:
+        ours.stop()
+        reader.close()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        gc.collect()
+    leaks = [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)]
+    assert leaks == []

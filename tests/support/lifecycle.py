@@ -153,9 +153,12 @@ def run_lifecycle(
         # obeys the cancel at its next one (a third of the lease TTL) and refuses new tasks
         # until then. Its state as published after the cancel says when it admits again.
         def admits_again() -> bool:
+            asked = time.monotonic()
             listed = rec.call("GET", "/api/monitor/workers").body["workers"]
             (entry,) = [w for w in listed if w["worker"] == target]
-            return not entry["draining"] and entry["last_seen_s"] < time.monotonic() - cancelled
+            # An age read at some instant of the call: published after the cancel only if
+            # younger than the cancel was when the call began.
+            return not entry["draining"] and entry["last_seen_s"] < asked - cancelled
 
         wait_until(admits_again, timeout=15, what=f"{target} admitting after the cancelled drain")
         unheld = rec.call("DELETE", "/api/admin/permits/not-a-held-token", headers=auth)

@@ -4,7 +4,11 @@ one worker."""
 
 from __future__ import annotations
 
+import os
 import signal
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -27,20 +31,34 @@ def redis_mode_env(
     }
 
 
-def submit_elsewhere(host: GunicornInstance, worker: str, body: dict[str, Any]) -> Answer:
+@contextmanager
+def paused(host: GunicornInstance, worker: str, *, at_most_s: float) -> Iterator[None]:
+    """`worker` (X-Worker-Id host:pid) of `host` stopped (SIGSTOP) for the block, resumed in
+    any case; a block that held it longer than `at_most_s` fails the test, since a longer
+    pause can end the worker's leases and change what the test is about."""
+    pid = int(worker.rsplit(":", 1)[1])
+    host.signal_worker(pid, signal.SIGSTOP)  # refuses a pid that is not one of its workers
+    stopped = time.monotonic()
+    try:
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    held = time.monotonic() - stopped
+    assert held <= at_most_s, f"{worker} was paused {held:.2f} s, more than {at_most_s} s"
+
+
+def submit_elsewhere(
+    host: GunicornInstance, worker: str, body: dict[str, Any], *, within_s: float = 0.4
+) -> Answer:
     """POST `body` to /api/tts on any worker of `host` but `worker` (X-Worker-Id host:pid).
 
     Which worker accepts a connection is the kernel's choice, and on a loaded machine one
     worker can win every race for dozens of connections in a row. A stopped process accepts
-    nothing, so `worker` is paused (SIGSTOP) for the one call and resumed at once: a pause of
-    milliseconds, well inside any lease or heartbeat TTL a test sets.
+    nothing, so `worker` is paused for the one call, which must answer `within_s` (keep it
+    well under a third of the lease TTL the test sets: the paused worker renews nothing).
     """
-    pid = int(worker.rsplit(":", 1)[1])
-    host.signal_worker(pid, signal.SIGSTOP)
-    try:
-        answer = call(host.base_url, "POST", "/api/tts", body)
-    finally:
-        host.signal_worker(pid, signal.SIGCONT)
+    with paused(host, worker, at_most_s=within_s + 0.2):
+        answer = call(host.base_url, "POST", "/api/tts", body, timeout=within_s)
     assert answer.status == 202, answer.body
     assert answer.worker != worker, "a stopped worker accepted a connection"
     return answer

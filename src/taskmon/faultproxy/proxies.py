@@ -65,6 +65,7 @@ class Proxy:
                 "connections_active": len(self._links),
                 "bytes_upstream": self.bytes["upstream"],
                 "bytes_downstream": self.bytes["downstream"],
+                "bytes_buffered": self.buffered_bytes(),
             },
         }
 
@@ -91,6 +92,18 @@ class Proxy:
             link.close()
         for end in list(self._ends):
             end.close()
+
+    def open_ends(self) -> int:
+        """How many connection ends are open or still flushing (closed ones are forgotten)."""
+        self._ends = {
+            end for end in self._ends
+            if not (end.is_closing() and end.transport.get_write_buffer_size() == 0)
+        }  # fmt: skip
+        return len(self._ends)
+
+    def buffered_bytes(self) -> int:
+        """Bytes read from one side and not yet handed to the other's socket (a slow reader)."""
+        return sum(end.transport.get_write_buffer_size() for end in self._ends)
 
     def abort(self) -> None:
         """Drop every connection's sockets at once, written data or not: for a shutdown, where
@@ -164,6 +177,7 @@ class Proxy:
     ) -> Coroutine[Any, Any, None]:
         # Called by asyncio as the connection is made, before its task runs: from here on
         # stop() and abort() reach this socket.
+        self.open_ends()  # forget the ends closed since the last connection
         self._ends.add(writer)
         return self._accept(reader, writer)
 
@@ -208,6 +222,9 @@ class Proxy:
 class ProxyCollection:
     def __init__(self, seed: int | None = None) -> None:
         self._proxies: dict[str, Proxy] = {}
+        # Proxies removed (or replaced) with connections still flushing to a peer that does
+        # not read: close() drops those sockets too.
+        self._removed: list[Proxy] = []
         self._rng = random.Random(seed)  # noqa: S311 - toxicity rolls, not secrets
 
     def all(self) -> dict[str, Proxy]:
@@ -248,6 +265,8 @@ class ProxyCollection:
         proxy = self.get(name)
         await proxy.stop()
         del self._proxies[name]
+        if proxy.open_ends():
+            self._removed.append(proxy)  # its buffered ends, for close() to drop
 
     async def populate(self, body: object) -> list[Proxy]:
         """Create or replace each proxy of the list (Toxiproxy's /populate)."""
@@ -278,6 +297,7 @@ class ProxyCollection:
 
     async def close(self) -> None:
         """Stop every proxy and drop its connections' sockets (for a shutdown)."""
-        for proxy in list(self._proxies.values()):
+        for proxy in [*self._proxies.values(), *self._removed]:
             await proxy.stop()
             proxy.abort()
+        self._removed = [p for p in self._removed if p.open_ends()]

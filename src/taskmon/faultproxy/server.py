@@ -188,6 +188,9 @@ class FaultProxy:
         except TimeoutError:
             future.cancel()
             raise ApiError("the fault proxy's event loop did not answer in time", 500) from None
+        except concurrent.futures.CancelledError:
+            # A call still running when stop() ends every task on the loop.
+            raise ApiError("the fault proxy is shutting down", 503) from None
 
     def __enter__(self) -> FaultProxy:
         return self.start()

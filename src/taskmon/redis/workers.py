@@ -95,14 +95,19 @@ class WorkerRegistry:
         self.report: Callable[[], WorkerState] | None = None
         # `on_drain` answers whether the order changed the worker's state.
         self.on_drain: Callable[[bool], bool] | None = None
+        # The maintenance thread heartbeats, and so does a request that drains this worker:
+        # one at a time, or a beat that read the state (or the order) before the other
+        # changed it publishes the old one last.
+        self._beating = threading.Lock()
 
     def heartbeat(self, ttl_ms: int | None = None) -> None:
         """Say this worker is alive for a TTL, publish its state and read its drain order
         (passed to `on_drain`). A TTL of 0 leaves: the state and any order are removed."""
         ttl = self._ttl_ms if ttl_ms is None else ttl_ms
-        order = self._beat(ttl)
-        if ttl and self.on_drain is not None and self.on_drain(order):
-            self._beat(ttl)  # the state just changed (drained, or not): publish it now
+        with self._beating:
+            order = self._beat(ttl)
+            if ttl and self.on_drain is not None and self.on_drain(order):
+                self._beat(ttl)  # the state just changed (drained, or not): publish it now
 
     def _beat(self, ttl: int) -> bool:
         """One heartbeat script: whether a drain order for this worker stands."""

@@ -17,6 +17,7 @@ from typing import Any
 from flask import Blueprint, Response, request
 
 from taskmon.ports import BackendUnavailable, HolderInfo
+from taskmon.runtime import Runtime
 from taskmon.web.context import runtime
 from taskmon.web.json_body import read_json_body
 from taskmon.web.problems import problem
@@ -176,6 +177,24 @@ def cancel_drain(worker_id: str) -> Response:
     return _order_drain(worker_id, drain=False)
 
 
+def _apply_own_drain(rt: Runtime, drain: bool) -> None:
+    """The answering worker is the target: it obeys now, not at its next heartbeat. Redis
+    mode: through a heartbeat, which reads the order just written, applies it and publishes
+    the new state before the answer (so the workers list shows it at once); one beat at a
+    time, so none publishes a state or obeys an order older than this one."""
+    if rt.registry is None:
+        rt.service.set_draining(drain)
+        return
+    try:
+        rt.registry.heartbeat()
+    except BackendUnavailable as exc:
+        rt.service.set_draining(drain)
+        if rt.failover is not None:
+            rt.failover.trip(exc)
+        log.warning("admin: drain state of %s not published (Redis away); it is at the "
+                    "next heartbeat", rt.worker_id)  # fmt: skip
+
+
 def _order_drain(worker_id: str, *, drain: bool) -> Response:
     """Through Redis: a flag the target reads at its next heartbeat (a third of the lease
     TTL at most), applied at once when the target is the worker that answered. Memory mode:
@@ -197,14 +216,8 @@ def _order_drain(worker_id: str, *, drain: bool) -> Response:
     if not found:
         return problem(404, f"no live worker {worker_id}", slug="worker-not-found",
                        worker_id=worker_id)  # fmt: skip
-    if worker_id == rt.worker_id and rt.service.set_draining(drain) and rt.registry is not None:
-        # Published now, not at the next heartbeat: until then the workers list would show
-        # this worker admitting while it refuses every submission (or the other way round).
-        try:
-            rt.registry.heartbeat()
-        except BackendUnavailable:
-            log.warning("admin: drain state of %s not published (Redis away); it is at the "
-                        "next heartbeat", worker_id)  # fmt: skip
+    if worker_id == rt.worker_id:
+        _apply_own_drain(rt, drain)
     what = "requested" if drain else "cancelled"
     log.warning("admin: drain of worker %s %s %s", worker_id, what, _who())
     body = {
