@@ -102,7 +102,9 @@ def test_heartbeats_publish_states_and_carry_drain_orders(
     assert two.order_drain("host:gone", True) is None, "no such worker alive"
 
     one.leave()
+    one.heartbeat()  # a late beat (a drain request's) after the worker left
     assert [p.state.worker for p in two.published()] == ["host:2"], "a worker that left is gone"
+    assert two.alive() == [two.identity]
     assert two.order_drain("host:1", True) is None, "nor can it be drained"
 
 

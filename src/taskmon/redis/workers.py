@@ -99,13 +99,18 @@ class WorkerRegistry:
         # one at a time, or a beat that read the state (or the order) before the other
         # changed it publishes the old one last.
         self._beating = threading.Lock()
+        self._left = False  # after leave(), a late beat (a drain request's) would revive it
 
     def heartbeat(self, ttl_ms: int | None = None) -> None:
         """Say this worker is alive for a TTL, publish its state and read its drain order
-        (passed to `on_drain`). A TTL of 0 leaves: the state and any order are removed."""
+        (passed to `on_drain`). A TTL of 0 leaves: the state and any order are removed, and
+        no later heartbeat brings the worker back."""
         ttl = self._ttl_ms if ttl_ms is None else ttl_ms
         with self._beating:
+            if self._left:
+                return
             order = self._beat(ttl)
+            self._left = ttl == 0
             if ttl and self.on_drain is not None and self.on_drain(order):
                 self._beat(ttl)  # the state just changed (drained, or not): publish it now
 
@@ -190,7 +195,7 @@ class WorkerRegistry:
 
     def leave(self) -> None:
         """Expire at once: the other workers' reapers now fail any task of ours that
-        appears, for the retention."""
+        appears, for the retention. For good: later heartbeats do nothing."""
         self.heartbeat(ttl_ms=0)
 
     def expired(self) -> list[str]:
