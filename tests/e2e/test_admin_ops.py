@@ -6,7 +6,9 @@ done, until the drain is cancelled; 401 for every admin route without the token,
 in no log line.
 
 Admin requests land on whichever worker gunicorn hands the connection to: the orders go through
-Redis. Leases of 9 s (heartbeats every 3 s): a stall of a few seconds ends no lease by itself.
+Redis. To reach one worker a test pauses the others (SIGSTOP) for the one call: which worker
+accepts is the kernel's choice. Leases of 9 s (heartbeats every 3 s): a stall of a few seconds
+ends no lease by itself.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from taskmon.ports import Holder
 from taskmon.redis.keys import Keys
 from taskmon.web.admin import token_fingerprint
 from tests.support.redis_wiring import wire_semaphore
-from tests.support.stacks import paused, redis_mode_env
+from tests.support.stacks import others_than, paused, redis_mode_env
 
 pytestmark = [pytest.mark.e2e, pytest.mark.redis]
 
@@ -35,6 +37,7 @@ TOKEN = "e2e-admin-token-5f1c9a"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 LEASE_TTL_MS = 9000
 WORKERS = 4
+DRAINING = "urn:taskmon:problem:draining"
 
 
 class Host:
@@ -52,15 +55,13 @@ class Host:
     def set_limit(self, limit: int) -> None:
         assert self.admin("PUT", "/api/admin/concurrency", {"limit": limit}).status == 200
 
-    def submit_on(self, worker: str | None, text: str, tries: int = 400) -> Answer:
-        """POST until `worker` (any, if None) answers; tasks accepted elsewhere are kept."""
-        for _ in range(tries):
-            answer = call(self.url, "POST", "/api/tts", {"text": text})
-            if worker is None or answer.worker == worker:
-                return answer
-            if answer.status == 202:
-                self.extra.append(answer.body["task_id"])
-        raise AssertionError(f"no POST reached {worker} in {tries} tries")
+    def submit_on(self, worker: str, text: str) -> Answer:
+        """POST on `worker`: the others are paused for the one call (a stopped process accepts
+        no connection), well inside the 9 s leases."""
+        with paused(self.stack, *others_than(self.stack, worker), at_most_s=3.0):
+            answer = call(self.url, "POST", "/api/tts", {"text": text}, timeout=2.0)
+        assert answer.worker == worker, (answer.worker, worker)
+        return answer
 
     def workers(self) -> dict[str, Any]:
         answer = call(self.url, "GET", "/api/monitor/workers")
@@ -201,45 +202,47 @@ def test_a_drained_worker_refuses_new_tasks_and_readiness_until_cancelled(host: 
     target = sorted(w["worker"] for w in host.workers()["workers"])[0]
     running = host.submit_on(target, "d" * 800)
     assert running.status == 202
-    ordered_at = time.monotonic()
-    ordered = host.admin("POST", f"/api/admin/workers/{target}/drain")
-    assert ordered.status == 202, ordered.body
-    assert ordered.body["order"]["worker"] == target
-    assert ordered.body["order"]["drain"] is True
+    try:
+        ordered_at = time.monotonic()
+        ordered = host.admin("POST", f"/api/admin/workers/{target}/drain")
+        assert ordered.status == 202, ordered.body
+        assert ordered.body["order"]["worker"] == target
+        assert ordered.body["order"]["drain"] is True
 
-    def refused_on_target() -> bool:
-        answer = call(host.url, "POST", "/api/tts", {"text": "x"})
-        if answer.status == 202:
-            host.extra.append(answer.body["task_id"])
-        return answer.worker == target and answer.status == 503
+        def refused_on_target() -> bool:
+            # Readiness, not a submission: POSTs polled until the order applies (a heartbeat,
+            # up to 3 s) would pile hundreds of tasks on the other workers, filling queues.
+            answer = call(host.url, "GET", "/readyz")
+            return answer.worker == target and bool(answer.body.get("type") == DRAINING)
 
-    wait_until(refused_on_target, timeout=15, interval=0.01, what="the drain applied")
-    print(f"drain ordered -> refused on {target}: {time.monotonic() - ordered_at:.3f} s")
-    others_accepted, refused = set(), 0
-    for _ in range(60):
-        answer = call(host.url, "POST", "/api/tts", {"text": "y"})
-        if answer.worker == target:
-            assert answer.status == 503
-            assert answer.body["type"] == "urn:taskmon:problem:draining"
-            assert answer.headers["Retry-After"] == "1"
-            refused += 1
-        else:
-            assert answer.status == 202, answer.body
-            others_accepted.add(answer.worker)
-            host.extra.append(answer.body["task_id"])
-    assert refused > 0
-    assert len(others_accepted) == WORKERS - 1
-    ready = host.get_from(target, "/readyz")
-    assert ready.status == 503
-    assert ready.body["type"] == "urn:taskmon:problem:draining"
-    assert host.get_from(target, "/api/monitor/workers").body["workers"]
-    listed = {w["worker"]: w for w in host.workers()["workers"]}
-    assert listed[target]["draining"] is True
-    detail = {w["worker"]: w for w in host.admin("GET", "/api/admin/workers").body["workers"]}
-    assert detail[target]["drain_ordered_s_ago"] is not None
-    # What it ran when the order came finishes as usual.
-    final = wait_terminal([host.url], [running.body["task_id"]], timeout=60)
-    assert final[running.body["task_id"]]["state"] == "done"
+        wait_until(refused_on_target, timeout=15, interval=0.01, what="the drain applied")
+        print(f"drain ordered -> refused on {target}: {time.monotonic() - ordered_at:.3f} s")
+        others = others_than(host.stack, target)
+        assert len(others) == WORKERS - 1
+        for other in others:
+            accepted = host.submit_on(other, "y")
+            assert accepted.status == 202, accepted.body
+            host.extra.append(accepted.body["task_id"])
+        with paused(host.stack, *others, at_most_s=3.0):
+            answer = call(host.url, "POST", "/api/tts", {"text": "y"}, timeout=2.0)
+        assert answer.worker == target
+        assert answer.status == 503
+        assert answer.body["type"] == DRAINING
+        assert answer.headers["Retry-After"] == "1"
+        ready = host.get_from(target, "/readyz")
+        assert ready.status == 503
+        assert ready.body["type"] == DRAINING
+        assert host.get_from(target, "/api/monitor/workers").body["workers"]
+        listed = {w["worker"]: w for w in host.workers()["workers"]}
+        assert listed[target]["draining"] is True
+        detail = {w["worker"]: w for w in host.admin("GET", "/api/admin/workers").body["workers"]}
+        assert detail[target]["drain_ordered_s_ago"] is not None
+        # What it ran when the order came finishes as usual.
+        final = wait_terminal([host.url], [running.body["task_id"]], timeout=60)
+        assert final[running.body["task_id"]]["state"] == "done"
+    except BaseException:
+        host.admin("DELETE", f"/api/admin/workers/{target}/drain")  # spare the next tests
+        raise
 
     cancelled = host.admin("DELETE", f"/api/admin/workers/{target}/drain")
     assert cancelled.status == 202

@@ -32,19 +32,29 @@ def redis_mode_env(
 
 
 @contextmanager
-def paused(host: GunicornInstance, worker: str, *, at_most_s: float) -> Iterator[None]:
-    """`worker` (X-Worker-Id host:pid) of `host` stopped (SIGSTOP) for the block, resumed in
-    any case; a block that held it longer than `at_most_s` fails the test, since a longer
-    pause can end the worker's leases and change what the test is about."""
-    pid = int(worker.rsplit(":", 1)[1])
-    host.signal_worker(pid, signal.SIGSTOP)  # refuses a pid that is not one of its workers
+def paused(host: GunicornInstance, *workers: str, at_most_s: float) -> Iterator[None]:
+    """`workers` (X-Worker-Id host:pid) of `host` stopped (SIGSTOP) for the block, resumed in
+    any case; a block that held them longer than `at_most_s` fails the test, since a longer
+    pause can end the workers' leases and change what the test is about."""
+    pids = [int(worker.rsplit(":", 1)[1]) for worker in workers]
+    stopped_pids: list[int] = []
     stopped = time.monotonic()
     try:
+        for pid in pids:
+            host.signal_worker(pid, signal.SIGSTOP)  # refuses a pid not one of its workers
+            stopped_pids.append(pid)
         yield
     finally:
-        os.kill(pid, signal.SIGCONT)
+        for pid in stopped_pids:
+            os.kill(pid, signal.SIGCONT)
     held = time.monotonic() - stopped
-    assert held <= at_most_s, f"{worker} was paused {held:.2f} s, more than {at_most_s} s"
+    assert held <= at_most_s, f"{workers} paused {held:.2f} s, more than {at_most_s} s"
+
+
+def others_than(host: GunicornInstance, worker: str) -> list[str]:
+    """The X-Worker-Ids of `host`'s workers but `worker` (host:pid)."""
+    name, _, pid = worker.rpartition(":")
+    return [f"{name}:{other}" for other in host.worker_pids() if str(other) != pid]
 
 
 def submit_elsewhere(
