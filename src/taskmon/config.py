@@ -34,6 +34,8 @@ API_RESERVED_THREADS = 8
 # The backoff cap of the Redis client's Retry, in seconds (redis/connection.py builds it): part
 # of the longest a Redis call can take, which some settings must leave room for.
 REDIS_BACKOFF_CAP_S = 0.1
+# The shortest TASKMON_ADMIN_TOKEN taken: 16 characters, 64 bits as hex.
+MIN_ADMIN_TOKEN_LENGTH = 16
 
 
 class BackendMode(StrEnum):
@@ -160,6 +162,12 @@ class Settings(BaseSettings):
         # A blank token would enable the admin endpoints for an empty Bearer header.
         if value is not None and not value.get_secret_value().strip():
             raise ValueError("is blank: unset it to disable the admin endpoints, or set a token")
+        # It guards releasing permits and draining workers: a short one falls to guessing.
+        if value is not None and len(value.get_secret_value()) < MIN_ADMIN_TOKEN_LENGTH:
+            raise ValueError(
+                f"is shorter than {MIN_ADMIN_TOKEN_LENGTH} characters: use a random one, e.g. "
+                "`openssl rand -hex 16`"
+            )
         return value
 
     @field_validator("backend")

@@ -18,7 +18,7 @@ from tests.support.timing import wait_for
 
 pytestmark = pytest.mark.e2e
 
-TOKEN = "e2e-admin-token"
+TOKEN = "e2e-admin-token-bodies"
 
 
 def send(

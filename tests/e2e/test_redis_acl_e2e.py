@@ -28,7 +28,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.redis]
 
 ADMIN_PASSWORD = "admin-pw-e2e"
 PASSWORD = "taskmon-pw-e2e"
-TOKEN = "admin-token-e2e"
+TOKEN = "admin-token-e2e-acl"
 WORKERS = 4
 LEASE_TTL_MS = 2000
 REFUSED = re.compile(r"NOPERM|can't run this command|can't access|no permissions", re.I)

@@ -24,7 +24,7 @@ from tests.support.stacks import redis_mode_env
 pytestmark = [pytest.mark.e2e, pytest.mark.redis]
 
 WORKERS = 4
-TOKEN = "admin-token-tls"
+TOKEN = "admin-token-tls-e2e"
 BASE_ENV = {"TASKMON_ENGINE": "tone", "TASKMON_TONE_MS_PER_CHAR": "1"}
 
 

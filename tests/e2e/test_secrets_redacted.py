@@ -23,7 +23,7 @@ from tests.support.stacks import redis_mode_env
 pytestmark = [pytest.mark.e2e, pytest.mark.redis]
 
 PASSWORD = "S3cr3t-pw-xyz"
-ADMIN_TOKEN = "adm1n-T0ken-qrs"
+ADMIN_TOKEN = "adm1n-T0ken-qrs-tuv"
 REDIS_ADMIN_PASSWORD = "redis-admin-pw"
 UNKNOWN = "0" * 32
 

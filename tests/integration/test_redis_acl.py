@@ -26,7 +26,7 @@ pytestmark = [pytest.mark.redis, pytest.mark.usefixtures("clean_taskmon_env")]
 
 ADMIN_PASSWORD = "admin-pw-4t7"
 PASSWORD = "taskmon-pw-9q2"
-TOKEN = "admin-token-x1"
+TOKEN = "admin-token-x1-acl-it"
 MakeApp = Callable[..., Flask]
 
 

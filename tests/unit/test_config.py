@@ -83,7 +83,7 @@ def test_environment_variables_are_read(monkeypatch: pytest.MonkeyPatch, tmp_pat
         "TASKMON_KEY_PREFIX": "tm:test",
         "TASKMON_WORKERS": "3",
         "TASKMON_FALLBACK_POLICY": "reject",
-        "TASKMON_ADMIN_TOKEN": "t0ken",
+        "TASKMON_ADMIN_TOKEN": "t0ken-of-sixteen-chars",
         "TASKMON_SSE_KEEPALIVE_S": "0.5",
         "TASKMON_MAX_BODY_BYTES": "2048",
     }
@@ -105,7 +105,7 @@ def test_environment_variables_are_read(monkeypatch: pytest.MonkeyPatch, tmp_pat
     assert settings.workers == 3
     assert settings.fallback_policy is FallbackPolicy.REJECT
     assert settings.admin_token is not None
-    assert settings.admin_token.get_secret_value() == "t0ken"
+    assert settings.admin_token.get_secret_value() == "t0ken-of-sixteen-chars"
     assert settings.sse_keepalive_s == 0.5
     assert settings.max_body_bytes == 2048
 
@@ -179,11 +179,11 @@ def test_redis_password_never_appears_in_the_error(monkeypatch: pytest.MonkeyPat
 
 def test_redis_password_not_in_settings_repr(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TASKMON_REDIS_URL", "redis://:hunter2@cache:6379/0")
-    monkeypatch.setenv("TASKMON_ADMIN_TOKEN", "adm1n-t0ken")
+    monkeypatch.setenv("TASKMON_ADMIN_TOKEN", "adm1n-t0ken-not-in-repr")
     settings = load_settings()
     assert "hunter2" not in repr(settings)
     assert "hunter2" not in str(settings)
-    assert "adm1n-t0ken" not in repr(settings)
+    assert "adm1n-t0ken-not-in-repr" not in repr(settings)
 
 
 def test_every_offending_variable_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -255,6 +255,19 @@ def test_a_blank_admin_token_is_refused_rather_than_enabling_the_admin_endpoints
     message = config_error(monkeypatch, TASKMON_ADMIN_TOKEN=blank)
     assert "TASKMON_ADMIN_TOKEN" in message
     assert "blank" in message
+
+
+def test_a_short_admin_token_is_refused_and_sixteen_characters_are_taken(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    message = config_error(monkeypatch, TASKMON_ADMIN_TOKEN="s" * 15)
+    assert "TASKMON_ADMIN_TOKEN=<hidden>" in message
+    assert "shorter than 16 characters" in message
+    assert "s" * 15 not in message
+    monkeypatch.setenv("TASKMON_ADMIN_TOKEN", "s" * 16)
+    token = load_settings().admin_token
+    assert token is not None
+    assert token.get_secret_value() == "s" * 16
 
 
 def test_stream_and_result_bounds_default_and_read_from_the_environment(

@@ -53,7 +53,7 @@ pytestmark = pytest.mark.usefixtures("clean_taskmon_env")
 
 DOC_URI = "urn:taskmon:openapi"
 HTTP_METHODS = {"get", "put", "post", "delete", "patch", "head", "options", "trace"}
-ADMIN_TOKEN = "s3cret-token"
+ADMIN_TOKEN = "s3cret-token-openapi"
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 

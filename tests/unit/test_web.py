@@ -258,12 +258,12 @@ def test_400_json_nested_too_deeply(app: Flask, client: FlaskClient, body: bytes
 
 
 def test_admin_400_for_json_nested_too_deeply(make_app: MakeApp) -> None:
-    app = make_app(admin_token="t0ken")
+    app = make_app(admin_token="t0ken-of-sixteen-chars")
     response = app.test_client().put(
         "/api/admin/concurrency",
         data=b"[" * 30_000,
         content_type="application/json",
-        headers={"Authorization": "Bearer t0ken"},
+        headers={"Authorization": "Bearer t0ken-of-sixteen-chars"},
     )
     assert assert_problem(app, response, 400)["field"] == "limit"
 
