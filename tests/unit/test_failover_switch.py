@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from taskmon.failover import Failover
-from taskmon.ports import BackendUnavailable
+from taskmon.ports import BackendRefused, BackendUnavailable
 from tests.support.timing import wait_for
 
 
@@ -36,12 +36,16 @@ class Participant:
         self.failover = failover
         self.calls: list[tuple[str, bool]] = []
         self.fail_promote = 0
+        self.refuse_write_back = 0
 
     def on_degrade(self) -> None:
         self.calls.append(("degrade", self._locked()))
 
     def write_back(self, *, store_lost: bool) -> int:
         self.calls.append((f"write_back lost={store_lost}", self._locked()))
+        if self.refuse_write_back:
+            self.refuse_write_back -= 1
+            raise BackendRefused("NOPERM User taskmon has no permissions to run the 'del' command")
         return 2
 
     def on_promote(self, *, store_lost: bool) -> int:
@@ -117,6 +121,26 @@ def test_a_failed_promotion_keeps_the_worker_degraded_and_probing(
     redis.up = True
     assert failover.wait_promoted(5)
     assert [c[0] for c in participant.calls].count("promote") == 3
+
+
+def test_a_write_back_refused_by_the_acl_keeps_probing_without_a_traceback_each_time(
+    rig: tuple[Failover, Redis, Participant], caplog: pytest.LogCaptureFixture
+) -> None:
+    # The adapter already said once, as an ERROR, what to grant; each probe meeting the same
+    # refusal must not add a traceback (it read as a bug, every probe interval).
+    failover, redis, participant = rig
+    participant.refuse_write_back = 3
+    with caplog.at_level(logging.DEBUG, logger="taskmon.failover"):
+        failover.trip(BackendUnavailable("refused"))
+        redis.up = True
+        assert failover.wait_promoted(5)
+    assert [c[0] for c in participant.calls].count("write_back lost=False") == 4
+    assert [c[0] for c in participant.calls].count("promote") == 1
+    switch = [r for r in caplog.records if r.name == "taskmon.failover.switch"]
+    assert not [r for r in switch if r.exc_info], [r.getMessage() for r in switch]
+    refused = [r for r in switch if "refused by Redis' ACL" in r.getMessage()]
+    assert len(refused) == 3
+    assert {r.levelno for r in refused} == {logging.DEBUG}
 
 
 def test_a_store_that_lost_its_data_while_healthy_gets_everything_back(

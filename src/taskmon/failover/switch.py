@@ -50,7 +50,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from taskmon import metrics
-from taskmon.ports import BackendUnavailable
+from taskmon.ports import BackendRefused, BackendUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -248,6 +248,9 @@ class Failover:
                 away = time.monotonic() - self._since
         except BackendUnavailable:
             return False
+        except BackendRefused as exc:
+            _refused("re-promotion", exc)
+            return False
         except Exception:
             log.exception("re-promotion to Redis at %s failed; probing again", self.target)
             return False
@@ -301,6 +304,8 @@ class Failover:
                     participant.refresh()
         except BackendUnavailable as exc:
             self.trip(exc)
+        except BackendRefused as exc:
+            _refused("the health check", exc)
         except Exception:
             log.exception("checking Redis at %s failed; checking again", self.target)
         return lost
@@ -325,6 +330,9 @@ class Failover:
             mark = self._announce()
         except BackendUnavailable:
             return  # the others wait their whole window for this worker; so does it
+        except BackendRefused as exc:
+            _refused("recording the re-promotion", exc)
+            return
         except Exception:
             log.exception("recording the re-promotion at %s failed; the settling window "
                           "runs its length", self.target)  # fmt: skip
@@ -348,6 +356,10 @@ class Failover:
         except BackendUnavailable as exc:
             self.trip(exc)
             return
+        except BackendRefused as exc:
+            _refused("reading which workers are back", exc)
+            self._drop_look(look)
+            return
         except Exception:
             log.exception("reading which workers are back on Redis at %s failed; the "
                           "settling window runs its length", self.target)  # fmt: skip
@@ -370,3 +382,9 @@ class Failover:
         with self.lock:
             if self._settle_look == look:
                 self._settle_look = None
+
+
+def _refused(step: str, exc: BackendRefused) -> None:
+    # The adapter that met the refusal logged it once as an ERROR saying what to grant; a
+    # traceback at each probe would bury that line under lines that say nothing more.
+    log.debug("%s refused by Redis' ACL (%s); trying again", step, exc)

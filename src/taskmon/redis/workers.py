@@ -40,7 +40,7 @@ from typing import cast
 import redis
 
 from taskmon.domain import ErrorCode, TaskError, TaskState, public_name, worker_key
-from taskmon.ports import BackendUnavailable, TaskMonitor
+from taskmon.ports import BackendRefused, BackendUnavailable, TaskMonitor
 from taskmon.redis.errors import unavailable_as
 from taskmon.redis.keys import Keys
 from taskmon.redis.scripts import ScriptKeys, ScriptSet
@@ -341,6 +341,9 @@ class Maintenance:
             log.warning("heartbeat/reaper could not reach Redis (%s); retrying", exc)
             if self._on_unavailable is not None:
                 self._on_unavailable(exc)
+        except BackendRefused as exc:
+            # Logged once, with what to grant, where it was met: no traceback at every tick.
+            log.debug("heartbeat/reaper refused by Redis' ACL (%s); retrying", exc)
         except Exception:
             log.exception("heartbeat/reaper failed; retrying")
 
