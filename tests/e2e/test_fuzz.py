@@ -34,6 +34,7 @@ from taskmon.harness.redis_server import RedisServer
 from taskmon.harness.stack import GunicornInstance
 from taskmon.web.openapi import document
 from tests.support.http import PinnedClient
+from tests.support.stacks import others_than, paused
 
 pytestmark = [pytest.mark.e2e, pytest.mark.redis]
 
@@ -329,25 +330,24 @@ def test_hostile_bodies_and_headers_are_refused_not_crashed(
         assert response.getheader("Content-Type") == "application/problem+json", data[:300]
 
 
-def pinned_to_every_worker(base_url: str) -> dict[str, PinnedClient]:
-    """One kept-alive connection per worker (X-Worker-Id), opened until all are reached."""
+def pinned_to_every_worker(stack: GunicornInstance) -> dict[str, PinnedClient]:
+    """One kept-alive connection per worker (X-Worker-Id). Which worker accepts is the
+    kernel's choice, so each one is reached with the others paused for the one request."""
+    name = call(stack.base_url, "GET", "/healthz").worker.rpartition(":")[0]
     clients: dict[str, PinnedClient] = {}
-    for _ in range(200):
-        client = PinnedClient(base_url)
-        client.request("GET", "/healthz")
-        (worker,) = client.workers_seen
-        if worker in clients:
-            client.close()
-        else:
-            clients[worker] = client
-        if len(clients) == WORKERS:
-            break
+    for pid in stack.worker_pids():
+        worker = f"{name}:{pid}"
+        client = PinnedClient(stack.base_url)
+        with paused(stack, *others_than(stack, worker), at_most_s=5.0):
+            client.request("GET", "/healthz")
+        (reached,) = client.workers_seen
+        clients[reached] = client
     return clients
 
 
 def test_nothing_accepted_is_lost(stack: GunicornInstance, figures: Figures) -> None:
     assert figures.accepted, "the fuzzing got no 202: nothing to check"
-    clients = pinned_to_every_worker(stack.base_url)
+    clients = pinned_to_every_worker(stack)
     try:
         figures.workers_checked = len(clients)
         assert len(clients) == WORKERS, f"reached only {sorted(clients)}"
