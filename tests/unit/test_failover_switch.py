@@ -143,6 +143,28 @@ def test_a_write_back_refused_by_the_acl_keeps_probing_without_a_traceback_each_
     assert {r.levelno for r in refused} == {logging.DEBUG}
 
 
+def test_a_trip_wakes_whoever_waits_out_the_settling_window() -> None:
+    redis = Redis()
+    redis.up = True
+    failover = Failover(
+        target="redis://x", policy="partition", probe=redis.probe, store_lost=redis.store_lost,
+        healthy_interval_s=60, min_backoff_s=0.01, max_backoff_s=0.04, settle_s=60,
+    )  # fmt: skip
+    failover.start()
+    try:
+        failover.trip(BackendUnavailable("refused"))
+        assert failover.wait_promoted(5)
+        assert failover.settling() > 30
+        waiter = threading.Thread(target=failover.wait_settled, args=(60,), daemon=True)
+        waiter.start()
+        redis.up = False  # it stays degraded: no re-promotion wakes the waiter instead
+        failover.trip(BackendUnavailable("refused again"))
+        waiter.join(timeout=10)  # a minute without the wake-up
+        assert not waiter.is_alive(), "the waiter still waits out a window the trip ended"
+    finally:
+        failover.close()
+
+
 def test_a_store_that_lost_its_data_while_healthy_gets_everything_back(
     rig: tuple[Failover, Redis, Participant],
 ) -> None:

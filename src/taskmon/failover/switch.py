@@ -149,10 +149,10 @@ class Failover:
 
     def wait_settled(self, timeout: float) -> None:
         """Block up to `timeout` seconds, or until the settling window is over (it may end
-        early, when every worker is back)."""
+        early, when every worker is back) or a trip degrades this worker."""
         with self._promoted:
             left = self.settling()
-            if left > 0:
+            if left > 0 and not self._degraded:
                 self._promoted.wait(min(timeout, left))
 
     def join(self, participant: Participant) -> None:
@@ -178,6 +178,8 @@ class Failover:
             self.outages += 1
             for participant in self._participants:
                 participant.on_degrade()
+            # Acquirers waiting out a settling window go to memory now, not at its end.
+            self._promoted.notify_all()
         metrics.DEGRADED.set(1)
         metrics.FAILOVER_SWITCHES.labels("memory").inc()
         meaning = (
