@@ -68,12 +68,12 @@ class Host:
         assert answer.status == 200
         return answer.body  # type: ignore[no-any-return]
 
-    def get_from(self, worker: str, path: str, tries: int = 400) -> Answer:
-        for _ in range(tries):
-            answer = call(self.url, "GET", path)
-            if answer.worker == worker:
-                return answer
-        raise AssertionError(f"no GET {path} reached {worker} in {tries} tries")
+    def get_from(self, worker: str, path: str) -> Answer:
+        """GET on `worker`, the others paused for the one call."""
+        with paused(self.stack, *others_than(self.stack, worker), at_most_s=3.0):
+            answer = call(self.url, "GET", path, timeout=2.0)
+        assert answer.worker == worker, (answer.worker, worker)
+        return answer
 
 
 @pytest.fixture(scope="module")

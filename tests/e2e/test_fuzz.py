@@ -340,8 +340,8 @@ def pinned_to_every_worker(stack: GunicornInstance) -> dict[str, PinnedClient]:
         client = PinnedClient(stack.base_url)
         with paused(stack, *others_than(stack, worker), at_most_s=5.0):
             client.request("GET", "/healthz")
-        (reached,) = client.workers_seen
-        clients[reached] = client
+        clients[worker] = client  # closed by the caller, whatever follows
+        assert client.workers_seen == {worker}, (client.workers_seen, worker)
     return clients
 
 

@@ -66,7 +66,7 @@ def test_admin_changes_the_cap_of_every_worker_of_every_host(tmp_path: Path) -> 
             **BASE_ENV,
             "TASKMON_BACKEND": "redis",
             "TASKMON_REDIS_URL": server.url,
-            "TASKMON_ADMIN_TOKEN": "admin-token",
+            "TASKMON_ADMIN_TOKEN": "admin-token-startup-e2e",
         }
         with (
             GunicornInstance(workers=2, env=env, workdir=tmp_path / "a") as host_a,
@@ -79,11 +79,11 @@ def test_admin_changes_the_cap_of_every_worker_of_every_host(tmp_path: Path) -> 
             )  # fmt: skip
             bad = call(
                 host_a.base_url, "PUT", "/api/admin/concurrency", {"limit": 0},
-                headers={"Authorization": "Bearer admin-token"},
+                headers={"Authorization": "Bearer admin-token-startup-e2e"},
             )  # fmt: skip
             changed = call(
                 host_a.base_url, "PUT", "/api/admin/concurrency", {"limit": 7},
-                headers={"Authorization": "Bearer admin-token"},
+                headers={"Authorization": "Bearer admin-token-startup-e2e"},
             )  # fmt: skip
             limits = {
                 call(base, "GET", "/api/monitor/stats").body["concurrency"]["limit"]

@@ -1,9 +1,11 @@
 """The environment of a Redis-mode instance under test: the settings every e2e test of the
-cap spells the same way (tone engine, a journal to judge I1 from); and a submission kept off
-one worker."""
+cap spells the same way (tone engine, a journal to judge I1 from); and workers paused
+(SIGSTOP) for a call, to reach one worker or to keep a call off one: which worker accepts a
+connection is the kernel's choice, and a stopped process accepts none."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -13,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from taskmon.harness.client import Answer, call
+from taskmon.harness.processes import wait_until
 from taskmon.harness.stack import GunicornInstance
 
 
@@ -43,18 +46,41 @@ def paused(host: GunicornInstance, *workers: str, at_most_s: float) -> Iterator[
         for pid in pids:
             host.signal_worker(pid, signal.SIGSTOP)  # refuses a pid not one of its workers
             stopped_pids.append(pid)
+        for pid in pids:
+            # SIGSTOP is delivered, not awaited: a worker running on another CPU could still
+            # accept a connection until the kernel shows it stopped.
+            _wait_stopped(pid)
         yield
     finally:
         for pid in stopped_pids:
-            os.kill(pid, signal.SIGCONT)
+            with contextlib.suppress(ProcessLookupError):  # one that died: resume the rest
+                os.kill(pid, signal.SIGCONT)
     held = time.monotonic() - stopped
     assert held <= at_most_s, f"{workers} paused {held:.2f} s, more than {at_most_s} s"
 
 
+def _wait_stopped(pid: int) -> None:
+    wait_until(lambda: _state(pid) in {"T", "t", None}, timeout=5, interval=0.001,
+               what=f"worker {pid} stopped")  # fmt: skip
+
+
+def _state(pid: int) -> str | None:
+    """The process state letter of /proc/<pid>/stat (T: stopped), None when it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[0]
+
+
 def others_than(host: GunicornInstance, worker: str) -> list[str]:
-    """The X-Worker-Ids of `host`'s workers but `worker` (host:pid)."""
+    """The X-Worker-Ids of `host`'s workers but `worker` (host:pid). Raises ValueError when
+    `worker` is not one of them (pausing all the others would then pause every worker)."""
     name, _, pid = worker.rpartition(":")
-    return [f"{name}:{other}" for other in host.worker_pids() if str(other) != pid]
+    pids = host.worker_pids()
+    if not pid.isdigit() or int(pid) not in pids:
+        raise ValueError(f"{worker!r} is not a worker of the instance on port {host.port}")
+    return [f"{name}:{other}" for other in pids if other != int(pid)]
 
 
 def submit_elsewhere(

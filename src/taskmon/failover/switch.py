@@ -251,7 +251,7 @@ class Failover:
         except BackendUnavailable:
             return False
         except BackendRefused as exc:
-            _refused("re-promotion", exc)
+            _refused("re-promotion", exc, "probing again")
             return False
         except Exception:
             log.exception("re-promotion to Redis at %s failed; probing again", self.target)
@@ -307,7 +307,7 @@ class Failover:
         except BackendUnavailable as exc:
             self.trip(exc)
         except BackendRefused as exc:
-            _refused("the health check", exc)
+            _refused("the health check", exc, "checking again")
         except Exception:
             log.exception("checking Redis at %s failed; checking again", self.target)
         return lost
@@ -333,7 +333,7 @@ class Failover:
         except BackendUnavailable:
             return  # the others wait their whole window for this worker; so does it
         except BackendRefused as exc:
-            _refused("recording the re-promotion", exc)
+            _refused("recording the re-promotion", exc, "the settling window runs its length")
             return
         except Exception:
             log.exception("recording the re-promotion at %s failed; the settling window "
@@ -359,7 +359,7 @@ class Failover:
             self.trip(exc)
             return
         except BackendRefused as exc:
-            _refused("reading which workers are back", exc)
+            _refused("reading which workers are back", exc, "the settling window runs its length")
             self._drop_look(look)
             return
         except Exception:
@@ -386,7 +386,7 @@ class Failover:
                 self._settle_look = None
 
 
-def _refused(step: str, exc: BackendRefused) -> None:
+def _refused(step: str, exc: BackendRefused, then: str) -> None:
     # The adapter that met the refusal logged it once as an ERROR saying what to grant; a
     # traceback at each probe would bury that line under lines that say nothing more.
-    log.debug("%s refused by Redis' ACL (%s); trying again", step, exc)
+    log.debug("%s refused by Redis' ACL (%s); %s", step, exc, then)
