@@ -113,11 +113,16 @@ def test_the_page_names_its_endpoints_and_nothing_inline(client: FlaskClient) ->
         assert f'data-{name}-url="{url}"' in html
     # The CSP (default-src 'self') refuses inline scripts, styles and handlers: none is needed.
     assert INLINE.search(html) is None, INLINE.search(html)
-    script = client.get("/static/monitor.js")
-    source = script.get_data(as_text=True)
-    script.close()
-    found = [sink for sink in HTML_SINKS if sink in source]
-    assert not found, f"monitor.js parses strings as HTML: {found}; use textContent"
+    for name in ("monitor_charts.js", "monitor.js"):
+        assert f'src="/static/{name}"' in html
+        script = client.get(f"/static/{name}")
+        assert script.status_code == 200
+        source = script.get_data(as_text=True)
+        script.close()
+        found = [sink for sink in HTML_SINKS if sink in source]
+        assert not found, f"{name} parses strings as HTML: {found}; use textContent"
+    # Deferred scripts run in document order: the charts' module before the page that uses it.
+    assert html.index("monitor_charts.js") < html.index('/static/monitor.js"')
 
 
 def test_the_favicon_is_no_content(client: FlaskClient) -> None:

@@ -26,6 +26,7 @@ def monitor_page() -> str:
         permits_url=url_for("api.permits"),
         recent_url=url_for("api.recent"),
         workers_url=WORKERS_URL,
+        static_charts_js=url_for("static", filename="monitor_charts.js"),  # deferred: first
         static_js=url_for("static", filename="monitor.js"),
         static_css=url_for("static", filename="monitor.css"),
     )
