@@ -187,9 +187,10 @@ class Proxy:
         try:
             host, port = split_address(self.upstream)
             try:
-                server = await asyncio.wait_for(
-                    asyncio.open_connection(host, port), _CONNECT_TIMEOUT_S
-                )
+                # asyncio.timeout, not wait_for: on Python 3.11 a wait_for cancelled as the
+                # connection completes loses it, and its socket is left to the GC.
+                async with asyncio.timeout(_CONNECT_TIMEOUT_S):
+                    server = await asyncio.open_connection(host, port)
             except (OSError, TimeoutError):
                 return  # like Toxiproxy: the client sees its connection closed
             upstream = server[1]

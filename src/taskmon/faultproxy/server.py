@@ -176,6 +176,11 @@ class FaultProxy:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
         await self.proxies.close()  # what a task opened while it was being cancelled
+        # And whatever socket this loop still has open that no proxy tracks (one whose owner
+        # lost it to a race with a cancel): every selector transport the loop made is in its
+        # registry (private, hence the getattr), and left open it would outlive the loop.
+        for transport in list(getattr(self._loop, "_transports", {}).values()):
+            transport.abort()
         for _ in range(2):
             await asyncio.sleep(0)  # the transports' queued connection_lost callbacks
 
